@@ -1,0 +1,218 @@
+// Package config loads, expands and validates the Keyhole configuration file.
+//
+// Load reads one YAML file strictly: unknown keys, wrong types, bad durations and sizes,
+// unset ${VAR} references and every semantic error are collected and returned together,
+// each as a *FieldError that names its YAML line and field path. Nothing in the returned
+// Config needs validating again on the hot path.
+package config
+
+import (
+	"time"
+)
+
+// Default values applied by Parse when a key is absent.
+const (
+	DefaultListen                = ":8080"
+	DefaultAdminListen           = "127.0.0.1:9090"
+	DefaultGroupsClaim           = "groups"
+	DefaultScopesClaim           = "scp"
+	DefaultUpstreamTimeout       = 30 * time.Second
+	DefaultMaxRequestBody        = 10 << 20
+	DefaultMaxResponseBodyMasked = 32 << 20
+)
+
+// DefaultAlgorithms are the token signing algorithms accepted when an issuer lists none.
+var DefaultAlgorithms = []string{"RS256", "ES256"}
+
+// Config is one parsed and validated configuration file.
+// A Config is immutable once Parse returns it; share it freely between goroutines.
+type Config struct {
+	Listen    string               `yaml:"listen"`
+	Admin     Admin                `yaml:"admin"`
+	TLS       *TLS                 `yaml:"tls"`
+	Identity  Identity             `yaml:"identity"`
+	Upstreams map[string]*Upstream `yaml:"upstreams"`
+	Guards    []Route              `yaml:"guards"`
+	Routes    []Route              `yaml:"routes"`
+	Recorder  *Recorder            `yaml:"recorder"`
+	Approvals *Approvals           `yaml:"approvals"`
+	Limits    Limits               `yaml:"limits"`
+
+	// Path is the file the config was loaded from, "" when parsed from bytes.
+	Path string `yaml:"-"`
+	// lines maps a field path such as "routes[2].match.path" to its YAML line.
+	lines map[string]int
+}
+
+// Line returns the YAML line of the value at field path p ("routes[2].match.path"),
+// or of its nearest ancestor that has one; 0 if none is known.
+func (c *Config) Line(p string) int {
+	for {
+		if n, ok := c.lines[p]; ok {
+			return n
+		}
+		i := lastSep(p)
+		if i < 0 {
+			return 0
+		}
+		p = p[:i]
+	}
+}
+
+// lastSep returns the index of the last '.' or '[' that starts p's final element, or -1.
+func lastSep(p string) int {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] == '.' || p[i] == '[' {
+			return i
+		}
+	}
+	return -1
+}
+
+// Admin configures the admin plane: health, metrics and the admin API.
+type Admin struct {
+	Listen string `yaml:"listen"`
+	// Allow names who may use the admin API in addition to Roles.
+	Allow *Allow `yaml:"allow"`
+	// Roles maps a role name (admins, auditors, approvers) to who holds it.
+	Roles map[string]*Allow `yaml:"roles"`
+}
+
+// TLS is a certificate and key for a listener.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Identity configures token verification.
+type Identity struct {
+	Issuers []Issuer `yaml:"issuers"`
+	// Dev enables the built-in local issuer used by `keyhole demo` and `keyhole token`.
+	// It is refused unless every listener is on a loopback address.
+	Dev bool `yaml:"dev"`
+}
+
+// Issuer is one trusted OIDC issuer (an Okta custom authorization server, for instance).
+type Issuer struct {
+	Issuer      string   `yaml:"issuer"`
+	Audiences   []string `yaml:"audiences"`
+	GroupsClaim string   `yaml:"groups_claim"`
+	ScopesClaim string   `yaml:"scopes_claim"`
+	Algorithms  []string `yaml:"algorithms"`
+	// JWKSURL, when set, skips OIDC discovery and fetches keys from this URL.
+	JWKSURL string `yaml:"jwks_url"`
+}
+
+// Upstream is a backend API that routes forward to.
+type Upstream struct {
+	URL        string      `yaml:"url"`
+	Timeout    Duration    `yaml:"timeout"`
+	Credential *Credential `yaml:"credential"`
+	TLS        *ClientTLS  `yaml:"tls"`
+}
+
+// Credential is a header the gateway sets on every request it forwards to an upstream.
+type Credential struct {
+	Header string `yaml:"header"`
+	// Value is the header value after ${VAR} expansion, or the content of ValueFile.
+	Value     Secret `yaml:"value"`
+	ValueFile string `yaml:"value_file"`
+}
+
+// ClientTLS configures TLS towards an upstream.
+type ClientTLS struct {
+	CAFile             string `yaml:"ca_file"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// Route is one entry of routes or guards. Guards use only Name, Match and Deny.
+type Route struct {
+	Name        string     `yaml:"name"`
+	Match       Match      `yaml:"match"`
+	Upstream    string     `yaml:"upstream"`
+	Rewrite     *Rewrite   `yaml:"rewrite"`
+	Allow       *Allow     `yaml:"allow"`
+	Deny        string     `yaml:"deny"`
+	Websocket   bool       `yaml:"websocket"`
+	Mask        []MaskRule `yaml:"mask"`
+	Detect      []string   `yaml:"detect"`
+	PassNonJSON bool       `yaml:"pass_non_json"`
+	Approval    *Approval  `yaml:"approval"`
+}
+
+// Match selects requests by method, path pattern and optional conditions.
+type Match struct {
+	// Methods lists HTTP methods; "*" matches any. HEAD is judged as GET.
+	Methods []string `yaml:"methods"`
+	// Path is a chi pattern: {name} matches one segment, a trailing /* any suffix.
+	Path string `yaml:"path"`
+	When *When  `yaml:"when"`
+}
+
+// When holds extra conditions of a Match; all that are set must hold.
+type When struct {
+	// Query maps a query parameter to accepted values: the parameter must be present
+	// and every value it has must be one of them.
+	Query map[string]Scalars `yaml:"query"`
+	// Headers maps a header name to accepted values, with the same rule as Query.
+	Headers map[string]Scalars `yaml:"headers"`
+	// Body maps a gjson path in the JSON request body to accepted values.
+	Body map[string]Scalars `yaml:"body"`
+	// BodyRegex is an RE2 expression matched against the raw request body.
+	BodyRegex string `yaml:"body_regex"`
+}
+
+// Rewrite changes the path forwarded upstream after matching.
+type Rewrite struct {
+	StripPrefix string `yaml:"strip_prefix"`
+	AddPrefix   string `yaml:"add_prefix"`
+}
+
+// Allow lists what a principal must hold: any one value within a key, every key that is set.
+type Allow struct {
+	Groups   []string           `yaml:"groups"`
+	Scopes   []string           `yaml:"scopes"`
+	Subjects []string           `yaml:"subjects"`
+	Claims   map[string]Scalars `yaml:"claims"`
+}
+
+// MaskRule masks one gjson path of a JSON response.
+type MaskRule struct {
+	Field  string `yaml:"field"`
+	Action string `yaml:"action"`
+	With   string `yaml:"with"`
+}
+
+// Approval holds a request for a human decision.
+type Approval struct {
+	Approvers    Allow    `yaml:"approvers"`
+	MinApprovals int      `yaml:"min_approvals"`
+	Hold         Duration `yaml:"hold"`
+	TTL          Duration `yaml:"ttl"`
+}
+
+// Recorder configures the exchange recorder.
+type Recorder struct {
+	Store         string   `yaml:"store"`
+	Mode          string   `yaml:"mode"`
+	BodyLimit     ByteSize `yaml:"body_limit"`
+	RedactHeaders []string `yaml:"redact_headers"`
+	Retention     Duration `yaml:"retention"`
+}
+
+// Approvals configures approval notifications.
+type Approvals struct {
+	Notify    Notify `yaml:"notify"`
+	PublicURL string `yaml:"public_url"`
+}
+
+// Notify configures where approval requests are announced.
+type Notify struct {
+	Webhook string `yaml:"webhook"`
+}
+
+// Limits bounds what the gateway buffers.
+type Limits struct {
+	MaxRequestBody        ByteSize `yaml:"max_request_body"`
+	MaxResponseBodyMasked ByteSize `yaml:"max_response_body_masked"`
+}

@@ -1,0 +1,60 @@
+package identity
+
+import (
+	"context"
+	"time"
+)
+
+// Principal is the verified caller of one request, read from its access token.
+// A Principal is never modified after Verify returns it; treat its slices and map as read-only.
+type Principal struct {
+	Issuer   string
+	Subject  string
+	ClientID string   // Okta's cid claim, "" when absent
+	Groups   []string // from the issuer's groups claim; empty for client-credentials tokens
+	Scopes   []string // from scp (array) or scope (space-separated string)
+	Claims   map[string]any
+	Expiry   time.Time
+}
+
+// Reason classifies why a token was refused. Its values are the reason label of
+// keyhole_auth_failures_total and never carry token content.
+type Reason string
+
+// Reasons for refusing a token.
+const (
+	ReasonMissing      Reason = "missing"       // no bearer token, or more than one
+	ReasonMalformed    Reason = "malformed"     // not a parseable JWS/JWT
+	ReasonExpired      Reason = "expired"       // outside its exp/nbf validity window, or no exp
+	ReasonBadSignature Reason = "bad_signature" // signature or algorithm not accepted
+	ReasonBadAudience  Reason = "bad_audience"  // aud holds none of the configured audiences
+	ReasonBadIssuer    Reason = "bad_issuer"    // iss is not a configured issuer
+	ReasonUnknownKey   Reason = "unknown_key"   // kid not in the issuer's key set, even after a refetch
+)
+
+// Reasons lists every Reason, for pre-initialising metrics.
+var Reasons = []Reason{ReasonMissing, ReasonMalformed, ReasonExpired, ReasonBadSignature,
+	ReasonBadAudience, ReasonBadIssuer, ReasonUnknownKey}
+
+// Error is a refused token. Its message is safe to show to the client: it never
+// includes the token or key material.
+type Error struct {
+	Reason Reason
+	Msg    string
+}
+
+// Error returns the message.
+func (e *Error) Error() string { return e.Msg }
+
+type principalKey struct{}
+
+// NewContext returns ctx carrying p.
+func NewContext(ctx context.Context, p *Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// FromContext returns the Principal stored by NewContext, or nil.
+func FromContext(ctx context.Context) *Principal {
+	p, _ := ctx.Value(principalKey{}).(*Principal)
+	return p
+}
