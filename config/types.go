@@ -203,3 +203,22 @@ func (s Scalars) Strings() []string {
 	}
 	return out
 }
+
+// KeyPath returns the field path of map key k under parent: "upstreams.crm" for a plain key,
+// `routes[0].match.when.body["params.name"]` for a key that is not a plain identifier.
+func KeyPath(parent, k string) string {
+	plain := k != ""
+	for _, r := range k {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		if parent == "" {
+			return k
+		}
+		return parent + "." + k
+	}
+	return parent + "[" + strconv.Quote(k) + "]"
+}
