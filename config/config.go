@@ -7,6 +7,7 @@
 package config
 
 import (
+	"strconv"
 	"time"
 )
 
@@ -51,22 +52,42 @@ func (c *Config) Line(p string) int {
 		if n, ok := c.lines[p]; ok {
 			return n
 		}
-		i := lastSep(p)
-		if i < 0 {
+		parent, ok := parentPath(p)
+		if !ok {
 			return 0
 		}
-		p = p[:i]
+		p = parent
 	}
 }
 
-// lastSep returns the index of the last '.' or '[' that starts p's final element, or -1.
-func lastSep(p string) int {
-	for i := len(p) - 1; i >= 0; i-- {
-		if p[i] == '.' || p[i] == '[' {
-			return i
+// parentPath returns the path of p's parent ("routes[2].match" for "routes[2].match.path",
+// "upstreams" for `upstreams["a.b"]`), and false when p is a top-level key or "".
+// A quoted key may itself hold '.' or '[', so it is skipped whole.
+func parentPath(p string) (string, bool) {
+	last := -1
+	for i := 0; i < len(p); {
+		switch p[i] {
+		case '.':
+			last = i
+			i++
+		case '[':
+			last = i
+			i++
+			if i < len(p) && p[i] == '"' {
+				q, err := strconv.QuotedPrefix(p[i:])
+				if err != nil {
+					return p[:last], true
+				}
+				i += len(q)
+			}
+		default:
+			i++
 		}
 	}
-	return -1
+	if last < 0 {
+		return "", false
+	}
+	return p[:last], true
 }
 
 // Admin configures the admin plane: health, metrics and the admin API.

@@ -179,7 +179,8 @@ func scalarOf(n *yaml.Node) (Scalar, error) {
 		return Scalar{}, fmt.Errorf("want a plain value (string, number, true/false or null)")
 	}
 	switch n.ShortTag() {
-	case "!!str":
+	case "!!str", "!!timestamp":
+		// A date such as 2024-01-31 resolves to !!timestamp; as a condition it is text.
 		return Scalar{Value: n.Value, Kind: String}, nil
 	case "!!int", "!!float":
 		return Scalar{Value: n.Value, Kind: Number}, nil

@@ -1,0 +1,51 @@
+// Package admin serves Keyhole's admin plane: health, readiness, Prometheus metrics and,
+// in development, the built-in token issuer.
+package admin
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Options configures the admin handler.
+type Options struct {
+	// Gatherer serves /metrics.
+	Gatherer prometheus.Gatherer
+	// Ready reports nil when the gateway can serve traffic (config loaded, store reachable,
+	// keys fetched for every issuer), or an error that says what is missing.
+	Ready func() error
+	// DevIssuer, when not nil, is mounted at DevPath (e.g. "/dev") with the prefix stripped.
+	DevIssuer http.Handler
+	DevPath   string
+}
+
+// New returns the admin plane's handler. It is safe for concurrent use.
+func New(o Options) http.Handler {
+	r := chi.NewRouter()
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := o.Ready(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	r.Handle("/metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	if o.DevIssuer != nil {
+		r.Mount(o.DevPath, http.StripPrefix(o.DevPath, o.DevIssuer))
+	}
+	return r
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

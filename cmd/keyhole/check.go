@@ -1,0 +1,163 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/keyholehq/keyhole/identity"
+	"github.com/keyholehq/keyhole/proxy"
+	"github.com/keyholehq/keyhole/rules"
+)
+
+// listFlag is a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func cmdCheck(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlags("check", stderr)
+	path := fs.String("config", defaultConfig, "config file")
+	method := fs.String("method", "GET", "request method")
+	target := fs.String("path", "", "request path, optionally with ?query (required)")
+	sub := fs.String("sub", "", "token subject")
+	cid := fs.String("client-id", "", "token client id (cid)")
+	groups := fs.String("groups", "", "comma-separated groups")
+	scopes := fs.String("scopes", "", "comma-separated scopes")
+	bodyFile := fs.String("body", "", "file holding the request body")
+	var headers, claims listFlag
+	fs.Var(&headers, "header", "request header Name:value (repeatable)")
+	fs.Var(&claims, "claim", "extra token claim name=value, a string (repeatable)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *target == "" {
+		fmt.Fprintln(stderr, "keyhole check: --path is required")
+		return errUsage
+	}
+	data, err := os.ReadFile(*path)
+	if err != nil {
+		return err
+	}
+	_, table, err := source{path: *path, getenv: getenv}.compile(data)
+	if err != nil {
+		return reportLoad(stderr, *path, err)
+	}
+	c := policyCase{Request: policyRequest{Method: *method, Path: *target, Headers: map[string]string{}},
+		Identity: policyIdentity{Sub: *sub, ClientID: *cid, Groups: splitList(*groups), Scopes: splitList(*scopes), Claims: map[string]any{}}}
+	for _, h := range headers {
+		k, v, ok := strings.Cut(h, ":")
+		if !ok {
+			return fmt.Errorf("--header %q: want Name:value", h)
+		}
+		c.Request.Headers[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	for _, kv := range claims {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return fmt.Errorf("--claim %q: want name=value", kv)
+		}
+		c.Identity.Claims[k] = v
+	}
+	if *bodyFile != "" {
+		b, err := os.ReadFile(*bodyFile)
+		if err != nil {
+			return err
+		}
+		c.Request.Body = string(b)
+	}
+	v := evaluate(table, c)
+	p := c.Identity.principal()
+	fmt.Fprintf(stdout, "request:   %s %s\n", c.Request.Method, c.Request.Path)
+	fmt.Fprintf(stdout, "identity:  sub=%q client_id=%q groups=%v scopes=%v\n", p.Subject, p.ClientID, p.Groups, p.Scopes)
+	if r := v.decision.Route; r != nil {
+		kind := "route"
+		if r.Guard {
+			kind = "guard"
+		}
+		fmt.Fprintf(stdout, "%-10s %s (pattern %s", kind+":", r.Name, r.Pattern)
+		if r.Upstream != "" {
+			fmt.Fprintf(stdout, ", upstream %s, forwards %s", r.Upstream, r.ForwardPath(v.path))
+		}
+		fmt.Fprintln(stdout, ")")
+	} else {
+		fmt.Fprintln(stdout, "route:     none")
+	}
+	fmt.Fprintf(stdout, "decision:  %s (%d %s)\n", v.effect, v.status, v.code)
+	fmt.Fprintf(stdout, "reason:    %s\n", v.reason)
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// verdict is what the gateway would do with one described request.
+type verdict struct {
+	path     string // canonical path, "" if refused before routing
+	effect   string // the rules.Effect name, or "bad_request" for a refused path or query
+	status   int
+	code     string
+	reason   string
+	decision rules.Decision
+}
+
+// evaluate judges c the way the data plane does after authentication: canonical path,
+// query parsing, guards and route rules.
+func evaluate(table *rules.Table, c policyCase) verdict {
+	method := c.Request.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	target := c.Request.Path
+	if c.Request.Query != "" {
+		target += "?" + c.Request.Query
+	}
+	p, err := proxy.CanonicalPath(target)
+	if err != nil {
+		return verdict{effect: "bad_request", status: http.StatusBadRequest, code: "bad_request", reason: err.Error()}
+	}
+	_, rawQuery, _ := strings.Cut(target, "?")
+	query, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return verdict{path: p, effect: "bad_request", status: http.StatusBadRequest, code: "bad_request", reason: "malformed query string"}
+	}
+	h := http.Header{}
+	for k, v := range c.Request.Headers {
+		h.Set(k, v)
+	}
+	req := rules.Request{Method: method, Path: p, Query: query, Header: h}
+	if c.Request.Body != "" {
+		req.Body = []byte(c.Request.Body)
+	}
+	principal := c.Identity.principal()
+	d := table.Decide(&req, principal)
+	status, code := proxy.Outcome(d)
+	return verdict{path: p, effect: d.Effect.String(), status: status, code: code, reason: d.Reason, decision: d}
+}
+
+// principal builds the Principal a token with these claims would verify to.
+func (id policyIdentity) principal() *identity.Principal {
+	claims := map[string]any{}
+	for k, v := range id.Claims {
+		claims[k] = v
+	}
+	if id.Sub != "" {
+		claims["sub"] = id.Sub
+	}
+	if id.ClientID != "" {
+		claims["cid"] = id.ClientID
+	}
+	return &identity.Principal{Issuer: id.Issuer, Subject: id.Sub, ClientID: id.ClientID,
+		Groups: id.Groups, Scopes: id.Scopes, Claims: claims}
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/keyholehq/keyhole/configs"
+	"github.com/keyholehq/keyhole/identity"
+	"github.com/keyholehq/keyhole/internal/demoapi"
+)
+
+func cmdDemo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlags("demo", stderr)
+	listen := fs.String("listen", "", "data-plane address (loopback; default from configs/demo.yaml, 127.0.0.1:8080)")
+	adminAddr := fs.String("admin", "", "admin-plane address (loopback; default 127.0.0.1:9090)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	for _, a := range []string{*listen, *adminAddr} {
+		if a != "" && !loopbackAddr(a) {
+			return fmt.Errorf("demo listens on loopback only, not %q", a)
+		}
+	}
+
+	// The sample internal API, reachable only through the gateway's injected key.
+	keyBytes := make([]byte, 16)
+	if _, err := rand.Read(keyBytes); err != nil {
+		return err
+	}
+	apiKey := hex.EncodeToString(keyBytes)
+	apiLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	apiSrv := &http.Server{Handler: demoapi.New(apiKey).Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go apiSrv.Serve(apiLn)
+	defer apiSrv.Close()
+
+	env := func(k string) string {
+		switch k {
+		case "KEYHOLE_DEMO_API_URL":
+			return "http://" + apiLn.Addr().String()
+		case "KEYHOLE_DEMO_API_KEY":
+			return apiKey
+		}
+		return getenv(k)
+	}
+	src := source{dir: ".", load: func() ([]byte, error) { return configs.Demo, nil }, getenv: env}
+	g, err := start(ctx, src, newLogger(stderr), listenOverrides{data: *listen, admin: *adminAddr})
+	if err != nil {
+		return reportLoad(stderr, "configs/demo.yaml", err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- g.serve(ctx, 0) }()
+
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = g.verifier.Load().WaitReady(wctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("demo gateway did not become ready: %w", err)
+	}
+	if err := printDemo(stdout, g); err != nil {
+		return err
+	}
+	return <-served
+}
+
+// printDemo prints the tokens and curl lines a newcomer pastes to see each decision.
+func printDemo(w io.Writer, g *gateway) error {
+	mint := func(r identity.TokenRequest) (string, error) {
+		r.TTL = 8 * time.Hour
+		return g.dev.Mint(r)
+	}
+	reader, err := mint(identity.TokenRequest{Subject: "demo-reader-agent", ClientID: "demo-reader-agent", Scopes: []string{"crm.read"}})
+	if err != nil {
+		return err
+	}
+	writer, err := mint(identity.TokenRequest{Subject: "demo-writer-agent", ClientID: "demo-writer-agent", Scopes: []string{"crm.read", "crm.write"}})
+	if err != nil {
+		return err
+	}
+	approver, err := mint(identity.TokenRequest{Subject: "alice@example.com", ClientID: "keyhole-demo-console", Groups: []string{"crm-admins"}})
+	if err != nil {
+		return err
+	}
+	base := "http://" + g.dataLn.Addr().String()
+	adminBase := "http://" + g.adminLn.Addr().String()
+	fmt.Fprintf(w, `Keyhole demo is running (Ctrl-C stops it).
+  gateway (agents point here):  %[1]s
+  admin (metrics, health):      %[2]s/metrics  %[2]s/readyz
+  dev issuer:                   %[2]s/dev/.well-known/openid-configuration
+  sample internal API:          reachable only through the gateway, which injects its X-Api-Key
+
+Tokens (8h, from the dev issuer; mint more with: go run ./cmd/keyhole token --issuer %[2]s/dev --sub S --scopes crm.read):
+  export READER=%[3]s
+  export WRITER=%[4]s
+  export APPROVER=%[5]s
+(READER and WRITER are client-credentials agent tokens with scopes; APPROVER is a person in
+group crm-admins, for the approvals feature.)
+
+Try:
+  # allowed: the reader agent reads a customer (route crm-read-customer)
+  curl -s -H "Authorization: Bearer $READER" %[1]s/crm/customers/1
+  # forbidden (403): the reader may not delete (route crm-delete-customer requires scope crm.write)
+  curl -s -X DELETE -H "Authorization: Bearer $READER" %[1]s/crm/customers/1
+  # denied (403): bulk deletion is never forwarded, whoever asks (route never-bulk-delete)
+  curl -s -X POST -H "Authorization: Bearer $WRITER" %[1]s/crm/customers/bulk/delete
+  # denied (403) by a guard: destructive SQL in any body
+  curl -s -X POST -H "Authorization: Bearer $WRITER" -H 'Content-Type: application/json' -d '{"name":"x","note":"DROP TABLE customers"}' %[1]s/crm/customers
+  # no route (404): nothing is reachable unless a route says so
+  curl -s -H "Authorization: Bearer $READER" %[1]s/crm/admin
+  # unauthenticated (401): no token
+  curl -si %[1]s/crm/customers/1
+`, base, adminBase, reader, writer, approver)
+	return nil
+}
+
+// loopbackAddr reports whether host:port names a loopback host.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,105 @@
+// Command keyhole is the least-privilege gateway between AI agents and internal HTTP APIs.
+// See README.md and configs/keyhole.yaml.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+		os.Exit(2)
+	default:
+		if !errors.Is(err, errReported) {
+			fmt.Fprintln(os.Stderr, "keyhole:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// errUsage is returned for a bad command line, after the usage has been printed.
+var errUsage = errors.New("usage")
+
+// errReported is returned when the command has already printed what went wrong.
+var errReported = errors.New("reported")
+
+const usage = `keyhole — least-privilege gateway for AI agents and their internal APIs
+
+Usage:
+  keyhole serve    [--config FILE]                  run the gateway
+  keyhole validate [--config FILE]                  check a config, print every error
+  keyhole check    --config FILE --method M --path P [--groups g1,g2 --scopes s --sub S --body FILE]
+                                                    explain which route matches and what it decides
+  keyhole test     FILE...                          run policy test cases
+  keyhole demo                                      dev issuer + sample API + gateway on loopback
+  keyhole token    --sub S --groups g1,g2 [--scopes s] [--ttl 1h]   mint a token from the dev issuer
+  keyhole version
+
+Run "keyhole COMMAND --help" for the flags of a command.
+`
+
+// run is the whole program: main only adds the process's arguments, environment, streams
+// and signal handling. It returns when the command is done or ctx is cancelled.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return cmdServe(ctx, rest, getenv, stderr)
+	case "validate":
+		return cmdValidate(rest, getenv, stdout, stderr)
+	case "check":
+		return cmdCheck(rest, getenv, stdout, stderr)
+	case "test":
+		return cmdTest(rest, getenv, stdout, stderr)
+	case "demo":
+		return cmdDemo(ctx, rest, getenv, stdout, stderr)
+	case "token":
+		return cmdToken(ctx, rest, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "keyhole", version())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "keyhole: unknown command %q\n\n%s", cmd, usage)
+	return errUsage
+}
+
+// newFlags returns a flag set for a subcommand that prints its errors and usage to stderr.
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("keyhole "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parseFlags parses args and refuses stray positional arguments.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return errUsage
+	}
+	return nil
+}

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keyholehq/keyhole/internal/testkit"
+)
+
+func testEnv(k string) string {
+	return map[string]string{"CRM_API_KEY": "k", "BILLING_API_TOKEN": "t"}[k]
+}
+
+// runCmd runs the CLI as main would, with the given environment, and returns its output.
+func runCmd(t *testing.T, getenv func(string) string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut testkit.Buffer
+	err = run(context.Background(), args, getenv, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func TestValidate(t *testing.T) {
+	out, errOut, err := runCmd(t, testEnv, "validate", "--config", "../../configs/keyhole.yaml")
+	if err != nil || !strings.Contains(out, "ok (") {
+		t.Fatalf("validate keyhole.yaml = %v\nstdout: %s\nstderr: %s", err, out, errOut)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte(`identity:
+  issuers:
+    - issuer: https://acme.okta.com/oauth2/default
+      audiences: [api://default]
+upstreams:
+  crm: { url: "http://crm:8080", credential: { header: X-Api-Key, value: "${MISSING_KEY}" } }
+routes:
+  - name: r1
+    match: { metods: [GET], path: /a }
+    upstream: crm
+    allow: { groups: [g] }
+  - name: r2
+    match: { methods: [GET], path: /b }
+    upstream: crn
+    allow: { groups: [g] }
+`), 0o600)
+	_, errOut, err = runCmd(t, func(string) string { return "" }, "validate", "--config", bad)
+	if !errors.Is(err, errReported) {
+		t.Fatalf("validate bad.yaml = %v, want errReported", err)
+	}
+	for _, want := range []string{"line 6: upstreams.crm.credential.value:", "MISSING_KEY", "line 9: routes[0].match: unknown key \"metods\"", "line 14: routes[1].upstream: unknown upstream \"crn\""} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("validate output lacks %q:\n%s", want, errOut)
+		}
+	}
+}
+
+func TestCheckExplainsDecision(t *testing.T) {
+	out, errOut, err := runCmd(t, testEnv, "check", "--config", "../../configs/keyhole.yaml",
+		"--method", "DELETE", "--path", "/crm/customers/42", "--sub", "0oa1", "--client-id", "0oa1", "--scopes", "crm.read")
+	if err != nil {
+		t.Fatalf("check = %v: %s", err, errOut)
+	}
+	for _, want := range []string{"route:     crm-delete-customer (pattern /crm/customers/{id}, upstream crm, forwards /customers/42)",
+		"decision:  forbidden (403 forbidden)", "reason:    route crm-delete-customer requires group crm-writers"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestPolicyTests(t *testing.T) {
+	out, errOut, err := runCmd(t, testEnv, "test", "../../configs/keyhole.policy.yaml")
+	if err != nil {
+		t.Fatalf("test keyhole.policy.yaml = %v\n%s%s", err, out, errOut)
+	}
+	failing := filepath.Join(t.TempDir(), "failing.policy.yaml")
+	os.WriteFile(failing, []byte(`cases:
+  - name: readers may delete
+    request: { method: DELETE, path: /crm/customers/1 }
+    identity: { sub: x, scopes: [crm.read] }
+    expect: { decision: allow }
+  - name: bulk is denied
+    request: { method: POST, path: /crm/customers/bulk/x }
+    identity: { sub: x }
+    expect: { decision: denied, route: never-bulk-delete }
+`), 0o600)
+	out, _, err = runCmd(t, testEnv, "test", "--config", "../../configs/keyhole.yaml", failing)
+	if !errors.Is(err, errReported) {
+		t.Fatalf("test failing.policy.yaml = %v, want errReported", err)
+	}
+	if !strings.Contains(out, "FAIL "+failing+": readers may delete: decision forbidden, want allow") ||
+		!strings.Contains(out, "pass "+failing+": bulk is denied") || !strings.Contains(out, "FAIL: 1 of 2 policy cases failed") {
+		t.Errorf("output:\n%s", out)
+	}
+}
+
+// freeAddr returns a loopback address nobody listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func get(url, token string) (int, string) {
+	req, _ := http.NewRequest("GET", url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+const serveConfig = `
+listen: "%s"
+admin: { listen: "%s" }
+identity:
+  issuers:
+    - { issuer: "%s", audiences: [api://keyhole] }
+upstreams:
+  crm:
+    url: "%s"
+    credential: { header: X-Api-Key, value: "${CRM_KEY}" }
+routes:
+  - name: read
+    match: { methods: [GET], path: "/customers/{id}" }
+    upstream: crm
+    allow: { groups: [%s] }
+`
+
+func TestServeReloads(t *testing.T) {
+	const secret = "crm-PLANTED-secret-value-0d9e"
+	iss := testkit.NewIssuer(t)
+	up := testkit.NewUpstream(t)
+	data, adm := freeAddr(t), freeAddr(t)
+	path := filepath.Join(t.TempDir(), "keyhole.yaml")
+	write := func(group string) {
+		os.WriteFile(path, []byte(fmt.Sprintf(serveConfig, data, adm, iss.Config().Issuer, up.URL, group)), 0o600)
+	}
+	write("readers")
+	env := func(k string) string {
+		if k == "CRM_KEY" {
+			return secret
+		}
+		return ""
+	}
+	var stderr testkit.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--config", path, "--watch-interval", "50ms"}, env, io.Discard, &stderr)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve returned %v", err)
+		}
+		for _, s := range []string{secret} {
+			if strings.Contains(stderr.String(), s) {
+				t.Errorf("logs contain the planted credential")
+			}
+		}
+	}()
+	waitFor(t, "readyz", func() bool { s, _ := get("http://"+adm+"/readyz", ""); return s == 200 })
+
+	tok := iss.Token(t, map[string]any{"aud": "api://keyhole", "sub": "ada", "groups": []string{"readers"}})
+	if s, b := get("http://"+data+"/customers/1", tok); s != 200 {
+		t.Fatalf("before reload: %d %s", s, b)
+	}
+	if h := up.Requests()[0].Header.Get("X-Api-Key"); h != secret {
+		t.Errorf("upstream X-Api-Key = %q, want the configured credential", h)
+	}
+
+	write("writers")
+	waitFor(t, "new rules", func() bool { s, _ := get("http://"+data+"/customers/1", tok); return s == 403 })
+
+	os.WriteFile(path, []byte("routes: [ {name: broken"), 0o600)
+	waitFor(t, "reload error metric", func() bool {
+		_, m := get("http://"+adm+"/metrics", "")
+		return strings.Contains(m, `keyhole_config_reloads_total{result="error"} 1`)
+	})
+	if s, _ := get("http://"+data+"/customers/1", tok); s != 403 {
+		t.Errorf("after a bad file: %d, want the previous config's 403", s)
+	}
+
+	write("readers")
+	waitFor(t, "recovered config", func() bool { s, _ := get("http://"+data+"/customers/1", tok); return s == 200 })
+	_, m := get("http://"+adm+"/metrics", "")
+	if !strings.Contains(m, `keyhole_config_reloads_total{result="success"} 2`) {
+		t.Errorf("metrics lack two successful reloads:\n%s", grepLines(m, "keyhole_config_reloads_total"))
+	}
+	if strings.Contains(m, secret) {
+		t.Error("metrics contain the planted credential")
+	}
+}
+
+func TestServeReloadsOnSIGHUP(t *testing.T) {
+	iss := testkit.NewIssuer(t)
+	up := testkit.NewUpstream(t)
+	data, adm := freeAddr(t), freeAddr(t)
+	path := filepath.Join(t.TempDir(), "keyhole.yaml")
+	write := func(group string) {
+		os.WriteFile(path, []byte(fmt.Sprintf(serveConfig, data, adm, iss.Config().Issuer, up.URL, group)), 0o600)
+	}
+	write("readers")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--config", path, "--watch-interval", "0"},
+			func(string) string { return "k" }, io.Discard, io.Discard)
+	}()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "readyz", func() bool { s, _ := get("http://"+adm+"/readyz", ""); return s == 200 })
+	tok := iss.Token(t, map[string]any{"aud": "api://keyhole", "sub": "ada", "groups": []string{"readers"}})
+	write("writers")
+	time.Sleep(100 * time.Millisecond)
+	if s, _ := get("http://"+data+"/customers/1", tok); s != 200 {
+		t.Fatalf("without SIGHUP (watch off) the old config must serve: %d", s)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	waitFor(t, "reload on SIGHUP", func() bool { s, _ := get("http://"+data+"/customers/1", tok); return s == 403 })
+}
+
+func TestDemo(t *testing.T) {
+	data, adm := freeAddr(t), freeAddr(t)
+	var stdout testkit.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"demo", "--listen", data, "--admin", adm}, func(string) string { return "" }, &stdout, io.Discard)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("demo returned %v", err)
+		}
+	}()
+	waitFor(t, "demo tokens", func() bool { return strings.Contains(stdout.String(), "curl -si") })
+	tokens := map[string]string{}
+	for _, m := range regexp.MustCompile(`export (\w+)=(\S+)`).FindAllStringSubmatch(stdout.String(), -1) {
+		tokens[m[1]] = m[2]
+	}
+	if len(tokens) != 3 {
+		t.Fatalf("demo printed %d tokens, want 3:\n%s", len(tokens), stdout.String())
+	}
+	// Every curl line the demo prints must do what its comment says.
+	sc := bufio.NewScanner(strings.NewReader(stdout.String()))
+	var comment string
+	checked := 0
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "# ") {
+			comment = line
+			continue
+		}
+		if !strings.HasPrefix(line, "curl ") {
+			continue
+		}
+		status := curlLike(t, line, tokens)
+		want := map[string]int{"# allowed": 200, "# forbidden": 403, "# denied": 403, "# no route": 404, "# unauthenticated": 401}
+		matched := false
+		for prefix, code := range want {
+			if strings.HasPrefix(comment, prefix) {
+				matched = true
+				if status != code {
+					t.Errorf("%s\n%s\n= %d, want %d", comment, line, status, code)
+				}
+			}
+		}
+		if !matched {
+			t.Errorf("curl line without a known outcome comment: %s", comment)
+		}
+		checked++
+	}
+	if checked < 5 {
+		t.Errorf("checked %d curl lines, want at least 5", checked)
+	}
+
+	out, errOut, err := runCmd(t, nil, "token", "--issuer", "http://"+adm+"/dev", "--sub", "agent-x", "--client-id", "agent-x", "--scopes", "crm.read")
+	if err != nil {
+		t.Fatalf("token = %v %s", err, errOut)
+	}
+	if s, b := get("http://"+data+"/crm/customers/2", strings.TrimSpace(out)); s != 200 || !strings.Contains(b, "Grace Hopper") {
+		t.Errorf("minted token: GET customer 2 = %d %s", s, b)
+	}
+}
+
+// curlLike performs one of the demo's curl lines with Go's client and returns the status.
+func curlLike(t *testing.T, line string, tokens map[string]string) int {
+	t.Helper()
+	method := "GET"
+	if m := regexp.MustCompile(`-X (\w+)`).FindStringSubmatch(line); m != nil {
+		method = m[1]
+	}
+	url := regexp.MustCompile(`http://\S+`).FindString(line)
+	var body io.Reader
+	if m := regexp.MustCompile(`-d '([^']*)'`).FindStringSubmatch(line); m != nil {
+		body = strings.NewReader(m[1])
+	}
+	req, _ := http.NewRequest(method, url, body)
+	if m := regexp.MustCompile(`Bearer \$(\w+)`).FindStringSubmatch(line); m != nil {
+		req.Header.Set("Authorization", "Bearer "+tokens[m[1]])
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

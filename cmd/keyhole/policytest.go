@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/keyholehq/keyhole/rules"
+)
+
+// policyFile is a file of policy test cases for `keyhole test`. See README "Policy tests".
+type policyFile struct {
+	// Config is the gateway config under test, relative to the policy file.
+	Config string       `yaml:"config"`
+	Cases  []policyCase `yaml:"cases"`
+}
+
+type policyCase struct {
+	Name     string         `yaml:"name"`
+	Request  policyRequest  `yaml:"request"`
+	Identity policyIdentity `yaml:"identity"`
+	Expect   policyExpect   `yaml:"expect"`
+}
+
+type policyRequest struct {
+	Method  string            `yaml:"method"`
+	Path    string            `yaml:"path"`
+	Query   string            `yaml:"query"`
+	Headers map[string]string `yaml:"headers"`
+	Body    string            `yaml:"body"`
+}
+
+type policyIdentity struct {
+	Issuer   string         `yaml:"issuer"`
+	Sub      string         `yaml:"sub"`
+	ClientID string         `yaml:"client_id"`
+	Groups   []string       `yaml:"groups"`
+	Scopes   []string       `yaml:"scopes"`
+	Claims   map[string]any `yaml:"claims"`
+}
+
+type policyExpect struct {
+	// Decision is allow, forbidden, denied, no_route or bad_request.
+	Decision string `yaml:"decision"`
+	// Route, when set, is the name of the route or guard that must decide.
+	Route string `yaml:"route"`
+	// Reason, when set, must appear in the decision's reason.
+	Reason string `yaml:"reason"`
+}
+
+var decisions = map[string]bool{"allow": true, "forbidden": true, "denied": true, "no_route": true, "bad_request": true}
+
+func cmdTest(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlags("test", stderr)
+	override := fs.String("config", "", "config file to test, instead of each file's own config:")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "keyhole test: name at least one policy test file")
+		return errUsage
+	}
+	passed, failed := 0, 0
+	for _, file := range fs.Args() {
+		p, f, err := runPolicyFile(file, *override, getenv, stdout, stderr)
+		if err != nil {
+			return err
+		}
+		passed, failed = passed+p, failed+f
+	}
+	if failed > 0 {
+		fmt.Fprintf(stdout, "FAIL: %d of %d policy cases failed\n", failed, passed+failed)
+		return errReported
+	}
+	fmt.Fprintf(stdout, "ok: all %d policy cases hold\n", passed)
+	return nil
+}
+
+func runPolicyFile(file, override string, getenv func(string) string, stdout, stderr io.Writer) (passed, failed int, err error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return 0, 0, err
+	}
+	var pf policyFile
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&pf); err != nil && !errors.Is(err, io.EOF) {
+		return 0, 0, fmt.Errorf("%s: %w", file, err)
+	}
+	cfgPath := override
+	if cfgPath == "" {
+		if pf.Config == "" {
+			return 0, 0, fmt.Errorf("%s: no config: set config: in the file or pass --config", file)
+		}
+		cfgPath = filepath.Join(filepath.Dir(file), pf.Config)
+	}
+	if len(pf.Cases) == 0 {
+		return 0, 0, fmt.Errorf("%s: no cases", file)
+	}
+	for i, c := range pf.Cases {
+		if !decisions[c.Expect.Decision] {
+			return 0, 0, fmt.Errorf("%s: cases[%d].expect.decision: %q is not one of allow, forbidden, denied, no_route, bad_request", file, i, c.Expect.Decision)
+		}
+	}
+	cfgData, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return 0, 0, err
+	}
+	_, table, err := source{path: cfgPath, getenv: getenv}.compile(cfgData)
+	if err != nil {
+		return 0, 0, reportLoad(stderr, cfgPath, err)
+	}
+	for i, c := range pf.Cases {
+		name := c.Name
+		if name == "" {
+			name = fmt.Sprintf("cases[%d]", i)
+		}
+		if why := checkCase(table, c); why != "" {
+			failed++
+			fmt.Fprintf(stdout, "FAIL %s: %s: %s\n", file, name, why)
+			continue
+		}
+		passed++
+		fmt.Fprintf(stdout, "pass %s: %s\n", file, name)
+	}
+	return passed, failed, nil
+}
+
+// checkCase returns "" when c's expectation holds, else what differs.
+func checkCase(table *rules.Table, c policyCase) string {
+	v := evaluate(table, c)
+	route := ""
+	if v.decision.Route != nil {
+		route = v.decision.Route.Name
+	}
+	var diffs []string
+	if v.effect != c.Expect.Decision {
+		diffs = append(diffs, fmt.Sprintf("decision %s, want %s", v.effect, c.Expect.Decision))
+	}
+	if c.Expect.Route != "" && route != c.Expect.Route {
+		diffs = append(diffs, fmt.Sprintf("route %q, want %q", route, c.Expect.Route))
+	}
+	if c.Expect.Reason != "" && !strings.Contains(v.reason, c.Expect.Reason) {
+		diffs = append(diffs, fmt.Sprintf("reason %q does not contain %q", v.reason, c.Expect.Reason))
+	}
+	if len(diffs) == 0 {
+		return ""
+	}
+	return strings.Join(diffs, "; ") + fmt.Sprintf(" (reason: %s)", v.reason)
+}

@@ -1,0 +1,357 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keyholehq/keyhole/admin"
+	"github.com/keyholehq/keyhole/config"
+	"github.com/keyholehq/keyhole/identity"
+	"github.com/keyholehq/keyhole/metrics"
+	"github.com/keyholehq/keyhole/proxy"
+	"github.com/keyholehq/keyhole/rules"
+)
+
+// defaultConfig is the config file serve, validate and check read without --config.
+const defaultConfig = "configs/keyhole.yaml"
+
+func cmdServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	path := fs.String("config", defaultConfig, "config file")
+	watch := fs.Duration("watch-interval", 2*time.Second, "how often to check the config file for changes (0: only on SIGHUP)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log := newLogger(stderr)
+	src := source{path: *path, load: func() ([]byte, error) { return os.ReadFile(*path) }, getenv: getenv}
+	g, err := start(ctx, src, log, listenOverrides{})
+	if err != nil {
+		return reportLoad(stderr, *path, err)
+	}
+	return g.serve(ctx, *watch)
+}
+
+// newLogger returns the JSON logger every serving command writes to stderr.
+func newLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, nil))
+}
+
+// reportLoad prints a config loading error, one line per error, and returns errReported.
+func reportLoad(w io.Writer, path string, err error) error {
+	errs := flatten(err)
+	fmt.Fprintf(w, "%s: %d error(s):\n", path, len(errs))
+	for _, e := range errs {
+		fmt.Fprintf(w, "  %s\n", e)
+	}
+	return errReported
+}
+
+// flatten unpacks errors.Join trees into their leaves.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// source is where a serving gateway reads its configuration, on start and on every reload.
+type source struct {
+	path   string // file name, for messages and relative paths; "" for an embedded config
+	dir    string // base of relative paths when path is ""
+	load   func() ([]byte, error)
+	getenv func(string) string
+}
+
+// compile parses data and builds its route table, returning every error of both.
+func (s source) compile(data []byte) (*config.Config, *rules.Table, error) {
+	dir := s.dir
+	if s.path != "" {
+		dir = filepath.Dir(s.path)
+	}
+	cfg, err := config.Parse(data, dir, s.getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.Path = s.path
+	table, err := rules.Compile(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, table, nil
+}
+
+// listenOverrides replace the config's listen addresses (used by the demo).
+type listenOverrides struct{ data, admin string }
+
+// gateway is one running Keyhole process: its listeners, the data plane, the admin plane,
+// the verifier and the reload machinery. Reloads are serialised by mu.
+type gateway struct {
+	src      source
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	metrics  *metrics.Metrics
+	proxy    *proxy.Gateway
+	dev      *identity.DevIssuer
+	ctx      context.Context // the process context, for the verifier's background work
+	dataLn   net.Listener
+	adminLn  net.Listener
+	verifier atomic.Pointer[identity.Verifier]
+
+	mu      sync.Mutex
+	cfg     *config.Config
+	state   *proxy.State
+	lastSum [32]byte
+}
+
+// start loads the configuration, opens the listeners and builds the data plane. It does
+// not serve yet: serve does.
+func start(ctx context.Context, src source, log *slog.Logger, over listenOverrides) (*gateway, error) {
+	data, err := src.load()
+	if err != nil {
+		return nil, err
+	}
+	cfg, table, err := src.compile(data)
+	if err != nil {
+		return nil, err
+	}
+	if over.data != "" {
+		cfg.Listen = over.data
+	}
+	if over.admin != "" {
+		cfg.Admin.Listen = over.admin
+	}
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg)
+	if err != nil {
+		return nil, err
+	}
+	g := &gateway{src: src, log: log, reg: reg, metrics: m, proxy: proxy.New(log, m), ctx: ctx,
+		cfg: cfg, lastSum: sha256.Sum256(data)}
+	if g.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+		return nil, fmt.Errorf("admin.listen: %w", err)
+	}
+	if g.dataLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		g.adminLn.Close()
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if cfg.Identity.Dev {
+		if g.dev, err = identity.NewDevIssuer("http://" + g.adminLn.Addr().String() + "/dev"); err != nil {
+			g.close()
+			return nil, err
+		}
+	}
+	v, err := g.newVerifier(cfg)
+	if err != nil {
+		g.close()
+		return nil, err
+	}
+	g.verifier.Store(v)
+	if g.state, err = g.proxy.NewState(cfg, table, v, nil); err != nil {
+		g.close()
+		v.Close()
+		return nil, err
+	}
+	g.proxy.Swap(g.state)
+	m.ConfigLastReloadSuccess.SetToCurrentTime()
+	return g, nil
+}
+
+func (g *gateway) close() {
+	g.adminLn.Close()
+	if g.dataLn != nil {
+		g.dataLn.Close()
+	}
+}
+
+// issuers returns the configured issuers, with the dev issuer when it is enabled.
+func (g *gateway) issuers(cfg *config.Config) []config.Issuer {
+	iss := append([]config.Issuer(nil), cfg.Identity.Issuers...)
+	if g.dev != nil {
+		iss = append(iss, g.dev.Config())
+	}
+	return iss
+}
+
+func (g *gateway) newVerifier(cfg *config.Config) (*identity.Verifier, error) {
+	return identity.New(g.ctx, g.issuers(cfg), identity.Options{
+		Logger: g.log,
+		OnRefresh: func(issuer string, err error) {
+			result := "success"
+			if err != nil {
+				result = "error"
+			}
+			g.metrics.JWKSRefresh.WithLabelValues(issuer, result).Inc()
+		},
+	})
+}
+
+// ready reports what keeps the gateway from serving, or nil.
+func (g *gateway) ready() error {
+	if !g.proxy.Loaded() {
+		return errors.New("no configuration loaded")
+	}
+	if !g.verifier.Load().Ready() {
+		return errors.New("signing keys not yet fetched for every issuer")
+	}
+	return nil
+}
+
+// serve runs both planes until ctx is cancelled, reloading on SIGHUP and when the config
+// file changes, then drains in-flight requests and returns.
+func (g *gateway) serve(ctx context.Context, watch time.Duration) error {
+	cfg := g.cfg
+	dataSrv := &http.Server{
+		Handler:           g.proxy,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
+	}
+	adminH := admin.New(admin.Options{Gatherer: g.reg, Ready: g.ready})
+	if g.dev != nil {
+		adminH = admin.New(admin.Options{Gatherer: g.reg, Ready: g.ready, DevIssuer: g.dev.Handler(), DevPath: "/dev"})
+	}
+	adminSrv := &http.Server{
+		Handler:           adminH,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 2)
+	go func() {
+		var err error
+		if cfg.TLS != nil {
+			dataSrv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			err = dataSrv.ServeTLS(g.dataLn, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		} else {
+			err = dataSrv.Serve(g.dataLn)
+		}
+		errc <- err
+	}()
+	go func() { errc <- adminSrv.Serve(g.adminLn) }()
+	g.log.Info("keyhole serving", "listen", g.dataLn.Addr().String(), "admin", g.adminLn.Addr().String(),
+		"tls", cfg.TLS != nil, "dev_issuer", g.dev != nil, "version", version())
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var tick <-chan time.Time
+	if watch > 0 && g.src.path != "" {
+		t := time.NewTicker(watch)
+		defer t.Stop()
+		tick = t.C
+	}
+	var err error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err = <-errc:
+			break loop
+		case <-hup:
+			g.reload(true)
+		case <-tick:
+			g.reload(false)
+		}
+	}
+	g.log.Info("keyhole shutting down: draining in-flight requests")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	shutErr := errors.Join(dataSrv.Shutdown(sctx), adminSrv.Shutdown(sctx))
+	g.verifier.Load().Close()
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return shutErr
+}
+
+// reload reads the configuration again and, if it is valid, swaps it in atomically. When
+// force is false (a timer tick) an unchanged file is not reloaded. A bad file is logged
+// and counted, and the running configuration keeps serving.
+func (g *gateway) reload(force bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	data, err := g.src.load()
+	if err != nil {
+		if force {
+			g.reloadFailed(err)
+		}
+		return
+	}
+	sum := sha256.Sum256(data)
+	if !force && sum == g.lastSum {
+		return
+	}
+	g.lastSum = sum
+	cfg, table, err := g.src.compile(data)
+	if err != nil {
+		g.reloadFailed(err)
+		return
+	}
+	old := g.cfg
+	if cfg.Listen != old.Listen || cfg.Admin.Listen != old.Admin.Listen || !reflect.DeepEqual(cfg.TLS, old.TLS) ||
+		cfg.Identity.Dev != old.Identity.Dev {
+		g.log.Warn("config reload: listen, admin.listen, tls and identity.dev take effect only after a restart")
+		cfg.Listen, cfg.Admin.Listen, cfg.TLS, cfg.Identity.Dev = old.Listen, old.Admin.Listen, old.TLS, old.Identity.Dev
+	}
+	v := g.verifier.Load()
+	newVerifier := !reflect.DeepEqual(cfg.Identity.Issuers, old.Identity.Issuers)
+	if newVerifier {
+		if v, err = g.newVerifier(cfg); err != nil {
+			g.reloadFailed(err)
+			return
+		}
+	}
+	state, err := g.proxy.NewState(cfg, table, v, g.state)
+	if err != nil {
+		if newVerifier {
+			v.Close()
+		}
+		g.reloadFailed(err)
+		return
+	}
+	if newVerifier {
+		g.verifier.Swap(v).Close()
+	}
+	g.proxy.Swap(state)
+	g.cfg, g.state = cfg, state
+	g.metrics.ConfigReloads.WithLabelValues("success").Inc()
+	g.metrics.ConfigLastReloadSuccess.SetToCurrentTime()
+	g.log.Info("config reloaded", "routes", len(cfg.Routes), "guards", len(cfg.Guards), "upstreams", len(cfg.Upstreams))
+}
+
+func (g *gateway) reloadFailed(err error) {
+	g.metrics.ConfigReloads.WithLabelValues("error").Inc()
+	var msgs bytes.Buffer
+	for i, e := range flatten(err) {
+		if i > 0 {
+			msgs.WriteString("; ")
+		}
+		msgs.WriteString(e.Error())
+	}
+	g.log.Error("config reload refused; the previous configuration keeps serving", "errors", msgs.String())
+}

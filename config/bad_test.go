@@ -1,0 +1,423 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+// badFiles maps each testdata/*.bad.yaml to the exact errors Parse must report for it,
+// in order. Every file there must be listed, and every error must be listed.
+var badFiles = []struct {
+	file string
+	want []string
+}{
+	{
+		"algorithms.bad.yaml",
+		[]string{
+			`line 5: identity.issuers[0].algorithms[0]: algorithm "HS256" is refused: HMAC needs a secret shared with the issuer, and a token signed with the issuer's public key as that secret would verify`,
+			`line 5: identity.issuers[0].algorithms[1]: algorithm "none" is refused: an unsigned token proves nothing`,
+			`line 5: identity.issuers[0].algorithms[3]: unknown algorithm "rs256": want one of RS256, RS384, RS512, ES256, ES384, ES512, PS256, PS384, PS512`,
+			`line 5: identity.issuers[0].algorithms[4]: algorithm "RS256" is listed twice`,
+			`line 5: identity.issuers[0].algorithms[5]: unknown algorithm "EdDSA": want one of RS256, RS384, RS512, ES256, ES384, ES512, PS256, PS384, PS512`,
+			"line 8: identity.issuers[1].algorithms: algorithms is empty; leave it out for the default [RS256, ES256]",
+		},
+	},
+	{
+		"aliases.bad.yaml",
+		[]string{
+			"line 18: routes[2].match: alias *self refers to a value that contains it",
+			"line 22: routes[3].match: << merges a mapping or a list of mappings, got a number",
+			`line 26: routes[4].match: key "path" is already set at line 26`,
+		},
+	},
+	{
+		"allow_empty.bad.yaml",
+		[]string{
+			"line 12: routes[0].allow: allow must set at least one of groups, scopes, subjects or claims",
+			`line 16: routes[1].allow.claims[""]: empty claim name`,
+			"line 16: routes[1].allow.groups: groups is empty",
+			"line 16: routes[1].allow.scopes[0]: empty scope",
+			"line 18: admin.allow: allow must set at least one of groups, scopes, subjects or claims",
+			"line 20: admin.roles.auditors: role auditors must set at least one of groups, scopes, subjects or claims",
+			`line 21: admin.roles.owners: unknown role "owners": want admins, auditors, approvers`,
+			"line 22: admin.roles.approvers.subjects[0]: empty subject",
+		},
+	},
+	{
+		"approval.bad.yaml",
+		[]string{
+			"line 13: routes[0].approval: approvals are not supported yet by this build; remove it (a route that needs approval must never forward without one)",
+			"line 21: routes[1].approval: approvals are not supported yet by this build; remove it (a route that needs approval must never forward without one)",
+			"line 21: routes[1].approval.approvers: approvers must set at least one of groups, scopes, subjects or claims",
+			"line 22: routes[1].approval.min_approvals: min_approvals must be at least 1",
+			"line 24: routes[1].approval.ttl: ttl must not be shorter than hold",
+		},
+	},
+	{
+		"approvals.bad.yaml",
+		[]string{
+			"line 8: approvals: approval notifications are not supported yet by this build; remove approvals (they would never be sent)",
+		},
+	},
+	{
+		"approvals_shape.bad.yaml",
+		[]string{
+			"line 8: approvals: approval notifications are not supported yet by this build; remove approvals (they would never be sent)",
+			"line 10: approvals.notify.webhook: webhook must be an absolute http or https URL",
+			`line 11: approvals.public_url: public_url "keyhole.internal" must be an absolute http or https URL`,
+		},
+	},
+	{
+		"bad_duration.bad.yaml",
+		[]string{
+			`line 8: upstreams.crm.timeout: bad duration "30": want a number with a unit (ms, s, m, h, d)`,
+			`line 11: upstreams.erp.timeout: bad duration "1 minute": want a number with a unit (ms, s, m, h, d)`,
+			`line 14: upstreams.ledger.timeout: bad duration "-5s": must not be negative`,
+			"line 17: upstreams.billing.timeout: timeout must be greater than 0",
+		},
+	},
+	{
+		"bad_issuer.bad.yaml",
+		[]string{
+			`line 3: identity.issuers[0].issuer: issuer "http://acme.okta.com/oauth2/default" must use https (http only for a loopback host)`,
+			`line 5: identity.issuers[1].issuer: issuer "acme.okta.com" must be an absolute URL such as https://acme.okta.com/oauth2/default`,
+			`line 7: identity.issuers[2].issuer: issuer "https://acme.okta.com/oauth2/default?x=1" must not have a user name, query or fragment`,
+			`line 9: identity.issuers[3].issuer: issuer "https://acme.okta.com/oauth2/default#frag" must not have a user name, query or fragment`,
+			"line 12: identity.issuers[4].audiences: audiences is required: tokens are accepted only for one of them",
+			`line 13: identity.issuers[4].jwks_url: jwks_url "http://keys.acme.com/jwks" must use https (http only for a loopback host)`,
+			`line 14: identity.issuers[5].issuer: issuer "https://acme.okta.com/oauth2/default" is already listed at line 11`,
+			"line 15: identity.issuers[5].audiences[0]: empty audience",
+			"line 16: identity.issuers[5].groups_claim: groups_claim must not be empty",
+			"line 17: identity.issuers[6].issuer: issuer is required",
+			`line 18: identity.issuers[6].jwks_url: jwks_url "/keys" must be an absolute https URL`,
+		},
+	},
+	{
+		"bad_size.bad.yaml",
+		[]string{
+			`line 9: limits.max_request_body: bad size "10XB": want a whole number with an optional unit (KiB, MiB, GiB, KB, MB, GB)`,
+			"line 10: limits.max_response_body_masked: max_response_body_masked must be greater than 0",
+		},
+	},
+	{
+		"credential_both.bad.yaml",
+		[]string{
+			"line 8: upstreams.crm.credential: set value or value_file, not both",
+			"line 14: upstreams.erp.credential: value or value_file is required",
+		},
+	},
+	{
+		"credential_header.bad.yaml",
+		[]string{
+			`line 9: upstreams.crm.credential.header: header "Connection" is hop-by-hop: proxies drop it, so it would never reach the upstream`,
+			`line 14: upstreams.erp.credential.header: header "X Api Key" is not a valid header name`,
+			`line 19: upstreams.billing.credential.header: header "host" cannot carry a credential`,
+			"line 23: upstreams.ledger.credential.header: header is required",
+		},
+	},
+	{
+		"credential_injection.bad.yaml",
+		[]string{
+			"line 10: upstreams.crm.credential.value: the credential holds a control character (CR, LF, NUL or other), which would corrupt or inject request headers",
+			"line 15: upstreams.erp.credential.value: the credential holds a control character (CR, LF, NUL or other), which would corrupt or inject request headers",
+			"line 20: upstreams.billing.credential.value: value is empty",
+		},
+	},
+	{
+		"deny_forwards.bad.yaml",
+		[]string{
+			"line 12: routes[0].upstream: a route with deny never forwards a request, so it must not set upstream",
+			"line 13: routes[0].allow: a route with deny never forwards a request, so it must not set allow",
+			"line 14: routes[0].rewrite: a route with deny never forwards a request, so it must not set rewrite",
+			"line 17: routes[1].deny: deny needs a message: the reason a matching request is refused with",
+		},
+	},
+	{
+		"detect.bad.yaml",
+		[]string{
+			"line 13: routes[0].detect: response detectors are not supported yet by this build; remove them (a route that scans responses must never run unscanned)",
+			`line 13: routes[0].detect[8]: unknown detector "passport": want credit_card, us_ssn, email, phone, iban, bearer_token, aws_access_key, private_key`,
+			`line 13: routes[0].detect[9]: detector "email" is listed twice`,
+		},
+	},
+	{
+		"dev_default_listen.bad.yaml",
+		[]string{
+			`listen: ":8080" (the default) is not a loopback address, and identity.dev serves a built-in issuer whose tokens anyone can mint: listen on 127.0.0.1 or localhost`,
+		},
+	},
+	{
+		"dev_non_loopback.bad.yaml",
+		[]string{
+			`line 3: listen: "0.0.0.0:8080" is not a loopback address, and identity.dev serves a built-in issuer whose tokens anyone can mint: listen on 127.0.0.1 or localhost`,
+		},
+	},
+	{
+		"duplicate_key.bad.yaml",
+		[]string{
+			`line 8: key "upstreams" is already set at line 5`,
+		},
+	},
+	{
+		"duplicate_name.bad.yaml",
+		[]string{
+			`line 13: routes[0].name: name "read" is already used by guards[0] at line 9; route and guard names must be unique`,
+			`line 21: routes[2].name: name "write" is already used by routes[1] at line 17; route and guard names must be unique`,
+			"line 25: routes[3].name: name is required",
+		},
+	},
+	{
+		"guard_extra_keys.bad.yaml",
+		[]string{
+			"line 11: guards[0].upstream: guards take only name, match and deny",
+			"line 12: guards[0].allow: guards take only name, match and deny",
+			"line 13: guards[0].websocket: guards take only name, match and deny",
+			"line 15: guards[1].deny: deny is required: the message a matching request is refused with",
+			`line 16: guards[1].match.methods: methods is required (use ["*"] for any method)`,
+		},
+	},
+	{
+		"listen.bad.yaml",
+		[]string{
+			`line 8: listen: "localhost" is not host:port (want an address such as "127.0.0.1:8080")`,
+			`line 10: admin.listen: ":9090" has no host: write 127.0.0.1:9090, or 0.0.0.0:9090 to serve the admin plane on every interface`,
+		},
+	},
+	{
+		"listen_port.bad.yaml",
+		[]string{
+			`line 8: listen: port of ":http" must be a number from 0 to 65535`,
+			`line 10: admin.listen: port of "127.0.0.1:70000" must be a number from 0 to 65535`,
+		},
+	},
+	{
+		"many.bad.yaml",
+		[]string{
+			`line 2: listen: port of "0.0.0.0:80800" must be a number from 0 to 65535`,
+			`line 4: admin.listen: ":9090" has no host: write 127.0.0.1:9090, or 0.0.0.0:9090 to serve the admin plane on every interface`,
+			`line 5: admin.roles.owners: unknown role "owners": want admins, auditors, approvers`,
+			`line 9: identity.issuers[0].issuer: issuer "http://acme.okta.com" must use https (http only for a loopback host)`,
+			"line 10: identity.issuers[0].audiences: audiences is required: tokens are accepted only for one of them",
+			`line 11: identity.issuers[0].algorithms[0]: algorithm "HS256" is refused: HMAC needs a secret shared with the issuer, and a token signed with the issuer's public key as that secret would verify`,
+			`line 12: identity.issuers[0]: unknown key "claims_group"`,
+			"line 16: upstreams.crm.url: url must not hold a user name or password; put credentials in credential",
+			`line 17: upstreams.crm.timeout: bad duration "soon": want a number with a unit (ms, s, m, h, d)`,
+			`line 19: upstreams.crm.credential.header: header "Transfer-Encoding" is hop-by-hop: proxies drop it, so it would never reach the upstream`,
+			"line 20: upstreams.crm.credential.value: ${CRM_TOKEN} is not set",
+			"line 25: guards[0].upstream: guards take only name, match and deny",
+			`line 29: routes[0].name: name "no-drop" is already used by guards[0] at line 23; route and guard names must be unique`,
+			`line 30: routes[0].match: unknown key "metods" (did you mean "methods"?)`,
+			`line 30: routes[0].match.methods: methods is required (use ["*"] for any method)`,
+			`line 30: routes[0].match.path: path "crm/*" must start with "/"`,
+			"line 32: routes[0].allow.groups: groups is empty",
+			`line 34: routes[1].match.methods[0]: method "post" must be upper case, "POST": methods are case-sensitive`,
+			`line 35: routes[1].upstream: unknown upstream "erp": want one of crm`,
+			"line 37: routes[1].mask: response masking is not supported yet by this build; remove it (a route that masks must never run unmasked)",
+			`line 39: routes[1].mask[0].action: unknown action "shred": want redact, remove, hash, last4`,
+			"line 40: routes[2]: a route needs allow, deny or approval: the default is deny, so a route without them would refuse every request",
+			"line 44: recorder: recording is not supported yet by this build; remove recorder (a gateway told to record must never run unrecorded)",
+			`line 46: recorder.body_limit: bad size "lots": want a whole number with an optional unit (KiB, MiB, GiB, KB, MB, GB)`,
+			`line 49: limits.max_request_body: bad size "10 MiBs": want a whole number with an optional unit (KiB, MiB, GiB, KB, MB, GB)`,
+		},
+	},
+	{
+		"mask.bad.yaml",
+		[]string{
+			"line 13: routes[0].mask: response masking is not supported yet by this build; remove it (a route that masks must never run unmasked)",
+		},
+	},
+	{
+		"mask_shape.bad.yaml",
+		[]string{
+			"line 13: routes[0].websocket: a websocket route cannot be masked: its messages are not JSON responses",
+			"line 15: routes[0].mask: response masking is not supported yet by this build; remove it (a route that masks must never run unmasked)",
+			`line 16: routes[0].mask[0].action: unknown action "scramble": want redact, remove, hash, last4`,
+			"line 16: routes[0].mask[0].field: field is required",
+			"line 19: routes[0].mask[1].with: with applies only to action redact",
+			"line 20: routes[0].mask[2].action: action is required: redact, remove, hash, last4",
+			"line 25: routes[1].pass_non_json: pass_non_json applies only to a route with mask or detect",
+		},
+	},
+	{
+		"methods.bad.yaml",
+		[]string{
+			`line 10: routes[0].match.methods[0]: method "get" must be upper case, "GET": methods are case-sensitive`,
+			`line 10: routes[0].match.methods[2]: method "GET" is listed twice`,
+			`line 10: routes[0].match.methods[3]: unknown method "FETCH": want GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS or "*"`,
+			`line 10: routes[0].match.path: path "crm/*" must start with "/"`,
+			`line 14: routes[1].match.methods[0]: "*" matches every method: list it alone`,
+			`line 18: routes[2].match.methods: methods is required (use ["*"] for any method)`,
+			"line 18: routes[2].match.path: path is required",
+		},
+	},
+	{
+		"multi_document.bad.yaml",
+		[]string{
+			"line 2: a second YAML document: the file must hold exactly one",
+		},
+	},
+	{
+		"no_decision.bad.yaml",
+		[]string{
+			"line 9: routes[0]: a route needs allow, deny or approval: the default is deny, so a route without them would refuse every request",
+		},
+	},
+	{
+		"no_issuer.bad.yaml",
+		[]string{
+			"identity.issuers: at least one issuer is required (or identity.dev: true, for local use only)",
+		},
+	},
+	{
+		"no_upstreams.bad.yaml",
+		[]string{
+			`line 8: routes[0].upstream: unknown upstream "crm": no upstreams are configured`,
+		},
+	},
+	{
+		"not_a_mapping.bad.yaml",
+		[]string{
+			"line 1: want a mapping, got a list",
+		},
+	},
+	{
+		"recorder.bad.yaml",
+		[]string{
+			"line 8: recorder: recording is not supported yet by this build; remove recorder (a gateway told to record must never run unrecorded)",
+		},
+	},
+	{
+		"recorder_shape.bad.yaml",
+		[]string{
+			"line 8: recorder: recording is not supported yet by this build; remove recorder (a gateway told to record must never run unrecorded)",
+			"line 9: recorder.store: store must start with sqlite://, postgres:// or postgresql://",
+			`line 10: recorder.mode: unknown mode "paranoid": want strict or best_effort`,
+			"line 11: recorder.body_limit: body_limit must be greater than 0",
+			`line 12: recorder.redact_headers[0]: "Bad Header" is not a valid header name`,
+			`line 13: recorder.retention: bad duration "90 days": want a number with a unit (ms, s, m, h, d)`,
+		},
+	},
+	{
+		"rewrite.bad.yaml",
+		[]string{
+			`line 12: routes[0].rewrite.add_prefix: add_prefix "/" must start with "/" and not end with "/"`,
+			`line 12: routes[0].rewrite.strip_prefix: strip_prefix "crm/" must start with "/" and not end with "/"`,
+			"line 17: routes[1].rewrite: rewrite needs strip_prefix or add_prefix",
+		},
+	},
+	{
+		"syntax.bad.yaml",
+		[]string{
+			"line 9: YAML syntax: did not find expected ',' or '}'",
+		},
+	},
+	{
+		"tls.bad.yaml",
+		[]string{
+			"line 8: tls.key_file: key_file is required",
+		},
+	},
+	{
+		"tls_pair.bad.yaml",
+		[]string{
+			`line 8: tls: cert_file "tls/cert.pem" and key_file "secrets/billing.token" are not a certificate and its key: tls: failed to find any PEM data in key input`,
+		},
+	},
+	{
+		"unknown_key.bad.yaml",
+		[]string{
+			`line 10: routes[0].match: unknown key "metods" (did you mean "methods"?)`,
+			`line 10: routes[0].match.methods: methods is required (use ["*"] for any method)`,
+			`line 13: routes[0]: unknown key "alow" (did you mean "allow"?)`,
+			`line 14: unknown key "colour"`,
+		},
+	},
+	{
+		"unknown_upstream.bad.yaml",
+		[]string{
+			`line 11: routes[0].upstream: unknown upstream "crmm": want one of crm`,
+			"line 13: routes[1].upstream: upstream is required: the upstream that allowed requests are forwarded to",
+		},
+	},
+	{
+		"unset_var.bad.yaml",
+		[]string{
+			"line 10: upstreams.crm.credential.value: ${CRM_EXTRA} is not set",
+			"line 11: listen: unterminated ${ (write $${ for a literal ${)",
+			`line 13: admin.listen: bad variable reference "${1BAD}": want ${NAME} with letters, digits and _ (write $${ for a literal ${)`,
+		},
+	},
+	{
+		"upstream_url.bad.yaml",
+		[]string{
+			"line 7: upstreams.crm.url: url must not hold a user name or password; put credentials in credential",
+			"line 9: upstreams.erp.url: url must not have a query",
+			"line 9: upstreams.erp.url: url must not have a fragment",
+			"line 11: upstreams.ftp.url: url must be an absolute http or https URL with a host, such as http://crm.internal:8080",
+			"line 13: upstreams.rel.url: url must be an absolute http or https URL with a host, such as http://crm.internal:8080",
+			"line 14: upstreams.nourl.url: url is required",
+			"line 16: upstreams.nothing.url: url is required",
+			"line 19: upstreams.tlsplain.tls: tls is set, but url is not https",
+			`line 22: upstreams.badca.tls.ca_file: ca_file "secrets/billing.token" holds no PEM certificate`,
+		},
+	},
+	{
+		"value_file_missing.bad.yaml",
+		[]string{
+			`line 10: upstreams.crm.credential.value_file: cannot read value_file "secrets/missing.token": no such file or directory`,
+			`line 15: upstreams.erp.credential.value_file: value_file "secrets/empty.token" is empty`,
+			`line 20: upstreams.dirs.credential.value_file: cannot read value_file "secrets": not a regular file`,
+		},
+	},
+	{
+		"when.bad.yaml",
+		[]string{
+			"line 10: routes[0].match.when: when is empty: remove it or add a condition",
+			"line 18: routes[1].match.when.query: query is empty: remove it or add a condition",
+			`line 19: routes[1].match.when.headers.x-tenant: header "x-tenant" is also listed as "X-Tenant": header names are case-insensitive`,
+			`line 19: routes[1].match.when.headers["X Tenant"]: "X Tenant" is not a valid header name`,
+			`line 20: routes[1].match.when.body[""]: empty gjson path`,
+			"line 21: routes[1].match.when.body_regex: body_regex is empty",
+			"line 29: routes[2].match.when.query.a: want at least one value",
+			"line 29: routes[2].match.when.query.b: want a value or a list of values",
+		},
+	},
+	{
+		"wrong_type.bad.yaml",
+		[]string{
+			"line 8: listen: want a string, got a list",
+			"line 11: routes[0].match.methods: want a list, got a string",
+			`line 13: routes[0].websocket: want true or false, got "yes"`,
+			"line 14: routes[0].allow.groups: want a list, got a string",
+		},
+	},
+}
+
+func TestLoadBad(t *testing.T) {
+	listed := make(map[string]bool)
+	for _, tc := range badFiles {
+		listed[tc.file] = true
+		t.Run(tc.file, func(t *testing.T) {
+			cfg, err := Load(filepath.Join("testdata", tc.file), testGetenv(nil))
+			if cfg != nil {
+				t.Errorf("Load returned a config with errors")
+			}
+			got := errorTexts(t, err)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("errors:\n%s\nwant:\n%s", lines(got), lines(tc.want))
+			}
+		})
+	}
+	files, err := filepath.Glob("testdata/*.bad.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if !listed[filepath.Base(f)] {
+			t.Errorf("%s has no entry in badFiles", f)
+		}
+	}
+}

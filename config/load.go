@@ -1,0 +1,122 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Load reads and parses the configuration file at path, as Parse does, resolving the
+// relative file paths it names (value_file, ca_file, cert_file, key_file) against the
+// file's directory. If the file cannot be read, the error is the one from os.ReadFile.
+func Load(path string, getenv func(string) string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := Parse(data, filepath.Dir(path), getenv)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Path = path
+	return cfg, nil
+}
+
+// Parse parses, expands, defaults and validates the configuration in data.
+//
+// Each ${NAME} in a scalar value is replaced by getenv(NAME); an empty result is an
+// error, and $${ is a literal ${. A nil getenv sets no variable. Relative file paths
+// (value_file, ca_file, cert_file, key_file) are resolved against dir and stored
+// resolved; the files are read, and credential.value_file's content is stored in
+// Credential.Value.
+//
+// On error, Parse returns a nil *Config and an errors.Join of *FieldError, one for each
+// problem in the file, ordered by line and then field path. Error messages never hold a
+// value that came from the environment or a file: they quote values as written.
+//
+// A returned Config is fully defaulted and validated, and Line knows the YAML line of
+// every field path it holds, for errors found later (a bad route pattern, say).
+func Parse(data []byte, dir string, getenv func(string) string) (*Config, error) {
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	root, err := parseYAML(data)
+	if err != nil {
+		return nil, errors.Join(err)
+	}
+	w := newWalker(getenv, countNodes(root))
+	cfg := &Config{}
+	if root != nil {
+		w.walk(root, reflect.ValueOf(cfg).Elem(), "", root.Line)
+	}
+	cfg.lines = w.lines
+	if !w.stopped {
+		v := &validator{cfg: cfg, w: w, dir: dir}
+		v.defaults()
+		v.validate()
+	}
+	if len(w.errs) > 0 {
+		sortErrors(w.errs)
+		errs := make([]error, len(w.errs))
+		for i, e := range w.errs {
+			errs[i] = e
+		}
+		return nil, errors.Join(errs...)
+	}
+	return cfg, nil
+}
+
+// parseYAML returns the content of the single YAML document in data: nil for an
+// empty document.
+func parseYAML(data []byte) (root *yaml.Node, err error) {
+	defer func() {
+		// yaml.v3 panics on some malformed input; the file is refused all the same.
+		if r := recover(); r != nil {
+			root, err = nil, &FieldError{Msg: fmt.Sprintf("YAML parser failed: %v", r)}
+		}
+	}()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, syntaxError(err)
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case err == nil:
+		return nil, &FieldError{Line: next.Line, Msg: "a second YAML document: the file must hold exactly one"}
+	case !errors.Is(err, io.EOF):
+		return nil, syntaxError(err)
+	}
+	if doc.Kind == yaml.DocumentNode {
+		if len(doc.Content) == 0 {
+			return nil, nil
+		}
+		return doc.Content[0], nil
+	}
+	return &doc, nil
+}
+
+// syntaxError turns a yaml.v3 error such as "yaml: line 3: mapping values are not
+// allowed in this context" into a FieldError for that line.
+func syntaxError(err error) *FieldError {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if num, m, ok := strings.Cut(rest, ": "); ok {
+			if line, err := strconv.Atoi(num); err == nil {
+				return &FieldError{Line: line, Msg: "YAML syntax: " + m}
+			}
+		}
+	}
+	return &FieldError{Msg: "YAML syntax: " + msg}
+}

@@ -1,0 +1,91 @@
+// Package metrics defines every Prometheus metric Keyhole exports, on an injected registry.
+//
+// Labels come from configuration names (routes, upstreams, issuers) and fixed vocabularies
+// (decisions, reasons), never from raw request data, so cardinality stays bounded.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds the collectors. Build it once with New; it is safe for concurrent use.
+type Metrics struct {
+	// Requests counts finished requests by route, method, status code and decision.
+	Requests *prometheus.CounterVec
+	// RequestDuration observes the whole request at the gateway, by route.
+	RequestDuration *prometheus.HistogramVec
+	// InFlight is the number of data-plane requests being served.
+	InFlight prometheus.Gauge
+	// UpstreamDuration observes the time from forwarding to the upstream's response headers.
+	UpstreamDuration *prometheus.HistogramVec
+	// UpstreamErrors counts failed upstream exchanges by upstream and kind (timeout, connect, protocol).
+	UpstreamErrors *prometheus.CounterVec
+	// AuthFailures counts refused tokens by reason.
+	AuthFailures *prometheus.CounterVec
+	// JWKSRefresh counts JWKS fetches by issuer and result (success, error).
+	JWKSRefresh *prometheus.CounterVec
+	// ConfigReloads counts configuration reloads by result (success, error).
+	ConfigReloads *prometheus.CounterVec
+	// ConfigLastReloadSuccess is the Unix time of the last successful load or reload.
+	ConfigLastReloadSuccess prometheus.Gauge
+}
+
+// New creates the metrics and registers them, with the Go runtime and process collectors,
+// on reg. It returns an error if any of them is already registered there.
+func New(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyhole_requests_total",
+			Help: "Data-plane requests by route, method, status code and decision.",
+		}, []string{"route", "method", "code", "decision"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "keyhole_request_duration_seconds",
+			Help:    "Time to serve a data-plane request at the gateway, by route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"route"}),
+		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyhole_requests_in_flight",
+			Help: "Data-plane requests being served.",
+		}),
+		UpstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "keyhole_upstream_duration_seconds",
+			Help:    "Time from forwarding a request to the upstream's response headers, by upstream.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"upstream"}),
+		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyhole_upstream_errors_total",
+			Help: "Failed upstream exchanges by upstream and kind (timeout, connect, protocol, canceled).",
+		}, []string{"upstream", "kind"}),
+		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyhole_auth_failures_total",
+			Help: "Refused bearer tokens by reason.",
+		}, []string{"reason"}),
+		JWKSRefresh: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyhole_jwks_refresh_total",
+			Help: "JWKS fetches by issuer and result.",
+		}, []string{"issuer", "result"}),
+		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyhole_config_reloads_total",
+			Help: "Configuration reloads by result.",
+		}, []string{"result"}),
+		ConfigLastReloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyhole_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last successful configuration load or reload.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{
+		m.Requests, m.RequestDuration, m.InFlight, m.UpstreamDuration, m.UpstreamErrors,
+		m.AuthFailures, m.JWKSRefresh, m.ConfigReloads, m.ConfigLastReloadSuccess,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range []string{"success", "error"} {
+		m.ConfigReloads.WithLabelValues(r)
+	}
+	return m, nil
+}

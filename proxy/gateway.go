@@ -1,0 +1,454 @@
+// Package proxy is Keyhole's data plane: it canonicalises the request, authenticates the
+// bearer token, decides on the route, injects the upstream credential and forwards.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/keyholehq/keyhole/config"
+	"github.com/keyholehq/keyhole/identity"
+	"github.com/keyholehq/keyhole/metrics"
+	"github.com/keyholehq/keyhole/rules"
+)
+
+// Verifier verifies a bearer token and returns its caller. A refusal is an *identity.Error.
+type Verifier interface {
+	Verify(ctx context.Context, raw string) (*identity.Principal, error)
+}
+
+// State is what one configuration (and each reload) gives the data plane. It is immutable
+// once built; the Gateway swaps whole States atomically.
+type State struct {
+	table     *rules.Table
+	verifier  Verifier
+	upstreams map[string]*upstream
+	maxBody   int64
+}
+
+// Gateway is the data-plane http.Handler. It is safe for concurrent use; Swap may be
+// called while requests are being served, and each request sees one State throughout.
+type Gateway struct {
+	state    atomic.Pointer[State]
+	log      *slog.Logger
+	errorLog *log.Logger
+	metrics  *metrics.Metrics
+	buffers  bufferPool
+	handler  http.Handler
+}
+
+var _ http.Handler = (*Gateway)(nil)
+
+// New returns a Gateway that serves nothing but 503 until the first Swap.
+// log receives one line per request; m receives the request metrics.
+func New(log *slog.Logger, m *metrics.Metrics) *Gateway {
+	g := &Gateway{
+		log:      log,
+		errorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		metrics:  m,
+	}
+	stages := []func(http.Handler) http.Handler{
+		g.begin,        // request id, panic recovery, metrics, the access-log line
+		g.normalise,    // method, canonical path, header hygiene, body limit
+		g.authenticate, // bearer token -> Principal
+		g.decide,       // guards and route rules -> allow, or refuse
+	}
+	var h http.Handler = http.HandlerFunc(g.forward)
+	for i := len(stages) - 1; i >= 0; i-- {
+		h = stages[i](h)
+	}
+	g.handler = h
+	return g
+}
+
+// NewState builds the data-plane state for cfg with its compiled route table and the token
+// verifier. prev, when not nil, is the State being replaced: upstream transports whose
+// settings did not change are reused, keeping their warm connections.
+func (g *Gateway) NewState(cfg *config.Config, table *rules.Table, v Verifier, prev *State) (*State, error) {
+	s := &State{table: table, verifier: v, upstreams: map[string]*upstream{}, maxBody: int64(cfg.Limits.MaxRequestBody)}
+	for name, c := range cfg.Upstreams {
+		var old *upstream
+		if prev != nil {
+			old = prev.upstreams[name]
+		}
+		u, err := newUpstream(g, name, c, old)
+		if err != nil {
+			return nil, err
+		}
+		s.upstreams[name] = u
+	}
+	return s, nil
+}
+
+// Swap makes s the state for every request that starts from now on and returns the one
+// it replaced (nil the first time). Idle connections of transports s no longer uses are closed.
+func (g *Gateway) Swap(s *State) *State {
+	old := g.state.Swap(s)
+	if old != nil {
+		inUse := map[*http.Transport]bool{}
+		for _, u := range s.upstreams {
+			inUse[u.transport] = true
+		}
+		for _, u := range old.upstreams {
+			if !inUse[u.transport] {
+				u.transport.CloseIdleConnections()
+			}
+		}
+	}
+	return old
+}
+
+// Loaded reports whether a State has been installed.
+func (g *Gateway) Loaded() bool { return g.state.Load() != nil }
+
+// ServeHTTP runs the request through the stages.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.handler.ServeHTTP(w, r) }
+
+// reqInfo is the per-request record the stages fill in. One is allocated per request and
+// shared through the context, so later stages and the access log see what earlier ones found.
+type reqInfo struct {
+	id          string
+	start       time.Time
+	state       *State
+	path        string // canonical, decoded
+	principal   *identity.Principal
+	route       *rules.Route
+	upstream    *upstream
+	forwardPath string // decoded path after rewrite, appended to the upstream's base path
+	forwarded   time.Time
+	upstreamDur time.Duration
+	decision    string
+	refusal     *refusal
+	status      int // set when the status is not what was written (client gone: 499)
+}
+
+type infoKey struct{}
+
+func infoFrom(ctx context.Context) *reqInfo {
+	info, _ := ctx.Value(infoKey{}).(*reqInfo)
+	return info
+}
+
+// refuse answers the request with rf and remembers it for the log line.
+func (g *Gateway) refuse(w http.ResponseWriter, info *reqInfo, rf *refusal) {
+	info.refusal = rf
+	info.decision = rf.decision
+	writeRefusal(w, rf, info.id)
+}
+
+// begin assigns the request id, recovers panics, and after the request counts it and
+// writes its one access-log line.
+func (g *Gateway) begin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info := &reqInfo{id: ulid.Make().String(), start: time.Now(), state: g.state.Load()}
+		sw := &statusWriter{ResponseWriter: w}
+		sw.Header().Set("X-Request-Id", info.id)
+		g.metrics.InFlight.Inc()
+		defer func() {
+			p := recover()
+			if p != nil && p != http.ErrAbortHandler {
+				g.log.Error("panic serving request", "request_id", info.id, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				if !sw.wrote {
+					g.refuse(sw, info, &refusal{status: http.StatusInternalServerError, code: "internal_error",
+						msg: "the gateway failed to serve this request", decision: labelError})
+				}
+			}
+			if p == http.ErrAbortHandler {
+				info.decision, info.status = labelError, 499
+			}
+			g.finish(r, sw, info)
+			g.metrics.InFlight.Dec()
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+		}()
+		if info.state == nil {
+			g.refuse(sw, info, &refusal{status: http.StatusServiceUnavailable, code: "not_ready",
+				msg: "the gateway has no configuration loaded", decision: labelError})
+			return
+		}
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
+	})
+}
+
+// finish counts the request and writes its access-log line. It never logs a token, a
+// credential, a query string or a body.
+func (g *Gateway) finish(r *http.Request, sw *statusWriter, info *reqInfo) {
+	status := sw.status
+	if info.status != 0 {
+		status = info.status
+	}
+	if status == 0 {
+		status = http.StatusOK
+	}
+	route := ""
+	if info.route != nil {
+		route = info.route.Name
+	}
+	method := r.Method
+	if !allowedMethods[method] {
+		method = "OTHER"
+	}
+	elapsed := time.Since(info.start)
+	g.metrics.Requests.WithLabelValues(route, method, strconv.Itoa(status), info.decision).Inc()
+	g.metrics.RequestDuration.WithLabelValues(route).Observe(elapsed.Seconds())
+
+	attrs := make([]slog.Attr, 0, 16)
+	attrs = append(attrs,
+		slog.String("request_id", info.id),
+		slog.String("method", method),
+		slog.String("path", info.path),
+		slog.Int("status", status),
+		slog.String("decision", info.decision),
+		slog.String("route", route),
+	)
+	if info.upstream != nil {
+		attrs = append(attrs, slog.String("upstream", info.upstream.name),
+			slog.Float64("upstream_ms", float64(info.upstreamDur.Microseconds())/1000))
+	}
+	if p := info.principal; p != nil {
+		attrs = append(attrs, slog.String("subject", p.Subject), slog.String("client_id", p.ClientID))
+	}
+	if rf := info.refusal; rf != nil {
+		attrs = append(attrs, slog.String("error", rf.code), slog.String("reason", rf.msg))
+		if rf.cause != nil {
+			attrs = append(attrs, slog.String("cause", rf.cause.Error()))
+		}
+	}
+	attrs = append(attrs,
+		slog.Int64("bytes", sw.bytes),
+		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+		slog.String("remote_addr", r.RemoteAddr),
+	)
+	g.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// strippedHeaders are removed from every client request before anything reads it. The
+// gateway decides who the caller is (the token) and where the request goes (the route);
+// none of these may tell the upstream otherwise.
+var strippedHeaders = []string{
+	"Cookie", "Proxy-Authorization",
+	"Forwarded", "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Client-Ip",
+	"X-Http-Method-Override", "X-Method-Override", "X-Http-Method",
+	"X-Original-Url", "X-Rewrite-Url", "X-Original-Uri",
+}
+
+// normalise refuses what the gateway cannot judge unambiguously and removes headers a
+// client must not set.
+func (g *Gateway) normalise(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info := infoFrom(r.Context())
+		if !allowedMethods[r.Method] {
+			g.refuse(w, info, &refusal{status: http.StatusMethodNotAllowed, code: "method_not_allowed",
+				msg: "method is not accepted by the gateway", decision: labelError,
+				header: http.Header{"Allow": {allowHeader}}})
+			return
+		}
+		p, err := CanonicalPath(r.RequestURI)
+		if err != nil {
+			g.refuse(w, info, badRequest("ambiguous request target: "+err.Error()))
+			return
+		}
+		info.path = p
+		h := r.Header
+		for _, k := range strippedHeaders {
+			delete(h, k)
+		}
+		for k := range h {
+			if strings.HasPrefix(k, "X-Forwarded-") || strings.HasPrefix(k, "X-Keyhole-") {
+				delete(h, k)
+			}
+		}
+		max := info.state.maxBody
+		if r.ContentLength > max {
+			g.refuse(w, info, statusFor(&http.MaxBytesError{Limit: max}))
+			return
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(w, r.Body, max)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// authenticate turns the one bearer token into a Principal, and removes the client's
+// Authorization header so it can never reach an upstream.
+func (g *Gateway) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info := infoFrom(r.Context())
+		raw, ierr := identity.BearerToken(r.Header)
+		r.Header.Del("Authorization")
+		var err error
+		if ierr == nil {
+			info.principal, err = info.state.verifier.Verify(r.Context(), raw)
+		} else {
+			err = ierr
+		}
+		if err != nil {
+			rf := statusFor(err)
+			if ie, ok := err.(*identity.Error); ok {
+				g.metrics.AuthFailures.WithLabelValues(string(ie.Reason)).Inc()
+			}
+			g.refuse(w, info, rf)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// decide runs the guards and route rules and refuses everything that is not allowed.
+func (g *Gateway) decide(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info := infoFrom(r.Context())
+		st := info.state
+		query, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			g.refuse(w, info, badRequest("malformed query string"))
+			return
+		}
+		req := rules.Request{Method: r.Method, Path: info.path, Query: query, Header: r.Header}
+		if st.table.NeedsBody(r.Method, info.path) {
+			if rf := readBody(r, &req); rf != nil {
+				g.refuse(w, info, rf)
+				return
+			}
+		}
+		d := st.table.Decide(&req, info.principal)
+		info.route = d.Route
+		if rf := refusalFor(d); rf != nil {
+			g.refuse(w, info, rf)
+			return
+		}
+		if up := r.Header.Get("Upgrade"); up != "" && !(d.Route.Websocket && strings.EqualFold(up, "websocket")) {
+			g.refuse(w, info, badRequest(fmt.Sprintf("protocol upgrade to %q is not allowed on route %s", up, d.Route.Name)))
+			return
+		}
+		info.upstream = st.upstreams[d.Route.Upstream]
+		if info.upstream == nil {
+			// Config validation guarantees every allowing route names an upstream; fail closed anyway.
+			g.refuse(w, info, &refusal{status: http.StatusBadGateway, code: "upstream_error",
+				msg: "route has no upstream", decision: labelError})
+			return
+		}
+		info.forwardPath = d.Route.ForwardPath(info.path)
+		info.decision = labelAllowed
+		next.ServeHTTP(w, r)
+	})
+}
+
+// refusalFor returns the refusal for a decision that does not allow the request, or nil.
+func refusalFor(d rules.Decision) *refusal {
+	switch d.Effect {
+	case rules.Allow:
+		return nil
+	case rules.NoRoute:
+		return &refusal{status: http.StatusNotFound, code: "no_route", msg: d.Reason, decision: labelNoRoute}
+	case rules.Forbid:
+		return &refusal{status: http.StatusForbidden, code: "forbidden", msg: d.Reason, decision: labelForbidden}
+	case rules.Deny:
+		return &refusal{status: http.StatusForbidden, code: "denied", msg: d.Reason, decision: labelDenied}
+	}
+	return badRequest(d.Reason)
+}
+
+// Outcome returns the HTTP status and error code the data plane answers for d, or 200 and
+// "" when d allows the request. `keyhole check` and `keyhole test` use it to explain decisions.
+func Outcome(d rules.Decision) (status int, code string) {
+	if rf := refusalFor(d); rf != nil {
+		return rf.status, rf.code
+	}
+	return http.StatusOK, ""
+}
+
+// readBody buffers the (already size-limited) request body for body conditions and puts
+// it back for forwarding. A compressed body is refused: conditions judge the bytes the
+// upstream will decode, and a gzip body would be judged as noise.
+func readBody(r *http.Request, req *rules.Request) *refusal {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return badRequest("compressed request bodies are not accepted on routes with body conditions")
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		if rf := statusFor(err); rf.status == http.StatusRequestEntityTooLarge {
+			return rf
+		}
+		return badRequest("request body could not be read")
+	}
+	req.Body = body
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	r.TransferEncoding = nil
+	return nil
+}
+
+// forward sends the request to the route's upstream.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
+	infoFrom(r.Context()).upstream.proxy.ServeHTTP(w, r)
+}
+
+// upstreamError is the ReverseProxy ErrorHandler: it counts the failure and answers 502,
+// 504 or 413 with the spec's body, never the upstream's address.
+func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	info := infoFrom(r.Context())
+	if !info.forwarded.IsZero() && info.upstreamDur == 0 {
+		info.upstreamDur = time.Since(info.forwarded)
+	}
+	kind := upstreamErrorKind(err)
+	g.metrics.UpstreamErrors.WithLabelValues(info.upstream.name, kind).Inc()
+	if kind == "canceled" && r.Context().Err() != nil {
+		// The client went away; nobody is left to answer.
+		info.decision, info.status = labelError, 499
+		info.refusal = &refusal{code: "client_closed", msg: "client closed the request", cause: err}
+		return
+	}
+	rf := statusFor(err)
+	if rf.cause == nil {
+		rf.cause = err
+	}
+	g.refuse(w, info, rf)
+}
+
+// statusWriter records the status and size of the response. Unwrap lets
+// http.ResponseController reach the connection for flushing and protocol upgrades.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote && code >= 200 {
+		w.status, w.wrote = code, true
+	} else if code < 200 && w.status == 0 {
+		w.status = code // 101 Switching Protocols: the response is the upgraded stream
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

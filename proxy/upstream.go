@@ -1,0 +1,145 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/keyholehq/keyhole/config"
+)
+
+// upstream is one configured backend with its own transport and reverse proxy.
+type upstream struct {
+	name       string
+	target     *url.URL
+	basePath   string // target path without a trailing slash
+	credHeader string // canonical header name, "" for none
+	credValue  string
+	transport  *http.Transport
+	transKey   string // what the transport was built from; equal keys share a transport across reloads
+	proxy      *httputil.ReverseProxy
+}
+
+// idleConnsPerUpstream bounds idle keep-alive connections to one upstream. The default of
+// two makes most connections of a busy gateway close after each request, which halves
+// throughput under load.
+const idleConnsPerUpstream = 512
+
+func newUpstream(g *Gateway, name string, c *config.Upstream, prev *upstream) (*upstream, error) {
+	target, err := url.Parse(c.URL)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: url: %w", name, err)
+	}
+	u := &upstream{
+		name:     name,
+		target:   target,
+		basePath: strings.TrimSuffix(target.Path, "/"),
+		transKey: transportKey(c),
+	}
+	if c.Credential != nil {
+		u.credHeader = http.CanonicalHeaderKey(c.Credential.Header)
+		u.credValue = c.Credential.Value.Reveal()
+	}
+	if prev != nil && prev.transKey == u.transKey {
+		u.transport = prev.transport
+	} else if u.transport, err = newTransport(c); err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", name, err)
+	}
+	u.proxy = &httputil.ReverseProxy{
+		Rewrite:        u.rewrite,
+		Transport:      u.transport,
+		ModifyResponse: u.modifyResponse,
+		ErrorHandler:   g.upstreamError,
+		BufferPool:     &g.buffers,
+		ErrorLog:       g.errorLog,
+	}
+	return u, nil
+}
+
+func transportKey(c *config.Upstream) string {
+	k := fmt.Sprintf("%s|%d", c.URL, c.Timeout)
+	if c.TLS != nil {
+		k += fmt.Sprintf("|%s|%t", c.TLS.CAFile, c.TLS.InsecureSkipVerify)
+	}
+	return k
+}
+
+func newTransport(c *config.Upstream) (*http.Transport, error) {
+	t := &http.Transport{
+		// No Proxy: the gateway talks to its upstreams directly, whatever HTTP_PROXY says.
+		DialContext:            (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConnsPerHost:    idleConnsPerUpstream,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ExpectContinueTimeout:  time.Second,
+		ResponseHeaderTimeout:  time.Duration(c.Timeout),
+		MaxResponseHeaderBytes: 1 << 20,
+		// The gateway passes bodies through as the upstream encoded them and never asks
+		// for a compression the client did not.
+		DisableCompression: true,
+	}
+	if c.TLS != nil {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.TLS.InsecureSkipVerify}
+		if c.TLS.CAFile != "" {
+			pem, err := os.ReadFile(c.TLS.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("tls.ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("tls.ca_file %s: no PEM certificate", c.TLS.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		t.TLSClientConfig = tc
+	}
+	return t, nil
+}
+
+// rewrite builds the outgoing request. It runs after ReverseProxy has removed hop-by-hop
+// headers, including any the client named in Connection, so the credential set here
+// cannot be stripped by a client's "Connection: X-Api-Key" (golang/go#50580).
+func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
+	info := infoFrom(pr.In.Context())
+	out := pr.Out
+	out.URL.Scheme = u.target.Scheme
+	out.URL.Host = u.target.Host
+	out.URL.Path = u.basePath + info.forwardPath
+	out.URL.RawPath = ""
+	out.Host = ""
+	pr.SetXForwarded()
+	out.Header.Set("X-Request-Id", info.id)
+	if u.credHeader != "" {
+		out.Header[u.credHeader] = []string{u.credValue}
+	}
+	info.forwarded = time.Now()
+}
+
+func (u *upstream) modifyResponse(resp *http.Response) error {
+	info := infoFrom(resp.Request.Context())
+	info.upstreamDur = time.Since(info.forwarded)
+	// The client gets the gateway's request id, which is also in the log and the record.
+	resp.Header.Del("X-Request-Id")
+	return nil
+}
+
+// bufferPool shares 32 KiB copy buffers between responses. Its zero value is ready to use.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
