@@ -43,6 +43,19 @@ type Config struct {
 	Path string `yaml:"-"`
 	// lines maps a field path such as "routes[2].match.path" to its YAML line.
 	lines map[string]int
+	// written maps the field path of a value that had a ${VAR} substituted to the value
+	// as written, "${VAR}" rather than what may be a secret.
+	written map[string]string
+}
+
+// Quote returns v, the value at field path p, quoted for an error message as it is
+// written in the file: a value that came from the environment may be a secret, so one
+// that had a ${VAR} substituted is shown in its ${VAR} form.
+func (c *Config) Quote(p, v string) string {
+	if s, ok := c.written[p]; ok {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(v)
 }
 
 // Line returns the YAML line of the value at field path p ("routes[2].match.path"),

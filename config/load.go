@@ -57,7 +57,7 @@ func Parse(data []byte, dir string, getenv func(string) string) (*Config, error)
 	if root != nil {
 		w.walk(root, reflect.ValueOf(cfg).Elem(), "", root.Line)
 	}
-	cfg.lines = w.lines
+	cfg.lines, cfg.written = w.lines, w.written
 	if !w.stopped {
 		v := &validator{cfg: cfg, w: w, dir: dir}
 		v.defaults()

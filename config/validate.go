@@ -49,7 +49,7 @@ func (v *validator) set(path string) bool {
 }
 
 // show quotes s, the value at path, as it is written in the file.
-func (v *validator) show(path, s string) string { return v.w.show(path, s) }
+func (v *validator) show(path, s string) string { return v.cfg.Quote(path, s) }
 
 func idx(path string, i int) string { return path + "[" + strconv.Itoa(i) + "]" }
 
@@ -481,7 +481,11 @@ func (v *validator) match(path string, m *Match) {
 			v.errorf(mp, `"*" matches every method: list it alone`)
 		case meth == "*" || slices.Contains(methods, meth):
 		case slices.Contains(methods, strings.ToUpper(meth)):
-			v.errorf(mp, "method %s must be upper case, %q: methods are case-sensitive", shown, strings.ToUpper(meth))
+			if _, fromEnv := v.w.written[mp]; fromEnv {
+				v.errorf(mp, "method %s must be upper case: methods are case-sensitive", shown)
+			} else {
+				v.errorf(mp, "method %s must be upper case, %q: methods are case-sensitive", shown, strings.ToUpper(meth))
+			}
 		default:
 			v.errorf(mp, "unknown method %s: want %s or \"*\"", shown, strings.Join(methods, ", "))
 		}

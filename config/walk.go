@@ -114,6 +114,8 @@ func kindName(n *yaml.Node) string {
 		return "a list"
 	case yaml.ScalarNode:
 		switch n.ShortTag() {
+		case "!!null":
+			return "null"
 		case "!!int", "!!float":
 			return "a number"
 		case "!!bool":
@@ -165,10 +167,8 @@ func (w *walker) walk(n *yaml.Node, v reflect.Value, path string, line int) {
 		w.mapping(n, v, path, line)
 	case reflect.Slice:
 		w.sequence(n, v, path, line)
-	case reflect.String, reflect.Bool, reflect.Int:
-		w.leaf(n, v, path, line)
 	default:
-		panic("config: no decoder for " + v.Type().String())
+		w.leaf(n, v, path, line)
 	}
 }
 
@@ -222,11 +222,9 @@ func (w *walker) merge(v *yaml.Node, path string) []pair {
 	if m == nil {
 		return nil
 	}
-	var maps []*yaml.Node
-	switch m.Kind {
-	case yaml.MappingNode:
-		maps = []*yaml.Node{m}
-	case yaml.SequenceNode:
+	maps := []*yaml.Node{m}
+	if m.Kind == yaml.SequenceNode {
+		maps = maps[:0]
 		for _, c := range m.Content {
 			if c := w.deref(c, c.Line, path); c != nil {
 				maps = append(maps, c)
@@ -239,9 +237,12 @@ func (w *walker) merge(v *yaml.Node, path string) []pair {
 			w.errorf(line, path, "<< merges a mapping or a list of mappings, got %s", kindName(mm))
 			continue
 		}
-		if w.visiting[mm] || !w.spend(line, path) {
+		if w.visiting[mm] {
 			w.fail(line, path, "<< merges a mapping that contains it")
 			continue
+		}
+		if !w.spend(line, path) {
+			return out
 		}
 		w.visiting[mm] = true
 		out = append(out, w.pairs(mm, path)...)
@@ -340,19 +341,13 @@ func (w *walker) scalar(n *yaml.Node, path string, line int) (out *yaml.Node, ok
 	return &c, true
 }
 
-// show quotes value v of path for an error message as it is written in the file:
-// a value that came from the environment may be a secret, so its ${VAR} form is shown.
-func (w *walker) show(path, v string) string {
-	if s, ok := w.written[path]; ok {
-		return strconv.Quote(s)
-	}
-	return strconv.Quote(v)
-}
-
 func (w *walker) leaf(n *yaml.Node, v reflect.Value, path string, line int) {
+	want := map[reflect.Kind]string{reflect.String: "a string", reflect.Bool: "true or false", reflect.Int: "a whole number"}[v.Kind()]
+	if want == "" {
+		want = "a value of type " + v.Type().String()
+	}
 	if n.Kind != yaml.ScalarNode {
-		what := map[reflect.Kind]string{reflect.String: "a string", reflect.Bool: "true or false", reflect.Int: "a whole number"}[v.Kind()]
-		w.fail(line, path, "want %s, got %s", what, kindName(n))
+		w.fail(line, path, "want %s, got %s", want, kindName(n))
 		return
 	}
 	c, ok := w.scalar(n, path, line)
@@ -362,21 +357,19 @@ func (w *walker) leaf(n *yaml.Node, v reflect.Value, path string, line int) {
 	switch v.Kind() {
 	case reflect.String:
 		v.SetString(c.Value)
+		return
 	case reflect.Bool:
-		var b bool
-		if c.ShortTag() != "!!bool" || c.Decode(&b) != nil {
-			w.fail(line, path, "want true or false, got %s", w.show(path, c.Value))
-			return
-		}
-		v.SetBool(b)
+		ok = c.ShortTag() == "!!bool"
 	case reflect.Int:
-		var i int
-		if c.ShortTag() != "!!int" || c.Decode(&i) != nil {
-			w.fail(line, path, "want a whole number, got %s", w.show(path, c.Value))
-			return
-		}
-		v.SetInt(int64(i))
+		ok = c.ShortTag() == "!!int"
 	}
+	// Decode into a fresh value so that a failed decode leaves v zero.
+	p := reflect.New(v.Type())
+	if !ok || c.Decode(p.Interface()) != nil {
+		w.fail(line, path, "want %s, got %s", want, strconv.Quote(w.asWritten(path, c.Value)))
+		return
+	}
+	v.Set(p.Elem())
 }
 
 // custom decodes n with v's UnmarshalYAML method (Duration, ByteSize, Scalars).
@@ -398,10 +391,18 @@ func (w *walker) custom(n *yaml.Node, v reflect.Value, path string, line int) {
 		if werr != nil {
 			err = werr
 		} else {
-			err = fmt.Errorf("the value of %s is not valid here", w.show(path, ""))
+			err = fmt.Errorf("the value of %s is not valid here", strconv.Quote(w.asWritten(path, "")))
 		}
 	}
 	w.fail(line, path, "%s", err)
+}
+
+// asWritten returns the text of path as written if a ${VAR} was substituted in it, else v.
+func (w *walker) asWritten(path, v string) string {
+	if s, ok := w.written[path]; ok {
+		return s
+	}
+	return v
 }
 
 // hasWritten reports whether path or a path under it had a ${VAR} substituted.

@@ -6,7 +6,12 @@ import (
 )
 
 // Principal is the verified caller of one request, read from its access token.
-// A Principal is never modified after Verify returns it; treat its slices and map as read-only.
+// A Principal is never modified after Verify returns it, and Verify returns the same
+// Principal for every request that presents the same token (the cache): treat it,
+// its slices and its map as read-only.
+//
+// Claims holds every claim of the token as encoding/json decodes it: numbers are
+// float64, arrays []any, objects map[string]any. Expiry is the exp claim.
 type Principal struct {
 	Issuer   string
 	Subject  string
@@ -45,6 +50,11 @@ type Error struct {
 
 // Error returns the message.
 func (e *Error) Error() string { return e.Msg }
+
+func (e *Error) copy() *Error {
+	c := *e
+	return &c
+}
 
 type principalKey struct{}
 

@@ -112,8 +112,8 @@ type issuer struct {
 // called. It must not be a request's context.
 //
 // Empty GroupsClaim, ScopesClaim and Algorithms take the config defaults. New returns
-// an error if issuers is empty, an issuer has no URL or no audience, is listed twice,
-// or names an algorithm other than RS*, PS*, ES* or EdDSA.
+// an error if issuers is empty, or if an issuer has no URL, no audience or an empty
+// one, is listed twice, or names an algorithm other than RS*, PS*, ES* or EdDSA.
 func New(ctx context.Context, issuers []config.Issuer, opts Options) (*Verifier, error) {
 	if len(issuers) == 0 {
 		return nil, errors.New("identity: no issuers configured")
@@ -170,8 +170,8 @@ func newIssuer(ctx context.Context, c config.Issuer, opts Options) (*issuer, err
 	if c.Issuer == "" {
 		return nil, errors.New("issuer URL is empty")
 	}
-	if len(c.Audiences) == 0 {
-		return nil, fmt.Errorf("issuer %q: no audiences", c.Issuer)
+	if len(c.Audiences) == 0 || slices.Contains(c.Audiences, "") {
+		return nil, fmt.Errorf("issuer %q: audiences must be non-empty strings", c.Issuer)
 	}
 	is := &issuer{
 		name:        c.Issuer,
@@ -330,7 +330,8 @@ func (v *Verifier) Close() {
 	})
 }
 
-// Refusals. Their messages never include the token or any of its content.
+// Refusals. Their messages never include the token or any of its content. They are
+// shared templates: exported functions return copies, so callers may modify theirs.
 var (
 	errNoToken        = &Error{Reason: ReasonMissing, Msg: "missing bearer token"}
 	errMalformed      = &Error{Reason: ReasonMalformed, Msg: "token is not a well-formed JWT"}
@@ -350,23 +351,32 @@ var (
 // Verify checks raw, a compact JWS access token, and returns its Principal. The
 // returned Principal may be shared with other callers: do not modify it.
 //
-// A refusal is an *Error. Its Reason is derived from typed facts, never from error
-// text: the checks made before go-oidc run on the parsed token (structure → malformed,
-// alg outside the issuer's list → bad_signature, unknown iss → bad_issuer, missing or
-// past exp and nbf beyond go-oidc's 5-minute leeway → expired, aud without a
-// configured audience → bad_audience, no sub → malformed); the issuer's key set records
-// its own verdict (unknown_key or bad_signature) in a per-call value of the context it
-// receives from go-oidc, because go-oidc wraps KeySet errors with %v; go-oidc's
-// *TokenExpiredError maps to expired; any other go-oidc error to malformed.
+// A refusal is an *Error whose Reason is derived from typed facts, never from error
+// text. Checks run in this order, the first failure naming the reason:
+//   - structure, JSON payload → malformed; alg not RS*/PS*/ES*/EdDSA → bad_signature;
+//   - iss not configured (exact match) → bad_issuer;
+//   - alg outside the issuer's algorithms → bad_signature;
+//   - exp missing or past → expired; nbf more than go-oidc's 5-minute leeway in the
+//     future ("outside its validity window") → expired; exp/nbf not numbers → malformed;
+//   - aud (string or array) holding none of the issuer's audiences → bad_audience;
+//   - no sub → malformed; issuer whose keys were never fetched → unknown_key;
+//   - go-oidc with the issuer's key set. go-oidc wraps KeySet errors with %v, so the
+//     key set also records its verdict (unknown_key: kid absent even after a refetch;
+//     bad_signature: a key with that kid, or any key for a kid-less token, was tried
+//     and failed) in a per-call value of the context; go-oidc's *TokenExpiredError →
+//     expired; any other go-oidc error (claims of the wrong type) → malformed.
+//
+// The checks before go-oidc read the signed payload before its signature is known to
+// hold: they can only refuse a token, never accept one.
 //
 // A token seen before and still valid is answered from the cache without any
 // cryptography. ctx bounds only the wait for a JWKS refetch caused by this token.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 	if raw == "" {
-		return nil, errNoToken
+		return nil, errNoToken.copy()
 	}
 	if len(raw) > maxTokenBytes {
-		return nil, errMalformed
+		return nil, errMalformed.copy()
 	}
 	now := v.now()
 	var key [32]byte
@@ -380,7 +390,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 	}
 	p, ks, gen, e := v.verify(ctx, raw, now)
 	if e != nil {
-		return nil, e
+		return nil, e.copy()
 	}
 	if v.cache != nil {
 		v.cache.put(&key, cacheEntry{p: p, exp: p.Expiry.UnixNano(), keys: ks, gen: gen}, now.UnixNano())

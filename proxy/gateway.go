@@ -5,6 +5,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -205,6 +206,9 @@ func (g *Gateway) finish(r *http.Request, sw *statusWriter, info *reqInfo) {
 	elapsed := time.Since(info.start)
 	g.metrics.Requests.WithLabelValues(route, method, strconv.Itoa(status), info.decision).Inc()
 	g.metrics.RequestDuration.WithLabelValues(route).Observe(elapsed.Seconds())
+	if info.upstream != nil && !info.forwarded.IsZero() {
+		g.metrics.UpstreamDuration.WithLabelValues(info.upstream.name).Observe(info.upstreamDur.Seconds())
+	}
 
 	attrs := make([]slog.Attr, 0, 16)
 	attrs = append(attrs,
@@ -215,6 +219,15 @@ func (g *Gateway) finish(r *http.Request, sw *statusWriter, info *reqInfo) {
 		slog.String("decision", info.decision),
 		slog.String("route", route),
 	)
+	if info.path == "" {
+		// Refused before canonicalisation: keep what was asked for, without the query,
+		// which may carry credentials.
+		target, _, _ := strings.Cut(r.RequestURI, "?")
+		if len(target) > 256 {
+			target = target[:256]
+		}
+		attrs = append(attrs, slog.String("target", target))
+	}
 	if info.upstream != nil {
 		attrs = append(attrs, slog.String("upstream", info.upstream.name),
 			slog.Float64("upstream_ms", float64(info.upstreamDur.Microseconds())/1000))
@@ -299,7 +312,8 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 		}
 		if err != nil {
 			rf := statusFor(err)
-			if ie, ok := err.(*identity.Error); ok {
+			var ie *identity.Error
+			if errors.As(err, &ie) {
 				g.metrics.AuthFailures.WithLabelValues(string(ie.Reason)).Inc()
 			}
 			g.refuse(w, info, rf)

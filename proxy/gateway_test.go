@@ -702,6 +702,9 @@ keyhole_requests_total{code="404",decision="no_route",method="GET",route=""} 1
 	if err := testutil.GatherAndCompare(h.reg, strings.NewReader(want), "keyhole_requests_total"); err != nil {
 		t.Error(err)
 	}
+	if n := testutil.CollectAndCount(h.reg, "keyhole_upstream_duration_seconds"); n != 1 {
+		t.Errorf("keyhole_upstream_duration_seconds has %d series, want 1 (upstream crm)", n)
+	}
 }
 
 func TestSwapAppliesNewRules(t *testing.T) {

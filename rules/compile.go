@@ -100,7 +100,7 @@ func (c *compiler) route(cr *config.Route, field string, index int, guard bool) 
 	if guard {
 		rt.mux = chi.NewMux()
 		if patternOK {
-			rt.mux.Method(http.MethodGet, cr.Match.Path, http.NotFoundHandler())
+			_ = tryRegister(rt.mux, cr.Match.Path) // chi accepted it above; nothing to report
 		}
 	}
 	rt.when = c.when(field+".match.when", cr.Match.When)

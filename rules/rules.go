@@ -55,8 +55,8 @@ func (e Effect) String() string {
 // Decision is the verdict on one request.
 type Decision struct {
 	Effect Effect
-	// Route is the guard or route that decided. It is nil for NoRoute, and for
-	// Invalid only when no guard or route was being considered (never, today).
+	// Route is the guard or route that decided; for Invalid, the one whose body
+	// condition refused the body. It is nil only for NoRoute.
 	Route *Route
 	// Reason explains the decision to a human, for example
 	// "route crm-delete-customer requires group crm-writers". It never holds a secret
@@ -185,10 +185,15 @@ func (t *Table) NeedsBody(method, path string) bool {
 	return grp != nil && grp.bodyMethods&m != 0
 }
 
-// Decide judges r for principal p, which may be nil for an anonymous caller (no allow
-// holds for it). Guards come first, in order; then the route selected by path pattern,
-// method and conditions decides. Decide never panics and allocates only for NoRoute and
-// Invalid reasons and for body conditions.
+// Decide judges r (not nil) for principal p, which may be nil for an anonymous caller:
+// no allow holds for it. Guards come first, in order; then the route selected by path
+// pattern, method and conditions decides. A guard or route "considers" the body when its
+// method and path match and it has when.body: a non-empty body must then be one JSON
+// object in UTF-8, nested at most 512 deep, without lone surrogate escapes, without two
+// keys of an object that are equal after unescaping and case folding, and without a case
+// variant of a key some body condition reads; otherwise the decision is Invalid, whatever
+// the other conditions. An empty body makes body conditions fail.
+// Decide allocates only for NoRoute and Invalid reasons and for body conditions.
 func (t *Table) Decide(r *Request, p *identity.Principal) Decision {
 	if t == nil || t.mux == nil {
 		return noRoute(r)

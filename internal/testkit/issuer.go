@@ -17,6 +17,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -50,6 +51,18 @@ const (
 	Fail500                 // answer 500
 	Hang                    // never answer (until the client gives up or the test ends)
 )
+
+func (m FailMode) String() string {
+	switch m {
+	case Serve:
+		return "serve"
+	case Fail500:
+		return "fail500"
+	case Hang:
+		return "hang"
+	}
+	return "FailMode(" + strconv.Itoa(int(m)) + ")"
+}
 
 // Key is a signing key of a test issuer. Keys are immutable.
 type Key struct {

@@ -1,0 +1,142 @@
+package rules
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
+)
+
+func TestCheckBody(t *testing.T) {
+	tests := []struct {
+		body string
+		want string // "" for accepted
+	}{
+		{`{}`, ""},
+		{` {"a":[1,-2.5e+3,true,false,null,"s\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00"],"b":{}} `, ""},
+		{`{"a":0.5,"b":-0,"c":1E9}`, ""},
+		{`{"k":1,"K":2}`, `request body has keys "k" and "K" that name the same member`},
+		// U+212A KELVIN SIGN folds with k, as encoding/json's field matching has it.
+		{`{"k":1,"\u212a":2}`, `request body has keys "k" and "\u212a" that name the same member`},
+		{"{\"s\":1,\"\u017f\":2}", "request body has keys \"s\" and \"\u017f\" that name the same member"},
+		{`{"a":01}`, `request body is not valid JSON: want "," or "}" at offset 6`},
+		{`{"a":1.}`, "request body is not valid JSON: want a number at offset 5"},
+		{`{"a":-}`, "request body is not valid JSON: want a number at offset 5"},
+		{`{"a":1e}`, "request body is not valid JSON: want a number at offset 5"},
+		{`{"a":tru}`, "request body is not valid JSON: want a value at offset 5"},
+		{`{"a":'x'}`, "request body is not valid JSON: want a value at offset 5"},
+		{`{"a" 1}`, `request body is not valid JSON: want ":" at offset 5`},
+		{`{a:1}`, "request body is not valid JSON: want an object key at offset 1"},
+		{`{"a":[1,]}`, "request body is not valid JSON: want a value at offset 8"},
+		{`{"a":[1 2]}`, `request body is not valid JSON: want "," or "]" at offset 8`},
+		{"{\"a\":\"x\ty\"}", "request body is not valid JSON: want no control character in a string at offset 7"},
+		{`{"a":"\x"}`, "request body is not valid JSON: want a valid escape at offset 6"},
+		{`{"a":"\u12"}`, `request body is not valid JSON: want four hex digits after \u at offset 6`},
+		{`{"a":"\udc00"}`, "request body is not accepted: lone surrogate escape at offset 6"},
+		{`{"a":"\ud800\u0041"}`, "request body is not accepted: lone surrogate escape at offset 6"},
+		{"{\"a\":\"\xed\xa0\x80\"}", "request body is not valid UTF-8 at offset 6"},
+		{`{"a":1`, "request body is not valid JSON: unexpected end"},
+		{`{"a":"x`, "request body is not valid JSON: want a closed string at offset 5"},
+		{`null`, "request body is a JSON scalar; one JSON object is required"},
+		{`[]`, "request body is a JSON array; one JSON object is required (JSON-RPC batches are not accepted)"},
+	}
+	tb := &Table{keys: &keyNode{}}
+	for _, tt := range tests {
+		if got := tb.checkBody([]byte(tt.body)); got != tt.want {
+			t.Errorf("checkBody(%s) = %q, want %q", tt.body, got, tt.want)
+		}
+	}
+}
+
+func TestAppendFold(t *testing.T) {
+	tests := []struct {
+		a, b string
+		same bool
+	}{
+		{"method", "METHOD", true},
+		{"Straße", "STRASSE", false}, // full folding (ß → ss) is not simple folding
+		{"k", "\u212a", true},
+		{"σ", "ς", true},
+		{"a", "b", false},
+		{"ı", "i", false}, // dotless i has no simple fold with i
+	}
+	for _, tt := range tests {
+		got := bytes.Equal(appendFold(nil, []byte(tt.a)), appendFold(nil, []byte(tt.b)))
+		if got != tt.same {
+			t.Errorf("fold(%q) == fold(%q): %v, want %v", tt.a, tt.b, got, tt.same)
+		}
+		if ef := strings.EqualFold(tt.a, tt.b); ef != tt.same {
+			t.Errorf("strings.EqualFold(%q, %q) = %v, want %v", tt.a, tt.b, ef, tt.same)
+		}
+	}
+}
+
+// FuzzCheckBody compares the strict checker with encoding/json and gjson.
+func FuzzCheckBody(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":1,"A":2}`, `{"a":{"b":[1,{"c":null}]}}`, `[1]`, `{"a":"\ud800"}`, `{"k":1,"\u212a":1}`} {
+		f.Add([]byte(s))
+	}
+	tb := &Table{keys: &keyNode{}}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		why := tb.checkBody(b)
+		valid := json.Valid(b) && gjson.ValidBytes(b)
+		object := bytes.HasPrefix(bytes.TrimLeft(b, " \t\r\n"), []byte("{"))
+		if why == "" && (!valid || !object || !utf8.Valid(b) || !refUniqueKeys(b)) {
+			t.Fatalf("checkBody accepted %q: valid %v, object %v, unique keys %v", b, valid, object, refUniqueKeys(b))
+		}
+		plain := !bytes.Contains(b, []byte(`\u`)) && !bytes.ContainsAny(b, "\x00") && bytes.Count(b, []byte("[")) < 200 && bytes.Count(b, []byte("{")) < 200
+		if why != "" && valid && object && utf8.Valid(b) && plain && refUniqueKeys(b) {
+			t.Fatalf("checkBody refused %q: %s", b, why)
+		}
+	})
+}
+
+// refUniqueKeys reports whether no object of valid JSON b has two keys equal under
+// strings.EqualFold, using encoding/json's tokenizer.
+func refUniqueKeys(b []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	type level struct {
+		object bool
+		keys   []string
+		expect bool // next string token is a key
+	}
+	var stack []*level
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return true // end, or invalid JSON (judged elsewhere)
+		}
+		var top *level
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.object && top.expect {
+			if k, ok := tok.(string); ok {
+				for _, seen := range top.keys {
+					if strings.EqualFold(seen, k) {
+						return false
+					}
+				}
+				top.keys = append(top.keys, k)
+				top.expect = false
+				continue
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &level{object: true, expect: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, &level{})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		if len(stack) > 0 && stack[len(stack)-1].object {
+			stack[len(stack)-1].expect = true
+		}
+	}
+}
