@@ -281,7 +281,9 @@ func (g *Gateway) normalise(next http.Handler) http.Handler {
 			delete(h, k)
 		}
 		for k := range h {
-			if strings.HasPrefix(k, "X-Forwarded-") || strings.HasPrefix(k, "X-Keyhole-") {
+			// Underscored names are dropped as nginx does by default: CGI-style backends
+			// (PHP, Django) read X_Api_Key and X-Api-Key as one header.
+			if strings.HasPrefix(k, "X-Forwarded-") || strings.HasPrefix(k, "X-Keyhole-") || strings.Contains(k, "_") {
 				delete(h, k)
 			}
 		}

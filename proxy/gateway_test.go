@@ -337,6 +337,7 @@ func TestCredentialInjectionAndHeaderHygiene(t *testing.T) {
 		"X-Keyhole-Approval":     {"forged"},
 		"X-Api-Key":              {"client-chosen-key"},
 		"X-Request-Id":           {"client-chosen-id"},
+		"X_api_key":              {"client-chosen-key"},
 	}
 	for _, conn := range []string{"", "X-Api-Key", "Authorization", "X-Api-Key, Authorization, X-Request-Id"} {
 		t.Run("Connection="+conn, func(t *testing.T) {

@@ -1,0 +1,84 @@
+package admin_test
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keyholehq/keyhole/admin"
+	"github.com/keyholehq/keyhole/identity"
+)
+
+func TestAdminPlane(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "keyhole_test_total", Help: "test"})
+	reg.MustRegister(c)
+	c.Add(3)
+	var ready atomic.Bool
+	srv := httptest.NewServer(nil)
+	defer srv.Close()
+	dev, err := identity.NewDevIssuer(srv.URL + "/dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Config.Handler = admin.New(admin.Options{
+		Gatherer: reg,
+		Ready: func() error {
+			if !ready.Load() {
+				return errors.New("signing keys not yet fetched")
+			}
+			return nil
+		},
+		DevIssuer: dev.Handler(), DevPath: "/dev",
+	})
+	get := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	tests := []struct {
+		name, path string
+		ready      bool
+		want       int
+		contains   string
+	}{
+		{"healthz while not ready", "/healthz", false, 200, `"ok"`},
+		{"readyz not ready", "/readyz", false, 503, "signing keys not yet fetched"},
+		{"readyz ready", "/readyz", true, 200, `"ready"`},
+		{"metrics", "/metrics", true, 200, "keyhole_test_total 3"},
+		{"dev discovery", "/dev/.well-known/openid-configuration", true, 200, `"jwks_uri":"` + srv.URL + `/dev/keys"`},
+		{"dev keys", "/dev/keys", true, 200, `"keys"`},
+		{"unknown path", "/api/v1/nothing", true, 404, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ready.Store(tt.ready)
+			status, body := get(tt.path)
+			if status != tt.want || !strings.Contains(body, tt.contains) {
+				t.Errorf("GET %s = %d %s, want %d containing %q", tt.path, status, body, tt.want, tt.contains)
+			}
+		})
+	}
+	resp, err := http.Post(srv.URL+"/dev/token", "application/json", strings.NewReader(`{"sub":"a","client_id":"a","scopes":["x"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || resp.StatusCode != 200 || strings.Count(tok.AccessToken, ".") != 2 {
+		t.Errorf("POST /dev/token = %d %v %q, want a JWT", resp.StatusCode, err, tok.AccessToken)
+	}
+}
