@@ -637,3 +637,35 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestChecksReportWithValidationErrors checks that a Check's errors are merged, in line
+// order, with validation errors, and that a field validation reported is not repeated.
+func TestChecksReportWithValidationErrors(t *testing.T) {
+	data := []byte(`identity:
+  issuers: [{ issuer: "https://idp.example/oauth2/default", audiences: [a] }]
+upstreams: { crm: { url: "http://crm" } }
+routes:
+  - name: r1
+    match: { methods: [GET], path: "/a" }
+    upstream: crn
+    allow: { groups: [g] }
+  - name: r2
+    match: { methods: [GET], path: "/b" }
+    upstream: crm
+    allow: { groups: [g] }
+`)
+	check := func(c *Config) error {
+		return errors.Join(c.Errorf("routes[1].match.path", "bad pattern"), c.Errorf("routes[0].upstream", "repeated"))
+	}
+	cfg, err := Parse(data, t.TempDir(), nil, check)
+	if cfg != nil || err == nil {
+		t.Fatalf("Parse = %v, %v; want an error", cfg, err)
+	}
+	want := "line 7: routes[0].upstream: unknown upstream \"crn\": want one of crm\nline 10: routes[1].match.path: bad pattern"
+	if err.Error() != want {
+		t.Errorf("Parse error =\n%s\nwant\n%s", err, want)
+	}
+	if _, err := Parse(data[:strings.Index(string(data), "  - name: r2")], t.TempDir(), nil, func(*Config) error { panic("boom") }); err == nil {
+		t.Error("a panicking check on an invalid config must not hide the config's errors")
+	}
+}

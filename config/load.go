@@ -17,12 +17,12 @@ import (
 // Load reads and parses the configuration file at path, as Parse does, resolving the
 // relative file paths it names (value_file, ca_file, cert_file, key_file) against the
 // file's directory. If the file cannot be read, the error is the one from os.ReadFile.
-func Load(path string, getenv func(string) string) (*Config, error) {
+func Load(path string, getenv func(string) string, checks ...Check) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := Parse(data, filepath.Dir(path), getenv)
+	cfg, err := Parse(data, filepath.Dir(path), getenv, checks...)
 	if err != nil {
 		return nil, err
 	}
@@ -44,7 +44,10 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 //
 // A returned Config is fully defaulted and validated, and Line knows the YAML line of
 // every field path it holds, for errors found later (a bad route pattern, say).
-func Parse(data []byte, dir string, getenv func(string) string) (*Config, error) {
+//
+// Each check runs on the decoded Config even when Parse found errors, so that one run
+// reports the errors of every stage; their errors are merged into Parse's, in line order.
+func Parse(data []byte, dir string, getenv func(string) string, checks ...Check) (*Config, error) {
 	if getenv == nil {
 		getenv = func(string) string { return "" }
 	}
@@ -62,6 +65,19 @@ func Parse(data []byte, dir string, getenv func(string) string) (*Config, error)
 		v := &validator{cfg: cfg, w: w, dir: dir}
 		v.defaults()
 		v.validate()
+		failed := len(w.errs) > 0
+		seen := map[string]bool{}
+		for _, e := range w.errs {
+			seen[e.Path] = true
+		}
+		for _, c := range checks {
+			for _, e := range runCheck(cfg, c, failed) {
+				// A field already reported by validation is not reported twice.
+				if !seen[e.Path] || e.Path == "" {
+					w.errs = append(w.errs, e)
+				}
+			}
+		}
 	}
 	if len(w.errs) > 0 {
 		sortErrors(w.errs)
@@ -72,6 +88,45 @@ func Parse(data []byte, dir string, getenv func(string) string) (*Config, error)
 		return nil, errors.Join(errs...)
 	}
 	return cfg, nil
+}
+
+// Check validates what package config does not know how to, such as the route patterns,
+// gjson paths and regexes that package rules compiles. It returns nil or an errors.Join
+// of *FieldError built with cfg.Errorf; any other error is reported without a line.
+// A Check may be given a Config that failed validation, to report its own errors too.
+type Check func(cfg *Config) error
+
+// runCheck runs c and returns its errors. A check that panics on a Config that has
+// already failed validation is ignored (its input was not valid); on a valid Config the
+// panic is a bug and goes on.
+func runCheck(cfg *Config, c Check, failed bool) (errs []*FieldError) {
+	defer func() {
+		if r := recover(); r != nil {
+			if !failed {
+				panic(r)
+			}
+			errs = nil
+		}
+	}()
+	var walk func(error)
+	walk = func(err error) {
+		var fe *FieldError
+		switch {
+		case err == nil:
+		case errors.As(err, &fe) && fe == err:
+			errs = append(errs, fe)
+		default:
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				for _, e := range j.Unwrap() {
+					walk(e)
+				}
+				return
+			}
+			errs = append(errs, &FieldError{Msg: err.Error()})
+		}
+	}
+	walk(c(cfg))
+	return errs
 }
 
 // parseYAML returns the content of the single YAML document in data: nil for an

@@ -90,15 +90,15 @@ func (s source) compile(data []byte) (*config.Config, *rules.Table, error) {
 	if s.path != "" {
 		dir = filepath.Dir(s.path)
 	}
-	cfg, err := config.Parse(data, dir, s.getenv)
+	var table *rules.Table
+	cfg, err := config.Parse(data, dir, s.getenv, func(c *config.Config) (err error) {
+		table, err = rules.Compile(c)
+		return err
+	})
 	if err != nil {
 		return nil, nil, err
 	}
 	cfg.Path = s.path
-	table, err := rules.Compile(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
 	return cfg, table, nil
 }
 
