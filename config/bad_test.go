@@ -383,6 +383,10 @@ var badFiles = []struct {
 			"line 21: routes[1].match.when.body_regex: body_regex is empty",
 			"line 29: routes[2].match.when.query.a: want at least one value",
 			"line 29: routes[2].match.when.query.b: want a value or a list of values",
+			`line 37: routes[3].match.when.headers.Authorization: header "Authorization" cannot be a condition: the client's Authorization is the token the gateway verifies and removes; use allow`,
+			`line 37: routes[3].match.when.headers.Connection: header "Connection" cannot be a condition: hop-by-hop headers never reach the upstream`,
+			`line 37: routes[3].match.when.headers.X-Forwarded-Proto: header "X-Forwarded-Proto" cannot be a condition: the gateway removes it from every client request`,
+			`line 37: routes[3].match.when.headers.X_Tenant: header "X_Tenant" cannot be a condition: the gateway removes it from every client request`,
 		},
 	},
 	{

@@ -517,6 +517,8 @@ func (v *validator) when(path string, w *When) {
 				v.errorf(KeyPath(kp, k), "empty %s", c.what)
 			case c.key == "headers" && !isToken(k):
 				v.errorf(KeyPath(kp, k), "%q is not a valid header name", k)
+			case c.key == "headers" && unjudgeableHeader(k) != "":
+				v.errorf(KeyPath(kp, k), "header %q cannot be a condition: %s", k, unjudgeableHeader(k))
 			case c.key == "headers" && canon[strings.ToLower(k)] != "":
 				v.errorf(KeyPath(kp, k), "header %q is also listed as %q: header names are case-insensitive", k, canon[strings.ToLower(k)])
 			}

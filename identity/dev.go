@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -255,6 +256,21 @@ func (d *DevIssuer) serveToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "forbidden", "the dev token endpoint answers loopback clients only")
 		return
 	}
+	// A page in a local browser can reach loopback through DNS rebinding; its requests
+	// carry the attacker's host name, and a form post cannot send application/json
+	// without a CORS preflight this endpoint never answers.
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if !isLoopbackHost(strings.Trim(host, "[]")) {
+		writeError(w, http.StatusForbidden, "forbidden", "the dev token endpoint answers requests for a loopback host only")
+		return
+	}
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+		writeError(w, http.StatusUnsupportedMediaType, "bad_request", "send the token request as application/json")
+		return
+	}
 	var req TokenRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxTokenRequestBytes))
 	if err := dec.Decode(&req); err != nil {
@@ -309,4 +325,13 @@ func randomID(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// isLoopbackHost reports whether host (from a Host header) names the loopback interface.
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -209,11 +209,21 @@ func TestDevIssuerTokenEndpoint(t *testing.T) {
 		{"bad ttl", "127.0.0.1:1", `{"sub":"a","ttl":"forever"}`, 400, 0},
 		{"ttl too long", "127.0.0.1:1", `{"sub":"a","ttl":"48h"}`, 400, 0},
 		{"no subject", "127.0.0.1:1", `{}`, 400, 0},
+		{"DNS rebinding: a foreign Host", "127.0.0.1:1", `{"sub":"a"}`, 403, 0},
+		{"a form post", "127.0.0.1:1", `{"sub":"a"}`, 415, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodPost, "/token", strings.NewReader(tt.body))
 			r.RemoteAddr = tt.remote
+			r.Host = "127.0.0.1:9090"
+			r.Header.Set("Content-Type", "application/json")
+			switch tt.name {
+			case "DNS rebinding: a foreign Host":
+				r.Host = "rebind.attacker.example:9090"
+			case "a form post":
+				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			}
 			r.Header.Set("X-Forwarded-For", "127.0.0.1") // never trusted
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, r)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+	"github.com/tidwall/gjson"
 
 	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/identity"
@@ -72,6 +73,9 @@ func New(log *slog.Logger, m *metrics.Metrics) *Gateway {
 		h = stages[i](h)
 	}
 	g.handler = h
+	for _, reason := range identity.Reasons {
+		m.AuthFailures.WithLabelValues(string(reason))
+	}
 	return g
 }
 
@@ -104,13 +108,20 @@ func (g *Gateway) Swap(s *State) *State {
 			inUse[u.transport] = true
 		}
 		for _, u := range old.upstreams {
-			if !inUse[u.transport] {
-				u.transport.CloseIdleConnections()
+			if t := u.transport; !inUse[t] {
+				t.CloseIdleConnections()
+				// Requests in flight on t return their connections to it later; close
+				// those too once they have had time to finish.
+				time.AfterFunc(retiredTransportGrace, t.CloseIdleConnections)
 			}
 		}
 	}
 	return old
 }
+
+// retiredTransportGrace is how long a transport a reload no longer uses keeps the
+// connections of its requests in flight before they are closed.
+const retiredTransportGrace = 2 * time.Minute
 
 // Loaded reports whether a State has been installed.
 func (g *Gateway) Loaded() bool { return g.state.Load() != nil }
@@ -249,15 +260,29 @@ func (g *Gateway) finish(r *http.Request, sw *statusWriter, info *reqInfo) {
 	g.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 }
 
-// strippedHeaders are removed from every client request before anything reads it. The
-// gateway decides who the caller is (the token) and where the request goes (the route);
-// none of these may tell the upstream otherwise.
-var strippedHeaders = []string{
-	"Cookie", "Proxy-Authorization",
-	"Forwarded", "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Client-Ip",
-	"X-Http-Method-Override", "X-Method-Override", "X-Http-Method",
-	"X-Original-Url", "X-Rewrite-Url", "X-Original-Uri",
+// PrepareHeaders removes from a client request's headers everything the gateway does not
+// let a client say: the headers of config.StrippedRequestHeader, and every header the
+// client names in Connection (hop-by-hop, which the upstream would never see), so that
+// what is judged is what is forwarded. Authorization stays for authentication, which
+// removes it; Upgrade stays for the upgrade check.
+func PrepareHeaders(h http.Header) {
+	for _, v := range h["Connection"] {
+		for _, name := range strings.Split(v, ",") {
+			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
+			if name != "" && name != "Authorization" && name != "Upgrade" {
+				delete(h, name)
+			}
+		}
+	}
+	for k := range h {
+		if config.StrippedRequestHeader(k) {
+			delete(h, k)
+		}
+	}
 }
+
+// MethodAllowed reports whether the gateway forwards method at all.
+func MethodAllowed(method string) bool { return allowedMethods[method] }
 
 // normalise refuses what the gateway cannot judge unambiguously and removes headers a
 // client must not set.
@@ -276,17 +301,7 @@ func (g *Gateway) normalise(next http.Handler) http.Handler {
 			return
 		}
 		info.path = p
-		h := r.Header
-		for _, k := range strippedHeaders {
-			delete(h, k)
-		}
-		for k := range h {
-			// Underscored names are dropped as nginx does by default: CGI-style backends
-			// (PHP, Django) read X_Api_Key and X-Api-Key as one header.
-			if strings.HasPrefix(k, "X-Forwarded-") || strings.HasPrefix(k, "X-Keyhole-") || strings.Contains(k, "_") {
-				delete(h, k)
-			}
-		}
+		PrepareHeaders(r.Header)
 		max := info.state.maxBody
 		if r.ContentLength > max {
 			g.refuse(w, info, statusFor(&http.MaxBytesError{Limit: max}))
@@ -304,6 +319,7 @@ func (g *Gateway) normalise(next http.Handler) http.Handler {
 func (g *Gateway) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info := infoFrom(r.Context())
+		_, hasAuthorization := r.Header["Authorization"]
 		raw, ierr := identity.BearerToken(r.Header)
 		r.Header.Del("Authorization")
 		var err error
@@ -314,6 +330,10 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 		}
 		if err != nil {
 			rf := statusFor(err)
+			if ierr != nil && ierr.Reason == identity.ReasonMissing && len(raw) == 0 && hasAuthorization {
+				// Sent, but not one usable Bearer token (two headers, another scheme).
+				rf.header = http.Header{"Www-Authenticate": {`Bearer realm="keyhole", error="invalid_request", error_description=` + quote(ierr.Msg)}}
+			}
 			var ie *identity.Error
 			if errors.As(err, &ie) {
 				g.metrics.AuthFailures.WithLabelValues(string(ie.Reason)).Inc()
@@ -335,9 +355,21 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 			g.refuse(w, info, badRequest("malformed query string"))
 			return
 		}
+		if query.Has("access_token") {
+			// RFC 6750 query tokens are not accepted, and a token must never be forwarded.
+			g.refuse(w, info, badRequest("access tokens are accepted only in the Authorization header, not in the query string"))
+			return
+		}
 		req := rules.Request{Method: r.Method, Path: info.path, Query: query, Header: r.Header}
-		if st.table.NeedsBody(r.Method, info.path) {
-			if rf := readBody(r, &req); rf != nil {
+		mcp := r.Header.Get("Mcp-Method") != "" || r.Header.Get("Mcp-Name") != ""
+		if mcp || st.table.NeedsBody(r.Method, info.path) {
+			if rf := readBody(w, r, &req); rf != nil {
+				g.refuse(w, info, rf)
+				return
+			}
+		}
+		if mcp {
+			if rf := checkMCPHeaders(r.Header, req.Body); rf != nil {
 				g.refuse(w, info, rf)
 				return
 			}
@@ -389,17 +421,28 @@ func Outcome(d rules.Decision) (status int, code string) {
 	return http.StatusOK, ""
 }
 
+// bodyReadTimeout bounds how long the gateway waits for a body it must buffer to judge.
+const bodyReadTimeout = 30 * time.Second
+
 // readBody buffers the (already size-limited) request body for body conditions and puts
 // it back for forwarding. A compressed body is refused: conditions judge the bytes the
-// upstream will decode, and a gzip body would be judged as noise.
-func readBody(r *http.Request, req *rules.Request) *refusal {
+// upstream will decode, and a gzip body would be judged as noise. Every Content-Encoding
+// field counts: "identity" followed by "gzip" is still gzip.
+func readBody(w http.ResponseWriter, r *http.Request, req *rules.Request) *refusal {
+	for _, v := range r.Header.Values("Content-Encoding") {
+		for _, ce := range strings.Split(v, ",") {
+			if ce = strings.TrimSpace(ce); ce != "" && !strings.EqualFold(ce, "identity") {
+				return badRequest("compressed request bodies are not accepted on routes with body conditions")
+			}
+		}
+	}
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		return badRequest("compressed request bodies are not accepted on routes with body conditions")
-	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	body, err := io.ReadAll(r.Body)
+	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		if rf := statusFor(err); rf.status == http.StatusRequestEntityTooLarge {
 			return rf
@@ -410,6 +453,23 @@ func readBody(r *http.Request, req *rules.Request) *refusal {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
 	r.TransferEncoding = nil
+	return nil
+}
+
+// checkMCPHeaders refuses an MCP request whose Mcp-Method or Mcp-Name header (MCP
+// 2026-07-28) differs from its JSON-RPC body: a server that dispatches on the header
+// would otherwise run a call the rules never judged.
+func checkMCPHeaders(h http.Header, body []byte) *refusal {
+	for _, c := range []struct{ header, path string }{{"Mcp-Method", "method"}, {"Mcp-Name", "params.name"}} {
+		vs := h.Values(c.header)
+		if len(vs) == 0 {
+			continue
+		}
+		got := gjson.GetBytes(body, c.path)
+		if len(vs) != 1 || !gjson.ValidBytes(body) || got.Type != gjson.String || got.Str != vs[0] {
+			return badRequest(c.header + " header does not match the JSON-RPC body")
+		}
+	}
 	return nil
 }
 

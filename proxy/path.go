@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -11,6 +13,13 @@ import (
 // tracing) and CONNECT opens a tunnel nobody inspects, so both are refused with the rest.
 var allowedMethods = map[string]bool{
 	"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true, "OPTIONS": true,
+}
+
+// lookalikes are characters some backends normalise (NFKC) into '/', '\' or '.', which
+// would give them a path the rules never judged.
+var lookalikes = map[rune]bool{
+	'\uFF0E': true, '\uFF0F': true, '\uFF3C': true, '\u2215': true, '\u2216': true, '\u2044': true,
+	'\u29F8': true, '\u29F9': true, '\uFE68': true, '\u2024': true, '\uFE52': true,
 }
 
 const allowHeader = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
@@ -29,6 +38,10 @@ const allowHeader = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 func CanonicalPath(target string) (string, error) {
 	if target == "*" {
 		return "", errors.New("asterisk-form request target is not accepted")
+	}
+	if strings.IndexByte(target, '#') >= 0 {
+		// Go keeps a '#' of the query in RawQuery and forwards it; a backend may cut there.
+		return "", errors.New("fragment (#) in request target")
 	}
 	raw, _, _ := strings.Cut(target, "?")
 	if !strings.HasPrefix(raw, "/") {
@@ -83,6 +96,13 @@ func CanonicalPath(target string) (string, error) {
 	if !utf8.ValidString(p) {
 		return "", errors.New("path is not valid UTF-8")
 	}
+	if hasNonASCII(p) {
+		for _, r := range p {
+			if r >= 0x80 && (unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || lookalikes[r]) {
+				return "", fmt.Errorf("character %U in path is refused (control, invisible or a slash/dot lookalike)", r)
+			}
+		}
+	}
 	// Segments: p starts with '/', so the first element of the split is always "".
 	rest := p[1:]
 	for rest != "" {
@@ -116,4 +136,13 @@ func unhex(c byte) byte {
 	default:
 		return c - 'A' + 10
 	}
+}
+
+func hasNonASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return true
+		}
+	}
+	return false
 }

@@ -52,6 +52,13 @@ func TestCanonicalPath(t *testing.T) {
 		{"http://evil.example/admin", ""},
 		{"evil.example:443", ""},
 		{"*", ""},
+		{"/a?x#/../admin", ""},
+		{"/a%C2%85b", ""},
+		{"/a%E2%80%AEb", ""},
+		{"/a\u202eb", ""},
+		{"/%EF%BB%BFadmin", ""},
+		{"/%EF%BC%8F..%EF%BC%8Fadmin", ""},
+		{"/a\uff0fb", ""},
 		{"", ""},
 	}
 	for _, tt := range tests {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -64,10 +65,13 @@ func newUpstream(g *Gateway, name string, c *config.Upstream, prev *upstream) (*
 	return u, nil
 }
 
+// transportKey describes everything a transport is built from, the CA file's content
+// included, so a reload after a CA rotation builds a new transport.
 func transportKey(c *config.Upstream) string {
 	k := fmt.Sprintf("%s|%d", c.URL, c.Timeout)
 	if c.TLS != nil {
-		k += fmt.Sprintf("|%s|%t", c.TLS.CAFile, c.TLS.InsecureSkipVerify)
+		ca, _ := os.ReadFile(c.TLS.CAFile)
+		k += fmt.Sprintf("|%t|%x", c.TLS.InsecureSkipVerify, sha256.Sum256(ca))
 	}
 	return k
 }
@@ -116,7 +120,16 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Path = u.basePath + info.forwardPath
 	out.URL.RawPath = ""
 	out.Host = ""
-	pr.SetXForwarded()
+	// X-Forwarded-For and -Proto from the real connection. No X-Forwarded-Host: it would
+	// only repeat the client's Host header, which a backend must not build links from.
+	if ip, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+		out.Header["X-Forwarded-For"] = []string{ip}
+	}
+	if pr.In.TLS != nil {
+		out.Header["X-Forwarded-Proto"] = []string{"https"}
+	} else {
+		out.Header["X-Forwarded-Proto"] = []string{"http"}
+	}
 	out.Header.Set("X-Request-Id", info.id)
 	if u.credHeader != "" {
 		out.Header[u.credHeader] = []string{u.credValue}

@@ -1,7 +1,9 @@
 package rules
 
 import (
+	"bytes"
 	"encoding/json"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -88,7 +90,7 @@ func (t *Table) conditions(rt *Route, r *Request, bs *bodyState) outcome {
 			return failed
 		}
 	}
-	if w.bodyRegex != nil && (len(r.Body) == 0 || !w.bodyRegex.Match(r.Body)) {
+	if w.bodyRegex != nil && (len(r.Body) == 0 || !regexHolds(w.bodyRegex, r.Body)) {
 		return failed
 	}
 	for i := range w.body {
@@ -310,4 +312,63 @@ func anyClaim(values []value, got any) bool {
 		}
 	}
 	return false
+}
+
+// regexHolds reports whether re matches body as an upstream may read it: the raw bytes,
+// the URL-decoded form (a form body), and every decoded string of a JSON body. Matching
+// the raw bytes alone would let `{"q":"DROP\u0020TABLE"}` or `q=drop%20table` past a guard
+// whose backend decodes them.
+func regexHolds(re *regexp.Regexp, body []byte) bool {
+	if re.Match(body) {
+		return true
+	}
+	if bytes.ContainsAny(body, "%+") {
+		if s, err := url.QueryUnescape(string(body)); err == nil && re.MatchString(s) {
+			return true
+		}
+	}
+	// Without a backslash every JSON string decodes to its own bytes, already matched above.
+	if bytes.IndexByte(body, '\\') < 0 || !jsonDepthWithin(body, maxDepth) || !gjson.ValidBytes(body) {
+		return false
+	}
+	return jsonStringMatches(re, gjson.ParseBytes(body))
+}
+
+// jsonStringMatches reports whether re matches any string key or value within v.
+func jsonStringMatches(re *regexp.Regexp, v gjson.Result) bool {
+	switch {
+	case v.Type == gjson.String:
+		return re.MatchString(v.Str)
+	case v.IsObject() || v.IsArray():
+		found := false
+		v.ForEach(func(k, e gjson.Result) bool {
+			found = (k.Type == gjson.String && re.MatchString(k.Str)) || jsonStringMatches(re, e)
+			return !found
+		})
+		return found
+	}
+	return false
+}
+
+// jsonDepthWithin reports whether the brackets of b, outside strings, nest at most max deep,
+// so that gjson's recursive walk stays bounded.
+func jsonDepthWithin(b []byte, max int) bool {
+	depth, inStr := 0, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inStr && c == '\\':
+			i++
+		case c == '"':
+			inStr = !inStr
+		case inStr:
+		case c == '{' || c == '[':
+			if depth++; depth > max {
+				return false
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return true
 }

@@ -112,6 +112,12 @@ func TestDecideGuardBodyRegex(t *testing.T) {
 		{"drop database, not JSON", "drop   database crm", want{Deny, "no-sql-drop", ""}},
 		{"harmless", `{"sql": "select * from dropped_tables"}`, want{Allow, "crm-read-customer", ""}},
 		{"empty body", "", want{Allow, "crm-read-customer", ""}},
+		{"JSON \\u escape for the space", `{"note":"DROP\u0020TABLE customers"}`, want{Deny, "no-sql-drop", ""}},
+		{"JSON \\u escape inside the word", `{"note":"dr\u006fp table customers"}`, want{Deny, "no-sql-drop", ""}},
+		{"escaped in a key", `{"dr\u006fp table x":1}`, want{Deny, "no-sql-drop", ""}},
+		{"form encoding", `note=drop%20table+customers`, want{Deny, "no-sql-drop", ""}},
+		{"form plus for space", `note=drop+table`, want{Deny, "no-sql-drop", ""}},
+		{"escaped but harmless", `{"note":"dr\u006fpped tables"}`, want{Allow, "crm-read-customer", ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -112,12 +112,16 @@ type verdict struct {
 	decision rules.Decision
 }
 
-// evaluate judges c the way the data plane does after authentication: canonical path,
-// query parsing, guards and route rules.
+// evaluate judges c the way the data plane does after authentication: method, canonical
+// path, header hygiene, query parsing, guards and route rules.
 func evaluate(table *rules.Table, c policyCase) verdict {
 	method := c.Request.Method
 	if method == "" {
 		method = http.MethodGet
+	}
+	if !proxy.MethodAllowed(method) {
+		return verdict{effect: "bad_request", status: http.StatusMethodNotAllowed, code: "method_not_allowed",
+			reason: "method " + method + " is not accepted by the gateway"}
 	}
 	target := c.Request.Path
 	if c.Request.Query != "" {
@@ -132,10 +136,14 @@ func evaluate(table *rules.Table, c policyCase) verdict {
 	if err != nil {
 		return verdict{path: p, effect: "bad_request", status: http.StatusBadRequest, code: "bad_request", reason: "malformed query string"}
 	}
+	if query.Has("access_token") {
+		return verdict{path: p, effect: "bad_request", status: http.StatusBadRequest, code: "bad_request", reason: "access tokens are accepted only in the Authorization header"}
+	}
 	h := http.Header{}
 	for k, v := range c.Request.Headers {
 		h.Set(k, v)
 	}
+	proxy.PrepareHeaders(h)
 	req := rules.Request{Method: method, Path: p, Query: query, Header: h}
 	if c.Request.Body != "" {
 		req.Body = []byte(c.Request.Body)

@@ -56,17 +56,21 @@ func cmdDemo(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return reportLoad(stderr, "configs/demo.yaml", err)
 	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
 	served := make(chan error, 1)
-	go func() { served <- g.serve(ctx, 0) }()
+	go func() { served <- g.serve(sctx, 0) }()
 
 	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	err = g.verifier.Load().WaitReady(wctx)
 	cancel()
-	if err != nil {
-		return fmt.Errorf("demo gateway did not become ready: %w", err)
+	if err == nil {
+		err = printDemo(stdout, g)
 	}
-	if err := printDemo(stdout, g); err != nil {
-		return err
+	if err != nil {
+		stop()
+		<-served
+		return fmt.Errorf("demo gateway did not become ready: %w", err)
 	}
 	return <-served
 }

@@ -350,3 +350,71 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestReloadKeepsKeysWhileIdPIsDown changes the issuers while the IdP is unreachable: the
+// reload must be refused (and counted), and the running verifier keep its good keys.
+func TestReloadKeepsKeysWhileIdPIsDown(t *testing.T) {
+	iss := testkit.NewIssuer(t)
+	up := testkit.NewUpstream(t)
+	data, adm := freeAddr(t), freeAddr(t)
+	path := filepath.Join(t.TempDir(), "keyhole.yaml")
+	base := fmt.Sprintf(serveConfig, data, adm, iss.Config().Issuer, up.URL, "readers")
+	os.WriteFile(path, []byte(base), 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--config", path, "--watch-interval", "50ms", "--reload-issuer-wait", "300ms"},
+			func(string) string { return "k" }, io.Discard, io.Discard)
+	}()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "readyz", func() bool { s, _ := get("http://"+adm+"/readyz", ""); return s == 200 })
+	tok := iss.Token(t, map[string]any{"aud": "api://keyhole", "sub": "ada", "groups": []string{"readers"}})
+	if s, _ := get("http://"+data+"/customers/1", tok); s != 200 {
+		t.Fatalf("before: %d", s)
+	}
+	iss.FailDiscovery(testkit.Fail500)
+	iss.FailJWKS(testkit.Fail500)
+	os.WriteFile(path, []byte(strings.Replace(base, "audiences: [api://keyhole]", "audiences: [api://keyhole, api://other]", 1)), 0o600)
+	waitFor(t, "refused reload", func() bool {
+		_, m := get("http://"+adm+"/metrics", "")
+		return strings.Contains(m, `keyhole_config_reloads_total{result="error"} 1`)
+	})
+	if s, b := get("http://"+data+"/customers/1", tok); s != 200 {
+		t.Errorf("with the IdP down after a refused reload: %d %s, want 200 from the running keys", s, b)
+	}
+	if s, _ := get("http://"+adm+"/readyz", ""); s != 200 {
+		t.Errorf("readyz = %d, want 200", s)
+	}
+}
+
+// TestValueFileRotationReloads rotates a credential file without touching the config.
+func TestValueFileRotationReloads(t *testing.T) {
+	iss := testkit.NewIssuer(t)
+	up := testkit.NewUpstream(t)
+	data, adm := freeAddr(t), freeAddr(t)
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "crm.key")
+	os.WriteFile(secretFile, []byte("first-key\n"), 0o600)
+	cfg := strings.Replace(fmt.Sprintf(serveConfig, data, adm, iss.Config().Issuer, up.URL, "readers"),
+		`value: "${CRM_KEY}"`, `value_file: crm.key`, 1)
+	path := filepath.Join(dir, "keyhole.yaml")
+	os.WriteFile(path, []byte(cfg), 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--config", path, "--watch-interval", "50ms"}, func(string) string { return "" }, io.Discard, io.Discard)
+	}()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "readyz", func() bool { s, _ := get("http://"+adm+"/readyz", ""); return s == 200 })
+	tok := iss.Token(t, map[string]any{"aud": "api://keyhole", "sub": "ada", "groups": []string{"readers"}})
+	lastKey := func() string {
+		get("http://"+data+"/customers/1", tok)
+		reqs := up.Requests()
+		return reqs[len(reqs)-1].Header.Get("X-Api-Key")
+	}
+	if k := lastKey(); k != "first-key" {
+		t.Fatalf("upstream key = %q, want first-key", k)
+	}
+	os.WriteFile(secretFile, []byte("second-key\n"), 0o600)
+	waitFor(t, "rotated key", func() bool { return lastKey() == "second-key" })
+}

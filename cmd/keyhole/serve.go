@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,7 +38,8 @@ const defaultConfig = "configs/keyhole.yaml"
 func cmdServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	fs := newFlags("serve", stderr)
 	path := fs.String("config", defaultConfig, "config file")
-	watch := fs.Duration("watch-interval", 2*time.Second, "how often to check the config file for changes (0: only on SIGHUP)")
+	watch := fs.Duration("watch-interval", 2*time.Second, "how often to check the config file (and the files it names) for changes; 0: only on SIGHUP")
+	issuerWait := fs.Duration("reload-issuer-wait", 10*time.Second, "how long a reload that changes identity.issuers waits for their keys before it is refused")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -46,6 +49,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return reportLoad(stderr, *path, err)
 	}
+	g.issuerWait = *issuerWait
 	return g.serve(ctx, *watch)
 }
 
@@ -119,10 +123,12 @@ type gateway struct {
 	adminLn  net.Listener
 	verifier atomic.Pointer[identity.Verifier]
 
-	mu      sync.Mutex
-	cfg     *config.Config
-	state   *proxy.State
-	lastSum [32]byte
+	mu          sync.Mutex
+	cfg         *config.Config
+	state       *proxy.State
+	lastSum     [32]byte      // fingerprint of the configuration last tried
+	lastReadErr string        // the last error reading the file, reported once
+	issuerWait  time.Duration // how long a reload waits for changed issuers' keys
 }
 
 // start loads the configuration, opens the listeners and builds the data plane. It does
@@ -148,7 +154,8 @@ func start(ctx context.Context, src source, log *slog.Logger, over listenOverrid
 		return nil, err
 	}
 	g := &gateway{src: src, log: log, reg: reg, metrics: m, proxy: proxy.New(log, m), ctx: ctx,
-		cfg: cfg, lastSum: sha256.Sum256(data)}
+		cfg: cfg, issuerWait: 10 * time.Second}
+	g.lastSum = g.fingerprint(data)
 	if g.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
 		return nil, fmt.Errorf("admin.listen: %w", err)
 	}
@@ -297,15 +304,19 @@ func (g *gateway) reload(force bool) {
 	defer g.mu.Unlock()
 	data, err := g.src.load()
 	if err != nil {
-		if force {
+		// A file being replaced can be missing for a moment: say so once, not every tick.
+		if force || err.Error() != g.lastReadErr {
 			g.reloadFailed(err)
 		}
+		g.lastReadErr = err.Error()
 		return
 	}
-	sum := sha256.Sum256(data)
+	g.lastReadErr = ""
+	sum := g.fingerprint(data)
 	if !force && sum == g.lastSum {
 		return
 	}
+	// Remembered even when the reload fails, so a bad file is reported once, not every tick.
 	g.lastSum = sum
 	cfg, table, err := g.src.compile(data)
 	if err != nil {
@@ -325,6 +336,16 @@ func (g *gateway) reload(force bool) {
 			g.reloadFailed(err)
 			return
 		}
+		// Swap only a verifier that can verify: with the IdP down, the new one would
+		// refuse every token while the running one still holds good keys.
+		wctx, cancel := context.WithTimeout(g.ctx, g.issuerWait)
+		err = v.WaitReady(wctx)
+		cancel()
+		if err != nil {
+			v.Close()
+			g.reloadFailed(fmt.Errorf("identity: the changed issuers' signing keys could not be fetched within %s; keeping the running configuration", g.issuerWait))
+			return
+		}
 	}
 	state, err := g.proxy.NewState(cfg, table, v, g.state)
 	if err != nil {
@@ -339,9 +360,43 @@ func (g *gateway) reload(force bool) {
 	}
 	g.proxy.Swap(state)
 	g.cfg, g.state = cfg, state
+	g.lastSum = g.fingerprint(data)
 	g.metrics.ConfigReloads.WithLabelValues("success").Inc()
 	g.metrics.ConfigLastReloadSuccess.SetToCurrentTime()
 	g.log.Info("config reloaded", "routes", len(cfg.Routes), "guards", len(cfg.Guards), "upstreams", len(cfg.Upstreams))
+}
+
+// fingerprint identifies the configuration as it would load now: the file and every file
+// the running configuration reads (credential value files, CA files, TLS pair), so that a
+// rotated secret or CA file reloads as a changed config does.
+func (g *gateway) fingerprint(data []byte) [32]byte {
+	h := sha256.New()
+	h.Write(data)
+	for _, f := range referencedFiles(g.cfg) {
+		b, _ := os.ReadFile(f)
+		fmt.Fprintf(h, "\x00%s\x00%x", f, sha256.Sum256(b))
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// referencedFiles lists the files cfg reads at load.
+func referencedFiles(cfg *config.Config) []string {
+	var files []string
+	if cfg.TLS != nil {
+		files = append(files, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
+		u := cfg.Upstreams[name]
+		if u.Credential != nil && u.Credential.ValueFile != "" {
+			files = append(files, u.Credential.ValueFile)
+		}
+		if u.TLS != nil && u.TLS.CAFile != "" {
+			files = append(files, u.TLS.CAFile)
+		}
+	}
+	return files
 }
 
 func (g *gateway) reloadFailed(err error) {
