@@ -138,7 +138,6 @@ var badFiles = []struct {
 	{
 		"detect.bad.yaml",
 		[]string{
-			"line 13: routes[0].detect: response detectors are not supported yet by this build; remove them (a route that scans responses must never run unscanned)",
 			`line 13: routes[0].detect[8]: unknown detector "passport": want credit_card, us_ssn, email, phone, iban, bearer_token, aws_access_key, private_key`,
 			`line 13: routes[0].detect[9]: detector "email" is listed twice`,
 		},
@@ -215,7 +214,6 @@ var badFiles = []struct {
 			"line 32: routes[0].allow.groups: groups is empty",
 			`line 34: routes[1].match.methods[0]: method "post" must be upper case, "POST": methods are case-sensitive`,
 			`line 35: routes[1].upstream: unknown upstream "erp": want one of crm`,
-			"line 37: routes[1].mask: response masking is not supported yet by this build; remove it (a route that masks must never run unmasked)",
 			`line 39: routes[1].mask[0].action: unknown action "shred": want redact, remove, hash, last4`,
 			"line 40: routes[2]: a route needs allow, deny or approval: the default is deny, so a route without them would refuse every request",
 			"line 44: recorder: recording is not supported yet by this build; remove recorder (a gateway told to record must never run unrecorded)",
@@ -224,16 +222,20 @@ var badFiles = []struct {
 		},
 	},
 	{
+		"hash_key.bad.yaml",
+		[]string{"line 6: masking.hash_key: hash_key must be at least 16 bytes"},
+	},
+	{
 		"mask.bad.yaml",
 		[]string{
-			"line 13: routes[0].mask: response masking is not supported yet by this build; remove it (a route that masks must never run unmasked)",
+			"line 15: routes[0].mask[0].action: action hash needs masking.hash_key, a per-deployment secret of at least 16 bytes",
+			"line 22: routes[1].mask[0].action: action hash needs masking.hash_key, a per-deployment secret of at least 16 bytes",
 		},
 	},
 	{
 		"mask_shape.bad.yaml",
 		[]string{
 			"line 13: routes[0].websocket: a websocket route cannot be masked: its messages are not JSON responses",
-			"line 15: routes[0].mask: response masking is not supported yet by this build; remove it (a route that masks must never run unmasked)",
 			`line 16: routes[0].mask[0].action: unknown action "scramble": want redact, remove, hash, last4`,
 			"line 16: routes[0].mask[0].field: field is required",
 			"line 19: routes[0].mask[1].with: with applies only to action redact",

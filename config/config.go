@@ -37,6 +37,7 @@ type Config struct {
 	Routes    []Route              `yaml:"routes"`
 	Recorder  *Recorder            `yaml:"recorder"`
 	Approvals *Approvals           `yaml:"approvals"`
+	Masking   *Masking             `yaml:"masking"`
 	Limits    Limits               `yaml:"limits"`
 
 	// Path is the file the config was loaded from, "" when parsed from bytes.
@@ -243,6 +244,13 @@ type Approvals struct {
 // Notify configures where approval requests are announced.
 type Notify struct {
 	Webhook string `yaml:"webhook"`
+}
+
+// Masking holds deployment-wide settings of response masking.
+type Masking struct {
+	// HashKey keys the HMAC of mask action hash, so hashed values stay joinable across
+	// responses and replicas but cannot be guessed by hashing candidates. At least 16 bytes.
+	HashKey Secret `yaml:"hash_key"`
 }
 
 // Limits bounds what the gateway buffers.

@@ -30,6 +30,7 @@ func testGetenv(extra map[string]string) func(string) string {
 		"WS":          "true",
 		"APPROVALS":   "2",
 		"INJECT":      "planted-env-secret\r\nX-Evil: yes",
+		"SHORT_KEY":   "planted",
 	}
 	for k, v := range extra {
 		env[k] = v

@@ -109,6 +109,9 @@ func (v *validator) validate() {
 	if v.set("limits.max_response_body_masked") && c.Limits.MaxResponseBodyMasked <= 0 {
 		v.errorf("limits.max_response_body_masked", "max_response_body_masked must be greater than 0")
 	}
+	if c.Masking != nil && v.set("masking.hash_key") && len(c.Masking.HashKey) < 16 {
+		v.errorf("masking.hash_key", "hash_key must be at least 16 bytes")
+	}
 	if c.Recorder != nil {
 		v.recorder(c.Recorder)
 	}
@@ -587,6 +590,9 @@ func (v *validator) route(p string, r *Route) {
 		if v.set(mp+".with") && m.Action != "redact" {
 			v.errorf(mp+".with", "with applies only to action redact")
 		}
+		if m.Action == "hash" && (v.cfg.Masking == nil || v.cfg.Masking.HashKey == "") {
+			v.errorf(mp+".action", "action hash needs masking.hash_key, a per-deployment secret of at least 16 bytes")
+		}
 	}
 	seen := make(map[string]bool)
 	for j, d := range r.Detect {
@@ -618,12 +624,6 @@ func (v *validator) route(p string, r *Route) {
 		}
 	}
 	// Shape first, then refusal: a route must never silently do less than it says.
-	if v.set(p + ".mask") {
-		v.errorf(p+".mask", "response masking is not supported yet by this build; remove it (a route that masks must never run unmasked)")
-	}
-	if v.set(p + ".detect") {
-		v.errorf(p+".detect", "response detectors are not supported yet by this build; remove them (a route that scans responses must never run unscanned)")
-	}
 	if hasApproval {
 		v.errorf(p+".approval", "approvals are not supported yet by this build; remove it (a route that needs approval must never forward without one)")
 	}

@@ -25,6 +25,12 @@ type Metrics struct {
 	AuthFailures *prometheus.CounterVec
 	// JWKSRefresh counts JWKS fetches by issuer and result (success, error).
 	JWKSRefresh *prometheus.CounterVec
+	// MaskedValues counts masked response values by route and action (redact, remove,
+	// hash, last4, detect).
+	MaskedValues *prometheus.CounterVec
+	// MaskFailures counts responses of masked routes refused or aborted because they could
+	// not be masked, by route.
+	MaskFailures *prometheus.CounterVec
 	// ConfigReloads counts configuration reloads by result (success, error).
 	ConfigReloads *prometheus.CounterVec
 	// ConfigLastReloadSuccess is the Unix time of the last successful load or reload.
@@ -65,6 +71,14 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "keyhole_jwks_refresh_total",
 			Help: "JWKS fetches by issuer and result.",
 		}, []string{"issuer", "result"}),
+		MaskedValues: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyhole_masked_values_total",
+			Help: "Masked response values by route and action.",
+		}, []string{"route", "action"}),
+		MaskFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyhole_mask_failures_total",
+			Help: "Responses of masked routes that could not be masked (refused with 502, or aborted mid-stream), by route.",
+		}, []string{"route"}),
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyhole_config_reloads_total",
 			Help: "Configuration reloads by result.",
@@ -76,7 +90,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{
 		m.Requests, m.RequestDuration, m.InFlight, m.UpstreamDuration, m.UpstreamErrors,
-		m.AuthFailures, m.JWKSRefresh, m.ConfigReloads, m.ConfigLastReloadSuccess,
+		m.AuthFailures, m.JWKSRefresh, m.MaskedValues, m.MaskFailures, m.ConfigReloads, m.ConfigLastReloadSuccess,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

@@ -57,6 +57,10 @@ func statusFor(err error) *refusal {
 		return &refusal{status: http.StatusUnauthorized, code: "unauthenticated", msg: ie.Msg,
 			decision: labelUnauthenticated, header: h}
 	}
+	var me *maskError
+	if errors.As(err, &me) {
+		return &refusal{status: http.StatusBadGateway, code: "mask_failed", msg: me.msg, decision: labelError, cause: err}
+	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return &refusal{status: http.StatusRequestEntityTooLarge, code: "body_too_large",

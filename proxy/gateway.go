@@ -23,6 +23,7 @@ import (
 
 	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/identity"
+	"github.com/keyholehq/keyhole/masking"
 	"github.com/keyholehq/keyhole/metrics"
 	"github.com/keyholehq/keyhole/rules"
 )
@@ -38,6 +39,7 @@ type State struct {
 	table     *rules.Table
 	verifier  Verifier
 	upstreams map[string]*upstream
+	masks     map[string]*routeMask // by route name; only routes with mask or detect
 	maxBody   int64
 }
 
@@ -83,7 +85,22 @@ func New(log *slog.Logger, m *metrics.Metrics) *Gateway {
 // verifier. prev, when not nil, is the State being replaced: upstream transports whose
 // settings did not change are reused, keeping their warm connections.
 func (g *Gateway) NewState(cfg *config.Config, table *rules.Table, v Verifier, prev *State) (*State, error) {
-	s := &State{table: table, verifier: v, upstreams: map[string]*upstream{}, maxBody: int64(cfg.Limits.MaxRequestBody)}
+	s := &State{table: table, verifier: v, upstreams: map[string]*upstream{}, masks: map[string]*routeMask{},
+		maxBody: int64(cfg.Limits.MaxRequestBody)}
+	var hashKey []byte
+	if cfg.Masking != nil {
+		hashKey = []byte(cfg.Masking.HashKey.Reveal())
+	}
+	for _, r := range cfg.Routes {
+		if len(r.Mask) == 0 && len(r.Detect) == 0 {
+			continue
+		}
+		m, err := masking.New(r.Mask, r.Detect, masking.Options{HashKey: hashKey})
+		if err != nil {
+			return nil, fmt.Errorf("route %q: mask: %w", r.Name, err)
+		}
+		s.masks[r.Name] = &routeMask{masker: m, passNonJSON: r.PassNonJSON, limit: int64(cfg.Limits.MaxResponseBodyMasked)}
+	}
 	for name, c := range cfg.Upstreams {
 		var old *upstream
 		if prev != nil {
@@ -140,6 +157,8 @@ type reqInfo struct {
 	route       *rules.Route
 	upstream    *upstream
 	forwardPath string // decoded path after rewrite, appended to the upstream's base path
+	mask        *routeMask
+	respHeader  http.Header // the client response's header map
 	forwarded   time.Time
 	upstreamDur time.Duration
 	decision    string
@@ -167,7 +186,8 @@ func (g *Gateway) begin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info := &reqInfo{id: ulid.Make().String(), start: time.Now(), state: g.state.Load()}
 		sw := &statusWriter{ResponseWriter: w}
-		sw.Header().Set("X-Request-Id", info.id)
+		info.respHeader = sw.Header()
+		info.respHeader.Set("X-Request-Id", info.id)
 		g.metrics.InFlight.Inc()
 		defer func() {
 			p := recover()
@@ -179,7 +199,10 @@ func (g *Gateway) begin(next http.Handler) http.Handler {
 				}
 			}
 			if p == http.ErrAbortHandler {
-				info.decision, info.status = labelError, 499
+				info.decision = labelError
+				if info.refusal == nil {
+					info.status = 499 // the client went away mid-response
+				}
 			}
 			g.finish(r, sw, info)
 			g.metrics.InFlight.Dec()
@@ -392,6 +415,12 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 			return
 		}
 		info.forwardPath = d.Route.ForwardPath(info.path)
+		if info.mask = st.masks[d.Route.Name]; info.mask != nil {
+			for _, k := range maskRequestHeaders {
+				r.Header.Del(k)
+			}
+			w.(*statusWriter).drop1xx = true
+		}
 		info.decision = labelAllowed
 		next.ServeHTTP(w, r)
 	})
@@ -485,6 +514,12 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	if !info.forwarded.IsZero() && info.upstreamDur == 0 {
 		info.upstreamDur = time.Since(info.forwarded)
 	}
+	var me *maskError
+	if errors.As(err, &me) {
+		g.metrics.MaskFailures.WithLabelValues(info.route.Name).Inc()
+		g.refuse(w, info, statusFor(err))
+		return
+	}
 	kind := upstreamErrorKind(err)
 	g.metrics.UpstreamErrors.WithLabelValues(info.upstream.name, kind).Inc()
 	if kind == "canceled" && r.Context().Err() != nil {
@@ -504,12 +539,16 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 // http.ResponseController reach the connection for flushing and protocol upgrades.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
-	wrote  bool
+	status  int
+	bytes   int64
+	wrote   bool
+	drop1xx bool // masked routes: 1xx responses (103 Early Hints) carry unmasked upstream headers
 }
 
 func (w *statusWriter) WriteHeader(code int) {
+	if w.drop1xx && code < 200 && code != http.StatusSwitchingProtocols {
+		return
+	}
 	if !w.wrote && code >= 200 {
 		w.status, w.wrote = code, true
 	} else if code < 200 && w.status == 0 {

@@ -19,6 +19,7 @@ import (
 
 // upstream is one configured backend with its own transport and reverse proxy.
 type upstream struct {
+	g          *Gateway
 	name       string
 	target     *url.URL
 	basePath   string // target path without a trailing slash
@@ -40,6 +41,7 @@ func newUpstream(g *Gateway, name string, c *config.Upstream, prev *upstream) (*
 		return nil, fmt.Errorf("upstream %q: url: %w", name, err)
 	}
 	u := &upstream{
+		g:        g,
 		name:     name,
 		target:   target,
 		basePath: strings.TrimSuffix(target.Path, "/"),
@@ -141,7 +143,12 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 	info := infoFrom(resp.Request.Context())
 	info.upstreamDur = time.Since(info.forwarded)
 	// The client gets the gateway's request id, which is also in the log and the record.
+	// Set again: forwarding a 1xx response clears the headers already set.
 	resp.Header.Del("X-Request-Id")
+	info.respHeader.Set("X-Request-Id", info.id)
+	if info.mask != nil {
+		return u.g.maskResponse(resp, info)
+	}
 	return nil
 }
 

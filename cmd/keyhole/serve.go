@@ -98,7 +98,7 @@ func (s source) compile(data []byte) (*config.Config, *rules.Table, error) {
 	cfg, err := config.Parse(data, dir, s.getenv, func(c *config.Config) (err error) {
 		table, err = rules.Compile(c)
 		return err
-	})
+	}, proxy.CheckMasks)
 	if err != nil {
 		return nil, nil, err
 	}

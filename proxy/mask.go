@@ -1,0 +1,303 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"compress/zlib"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/keyholehq/keyhole/config"
+	"github.com/keyholehq/keyhole/masking"
+)
+
+// maskHeaders are request headers never forwarded on a masked route: the upstream must
+// send one whole, readable representation, so the gateway can mask all of it.
+var maskRequestHeaders = []string{"Accept-Encoding", "Range", "If-Range", "If-None-Match", "If-Modified-Since"}
+
+// maskResponseHeaders describe the unmasked representation and are dropped from a masked response.
+var maskResponseHeaders = []string{"Etag", "Last-Modified", "Content-Md5", "Accept-Ranges", "Content-Range",
+	"Digest", "Content-Digest", "Repr-Digest", "Trailer"}
+
+// maskError is a response that could not be masked. The client gets 502 mask_failed with
+// msg; the response body is never passed on.
+type maskError struct{ msg string }
+
+func (e *maskError) Error() string { return "mask: " + e.msg }
+
+// routeMask is the masking of one route.
+type routeMask struct {
+	masker      *masking.Masker
+	passNonJSON bool
+	limit       int64 // limits.max_response_body_masked: one document, one NDJSON line, one SSE event
+}
+
+// CheckMasks compiles every route's mask and detect rules and returns their errors at
+// their config paths (routes[i].mask[j].field). config.Parse runs it as a Check, so a
+// path that cannot be masked safely is refused at load.
+func CheckMasks(cfg *config.Config) error {
+	var errs []error
+	for i, r := range cfg.Routes {
+		if len(r.Mask) == 0 && len(r.Detect) == 0 {
+			continue
+		}
+		// Whether hash_key is set is the config's to report; here only the rules count.
+		_, err := masking.New(r.Mask, r.Detect, masking.Options{HashKey: []byte("checking-the-rules-only")})
+		var leaves []error
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			leaves = j.Unwrap()
+		} else if err != nil {
+			leaves = []error{err}
+		}
+		for _, e := range leaves {
+			var re *masking.RuleError
+			if errors.As(e, &re) {
+				errs = append(errs, cfg.Errorf(fmt.Sprintf("routes[%d].mask[%d].field", i, re.Index), "%s", re.Msg))
+			} else {
+				errs = append(errs, cfg.Errorf(fmt.Sprintf("routes[%d]", i), "%v", e))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// maskResponse replaces resp's body with its masked form, or returns a *maskError. It runs
+// in ModifyResponse, before any header reaches the client, so a refusal is still possible;
+// streamed framings (NDJSON, SSE) are masked as they arrive, one line or event at a time,
+// and a failure mid-stream aborts the response rather than pass an unmasked event.
+func (g *Gateway) maskResponse(resp *http.Response, info *reqInfo) error {
+	rm := info.mask
+	h := resp.Header
+	for _, k := range maskResponseHeaders {
+		delete(h, k)
+	}
+	resp.Trailer = nil
+	body, err := decodedBody(resp)
+	if err != nil {
+		return err
+	}
+	h.Del("Content-Encoding")
+	if resp.Request.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
+		// No body to mask; the length of the unmasked one would describe nothing the client gets.
+		h.Del("Content-Length")
+		return nil
+	}
+	ct, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	switch ct {
+	case "text/event-stream":
+		resp.Body = &streamMasker{src: bufio.NewReaderSize(body, 32<<10), closer: resp.Body, g: g, info: info, sse: true}
+	case "application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines", "application/jsonlines":
+		resp.Body = &streamMasker{src: bufio.NewReaderSize(body, 32<<10), closer: resp.Body, g: g, info: info}
+	default:
+		// application/json, any +json, and every other type: a body that is JSON is masked
+		// whatever it claims to be (text/plain carrying JSON leaks as well as JSON does).
+		raw, err := io.ReadAll(io.LimitReader(body, rm.limit+1))
+		if err != nil {
+			return &maskError{msg: "response body could not be read"}
+		}
+		if int64(len(raw)) > rm.limit {
+			return &maskError{msg: "response body is larger than the gateway masks"}
+		}
+		out, err := g.maskDocument(info, raw)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(out))
+		resp.ContentLength = int64(len(out))
+		h.Set("Content-Length", strconv.Itoa(len(out)))
+		return nil
+	}
+	resp.ContentLength = -1
+	h.Del("Content-Length")
+	return nil
+}
+
+// decodedBody returns resp's body without its content coding. The gateway does not ask for
+// compression on masked routes, but an upstream may send it unasked; a coding the gateway
+// cannot decode is refused rather than passed on unmasked.
+func decodedBody(resp *http.Response) (io.Reader, error) {
+	switch ce := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding"))); ce {
+	case "", "identity":
+		return resp.Body, nil
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			return nil, &maskError{msg: "gzip response body could not be decoded"}
+		}
+		return zr, nil
+	case "deflate":
+		zr, err := zlib.NewReader(resp.Body)
+		if err != nil {
+			return nil, &maskError{msg: "deflate response body could not be decoded"}
+		}
+		return zr, nil
+	default:
+		return nil, &maskError{msg: fmt.Sprintf("response content coding %q cannot be masked", ce)}
+	}
+}
+
+// maskDocument masks one JSON document (a whole body, an NDJSON line or an SSE payload).
+// Blank input passes as is; non-JSON passes only when the route says pass_non_json.
+func (g *Gateway) maskDocument(info *reqInfo, doc []byte) ([]byte, error) {
+	if len(bytes.TrimSpace(doc)) == 0 {
+		return doc, nil
+	}
+	out, n, err := info.mask.masker.Apply(make([]byte, 0, len(doc)+64), doc)
+	if err != nil {
+		if info.mask.passNonJSON {
+			return doc, nil
+		}
+		return nil, &maskError{msg: "response body is not valid JSON and the route does not pass non-JSON"}
+	}
+	route := info.route.Name
+	for _, c := range []struct {
+		action string
+		n      int
+	}{{"redact", n.Redact}, {"remove", n.Remove}, {"hash", n.Hash}, {"last4", n.Last4}, {"detect", n.Detected}} {
+		if c.n > 0 {
+			g.metrics.MaskedValues.WithLabelValues(route, c.action).Add(float64(c.n))
+		}
+	}
+	return out, nil
+}
+
+// streamMasker masks an NDJSON or SSE body as it streams: it reads one line (NDJSON) or one
+// event (SSE), masks it and hands it on, so the client sees each event as soon as it is
+// complete and memory stays bounded by one event.
+type streamMasker struct {
+	src    *bufio.Reader
+	closer io.Closer
+	g      *Gateway
+	info   *reqInfo
+	sse    bool
+	out    []byte // masked bytes not yet read
+	err    error
+}
+
+func (s *streamMasker) Read(p []byte) (int, error) {
+	for len(s.out) == 0 {
+		if s.err != nil {
+			return 0, s.err
+		}
+		if s.sse {
+			s.err = s.nextEvent()
+		} else {
+			s.err = s.nextLine()
+		}
+		var me *maskError
+		if errors.As(s.err, &me) {
+			s.g.metrics.MaskFailures.WithLabelValues(s.info.route.Name).Inc()
+			s.info.refusal = &refusal{status: http.StatusBadGateway, code: "mask_failed", msg: me.msg, decision: labelError, cause: me}
+		}
+	}
+	n := copy(p, s.out)
+	s.out = s.out[n:]
+	return n, nil
+}
+
+func (s *streamMasker) Close() error { return s.closer.Close() }
+
+// readLine returns the next line with its terminator, refusing one longer than the limit.
+func (s *streamMasker) readLine() ([]byte, error) {
+	var line []byte
+	for {
+		frag, err := s.src.ReadSlice('\n')
+		line = append(line, frag...)
+		if int64(len(line)) > s.info.mask.limit {
+			return nil, &maskError{msg: "a streamed line is larger than the gateway masks"}
+		}
+		if err != bufio.ErrBufferFull {
+			return line, err
+		}
+	}
+}
+
+func (s *streamMasker) nextLine() error {
+	line, err := s.readLine()
+	if len(line) > 0 {
+		body, eol := trimEOL(line)
+		out, merr := s.g.maskDocument(s.info, body)
+		if merr != nil {
+			return merr
+		}
+		s.out = append(append(s.out[:0], out...), eol...)
+	}
+	return err
+}
+
+// nextEvent reads one SSE event (up to a blank line), masks the JSON its data lines carry,
+// and re-emits it: fields other than data as they were, then the masked payload as data
+// lines, then the blank line.
+func (s *streamMasker) nextEvent() error {
+	var fields, data []byte
+	hasData, size := false, int64(0)
+	for {
+		line, err := s.readLine()
+		size += int64(len(line))
+		if size > s.info.mask.limit {
+			return &maskError{msg: "a streamed event is larger than the gateway masks"}
+		}
+		body, _ := trimEOL(line)
+		if bytes.IndexByte(body, '\r') >= 0 {
+			// A bare CR ends a line for an SSE client but not for this parser: refuse
+			// rather than let the two read different events.
+			return &maskError{msg: "event stream uses bare CR line endings"}
+		}
+		if len(line) > 0 && len(body) > 0 {
+			name, value, _ := bytes.Cut(body, []byte(":"))
+			value = bytes.TrimPrefix(value, []byte(" "))
+			switch string(name) {
+			case "data":
+				if hasData {
+					data = append(data, '\n')
+				}
+				data, hasData = append(data, value...), true
+			case "event", "id", "retry":
+				fields = append(append(fields, body...), '\n')
+			case "":
+				// A comment: keep it as a keep-alive, without its text.
+				fields = append(fields, ":\n"...)
+			}
+			// Any other field is ignored by SSE clients and dropped here: it could carry data.
+		}
+		if len(line) > 0 && len(body) == 0 || err != nil {
+			// End of the event (blank line), or of the stream.
+			if hasData || len(fields) > 0 {
+				out := append(s.out[:0], fields...)
+				if hasData {
+					masked, merr := s.g.maskDocument(s.info, data)
+					if merr != nil {
+						return merr
+					}
+					masked = bytes.ReplaceAll(masked, []byte("\r"), []byte("\n")) // JSON whitespace only
+					for _, l := range bytes.Split(masked, []byte("\n")) {
+						out = append(append(append(out, "data: "...), l...), '\n')
+					}
+				}
+				if len(line) > 0 {
+					out = append(out, '\n')
+				}
+				s.out = out
+			}
+			return err
+		}
+	}
+}
+
+// trimEOL splits a line into its content and its terminator ("\n", "\r\n" or "").
+func trimEOL(line []byte) (body, eol []byte) {
+	if bytes.HasSuffix(line, []byte("\r\n")) {
+		return line[:len(line)-2], line[len(line)-2:]
+	}
+	if bytes.HasSuffix(line, []byte("\n")) {
+		return line[:len(line)-1], line[len(line)-1:]
+	}
+	return line, nil
+}
