@@ -34,6 +34,10 @@ func cmdDemo(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	apiKey := hex.EncodeToString(keyBytes)
+	if _, err := rand.Read(keyBytes); err != nil {
+		return err
+	}
+	maskKey := hex.EncodeToString(keyBytes)
 	apiLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -48,6 +52,8 @@ func cmdDemo(ctx context.Context, args []string, getenv func(string) string, std
 			return "http://" + apiLn.Addr().String()
 		case "KEYHOLE_DEMO_API_KEY":
 			return apiKey
+		case "KEYHOLE_DEMO_MASK_KEY":
+			return maskKey
 		}
 		return getenv(k)
 	}
@@ -109,8 +115,10 @@ Tokens (8h, from the dev issuer; mint more with: go run ./cmd/keyhole token --is
 group crm-admins, for the approvals feature.)
 
 Try:
-  # allowed: the reader agent reads a customer (route crm-read-customer)
+  # allowed: the reader agent reads a customer; SSN, card number, email and phone are masked
   curl -s -H "Authorization: Bearer $READER" %[1]s/crm/customers/1
+  # allowed: the list, with SSNs redacted, cards cut to their last 4 and emails hashed
+  curl -s -H "Authorization: Bearer $READER" %[1]s/crm/customers
   # forbidden (403): the reader may not delete (route crm-delete-customer requires scope crm.write)
   curl -s -X DELETE -H "Authorization: Bearer $READER" %[1]s/crm/customers/1
   # denied (403): bulk deletion is never forwarded, whoever asks (route never-bulk-delete)

@@ -20,7 +20,7 @@ import (
 )
 
 func testEnv(k string) string {
-	return map[string]string{"CRM_API_KEY": "k", "BILLING_API_TOKEN": "t"}[k]
+	return map[string]string{"CRM_API_KEY": "k", "BILLING_API_TOKEN": "t", "KEYHOLE_MASK_HASH_KEY": "placeholder-0123456789"}[k]
 }
 
 // runCmd runs the CLI as main would, with the given environment, and returns its output.
@@ -303,6 +303,22 @@ func TestDemo(t *testing.T) {
 	}
 	if checked < 5 {
 		t.Errorf("checked %d curl lines, want at least 5", checked)
+	}
+
+	s, b := get("http://"+data+"/crm/customers/1", tokens["READER"])
+	for _, want := range []string{`"ssn":"[REDACTED]"`, `"card_number":"************4242"`, `"email":"[EMAIL]"`} {
+		if !strings.Contains(b, want) {
+			t.Errorf("demo customer read = %d %s, lacks %s", s, b, want)
+		}
+	}
+	_, b = get("http://"+data+"/crm/customers", tokens["READER"])
+	for _, planted := range []string{"078-05-1120", "4242424242424242", "ada@example.com"} {
+		if strings.Contains(b, planted) {
+			t.Errorf("demo customer list leaks %s: %s", planted, b)
+		}
+	}
+	if !strings.Contains(b, `"email":"sha256:`) {
+		t.Errorf("demo customer list does not hash emails: %s", b)
 	}
 
 	out, errOut, err := runCmd(t, nil, "token", "--issuer", "http://"+adm+"/dev", "--sub", "agent-x", "--client-id", "agent-x", "--scopes", "crm.read")
