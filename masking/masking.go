@@ -67,9 +67,6 @@ type Counts struct {
 	Redact, Remove, Hash, Last4, Detected int
 }
 
-// Total returns the number of masked values and detected spans.
-func (c Counts) Total() int { return c.Redact + c.Remove + c.Hash + c.Last4 + c.Detected }
-
 // defaultRedaction is what redact writes without a with string, and last4 writes for
 // a value that is not a string.
 var defaultRedaction = []byte(`"[REDACTED]"`)
@@ -109,7 +106,7 @@ func New(rules []config.MaskRule, detect []string, opts Options) (*Masker, error
 		case "hash":
 			cr.action = actHash
 			if len(m.hashKey) == 0 {
-				fail(i, "action hash needs a hash key (a per-deployment secret), and none is configured")
+				fail(i, "action hash needs a hash key (masking.hash_key), and none is configured")
 				continue
 			}
 		case "last4":

@@ -439,7 +439,6 @@ func (w *walker) detectString(start, end int, esc bool) {
 // whether it holds an escape, or -1.
 func (w *walker) str(i int) (int, bool) {
 	b := w.b
-	start := i
 	esc := false
 	i++
 	for {
@@ -456,7 +455,7 @@ func (w *walker) str(i int) (int, bool) {
 			i++
 		}
 		if i >= len(b) {
-			return w.fail(start, "unterminated string"), false
+			return w.fail(len(b), "unterminated string"), false
 		}
 		switch c := b[i]; {
 		case c == '"':
@@ -464,7 +463,7 @@ func (w *walker) str(i int) (int, bool) {
 		case c == '\\':
 			esc = true
 			if i+1 >= len(b) {
-				return w.fail(start, "unterminated string"), false
+				return w.fail(len(b), "unterminated string"), false
 			}
 			switch b[i+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':

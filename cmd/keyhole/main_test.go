@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -104,6 +105,32 @@ func TestPolicyTests(t *testing.T) {
 	}
 }
 
+// background runs the CLI as main would until Stop is called or the test ends.
+type background struct {
+	cancel context.CancelFunc
+	done   chan error
+	err    error
+	once   sync.Once
+}
+
+func runBackground(t *testing.T, getenv func(string) string, stdout, stderr io.Writer, args ...string) *background {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &background{cancel: cancel, done: make(chan error, 1)}
+	go func() { b.done <- run(ctx, args, getenv, stdout, stderr) }()
+	t.Cleanup(func() { b.Stop() })
+	return b
+}
+
+// Stop cancels the command's context (as SIGTERM does) and returns what run returned.
+func (b *background) Stop() error {
+	b.once.Do(func() {
+		b.cancel()
+		b.err = <-b.done
+	})
+	return b.err
+}
+
 // freeAddr returns a loopback address nobody listens on right now.
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -174,14 +201,9 @@ func TestServeReloads(t *testing.T) {
 		return ""
 	}
 	var stderr testkit.Buffer
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--config", path, "--watch-interval", "50ms"}, env, io.Discard, &stderr)
-	}()
+	srv := runBackground(t, env, io.Discard, &stderr, "serve", "--config", path, "--watch-interval", "50ms")
 	defer func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := srv.Stop(); err != nil {
 			t.Errorf("serve returned %v", err)
 		}
 		for _, s := range []string{secret} {
@@ -232,13 +254,7 @@ func TestServeReloadsOnSIGHUP(t *testing.T) {
 		os.WriteFile(path, []byte(fmt.Sprintf(serveConfig, data, adm, iss.Config().Issuer, up.URL, group)), 0o600)
 	}
 	write("readers")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--config", path, "--watch-interval", "0"},
-			func(string) string { return "k" }, io.Discard, io.Discard)
-	}()
-	defer func() { cancel(); <-done }()
+	runBackground(t, func(string) string { return "k" }, io.Discard, io.Discard, "serve", "--config", path, "--watch-interval", "0")
 	waitFor(t, "readyz", func() bool { s, _ := get("http://"+adm+"/readyz", ""); return s == 200 })
 	tok := iss.Token(t, map[string]any{"aud": "api://keyhole", "sub": "ada", "groups": []string{"readers"}})
 	write("writers")
@@ -253,14 +269,9 @@ func TestServeReloadsOnSIGHUP(t *testing.T) {
 func TestDemo(t *testing.T) {
 	data, adm := freeAddr(t), freeAddr(t)
 	var stdout testkit.Buffer
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"demo", "--listen", data, "--admin", adm}, func(string) string { return "" }, &stdout, io.Discard)
-	}()
+	demo := runBackground(t, func(string) string { return "" }, &stdout, io.Discard, "demo", "--listen", data, "--admin", adm)
 	defer func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := demo.Stop(); err != nil {
 			t.Errorf("demo returned %v", err)
 		}
 	}()
@@ -376,13 +387,8 @@ func TestReloadKeepsKeysWhileIdPIsDown(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "keyhole.yaml")
 	base := fmt.Sprintf(serveConfig, data, adm, iss.Config().Issuer, up.URL, "readers")
 	os.WriteFile(path, []byte(base), 0o600)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--config", path, "--watch-interval", "50ms", "--reload-issuer-wait", "300ms"},
-			func(string) string { return "k" }, io.Discard, io.Discard)
-	}()
-	defer func() { cancel(); <-done }()
+	runBackground(t, func(string) string { return "k" }, io.Discard, io.Discard,
+		"serve", "--config", path, "--watch-interval", "50ms", "--reload-issuer-wait", "300ms")
 	waitFor(t, "readyz", func() bool { s, _ := get("http://"+adm+"/readyz", ""); return s == 200 })
 	tok := iss.Token(t, map[string]any{"aud": "api://keyhole", "sub": "ada", "groups": []string{"readers"}})
 	if s, _ := get("http://"+data+"/customers/1", tok); s != 200 {
@@ -415,12 +421,7 @@ func TestValueFileRotationReloads(t *testing.T) {
 		`value: "${CRM_KEY}"`, `value_file: crm.key`, 1)
 	path := filepath.Join(dir, "keyhole.yaml")
 	os.WriteFile(path, []byte(cfg), 0o600)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--config", path, "--watch-interval", "50ms"}, func(string) string { return "" }, io.Discard, io.Discard)
-	}()
-	defer func() { cancel(); <-done }()
+	runBackground(t, func(string) string { return "" }, io.Discard, io.Discard, "serve", "--config", path, "--watch-interval", "50ms")
 	waitFor(t, "readyz", func() bool { s, _ := get("http://"+adm+"/readyz", ""); return s == 200 })
 	tok := iss.Token(t, map[string]any{"aud": "api://keyhole", "sub": "ada", "groups": []string{"readers"}})
 	lastKey := func() string {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -69,12 +68,7 @@ func TestServeTLSReadinessAndDrain(t *testing.T) {
 		fmt.Sprintf("tls: { cert_file: %q, key_file: %q }\n", certFile, keyFile)
 	os.WriteFile(path, []byte(cfg), 0o600)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--config", path}, func(string) string { return "k" }, io.Discard, io.Discard)
-	}()
-	defer func() { cancel(); <-done }()
+	srv := runBackground(t, func(string) string { return "k" }, io.Discard, io.Discard, "serve", "--config", path)
 
 	waitFor(t, "admin up", func() bool { s, _ := get("http://"+adm+"/healthz", ""); return s == 200 })
 	if s, b := get("http://"+adm+"/readyz", ""); s != 503 || !strings.Contains(b, "not_ready") {
@@ -104,7 +98,8 @@ func TestServeTLSReadinessAndDrain(t *testing.T) {
 		res <- result{status: resp.StatusCode, body: string(b)}
 	}()
 	waitFor(t, "request in flight", func() bool { return len(up.Requests()) == 1 })
-	cancel() // shut down while the request is held by the upstream
+	stopped := make(chan error, 1)
+	go func() { stopped <- srv.Stop() }() // shut down while the request is held by the upstream
 	time.Sleep(100 * time.Millisecond)
 	if _, err := net.DialTimeout("tcp", data, time.Second); err == nil {
 		t.Error("data plane still accepts connections after shutdown began")
@@ -113,5 +108,8 @@ func TestServeTLSReadinessAndDrain(t *testing.T) {
 	r := <-res
 	if r.err != nil || r.status != 200 || r.body != `{"slow":true}` {
 		t.Errorf("in-flight request during shutdown = %d %q %v, want 200 with the upstream's body", r.status, r.body, r.err)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("serve returned %v", err)
 	}
 }
