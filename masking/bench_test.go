@@ -187,3 +187,10 @@ func BenchmarkSJSONLoop100KB(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkApplySmall is one small event, as in an SSE stream or NDJSON line: the fixed
+// cost of a call.
+func BenchmarkApplySmall(b *testing.B) {
+	benchApply(b, []config.MaskRule{{Field: "result.ssn", Action: "redact"}}, allDetectors,
+		[]byte(`{"jsonrpc":"2.0","id":7,"result":{"name":"Ann","ssn":"078-05-1120","note":"mail ann@example.com"}}`))
+}

@@ -335,22 +335,37 @@ func parseNumber(s []byte) float64 {
 // skipString returns the index after the JSON string at b[i] == '"' and whether it
 // holds an escape; ok is false when it is not closed.
 func skipString(b []byte, i int) (end int, esc, ok bool) {
-	j := i + 1
+	i++
 	for {
-		k := bytes.IndexByte(b[j:], '"')
-		if k < 0 {
-			return len(b), false, false
+		for i+8 <= len(b) && !quoteOrSlash(load8(b, i)) {
+			i += 8
 		}
-		k += j
-		n := 0
-		for p := k - 1; p > i && b[p] == '\\'; p-- {
-			n++
+		for i < len(b) && b[i] != '"' && b[i] != '\\' {
+			i++
 		}
-		if n%2 == 0 {
-			return k + 1, bytes.IndexByte(b[i+1:k], '\\') >= 0, true
+		if i >= len(b) {
+			return len(b), esc, false
 		}
-		j = k + 1
+		if b[i] == '"' {
+			return i + 1, esc, true
+		}
+		esc = true
+		i += 2
 	}
+}
+
+// load8 returns the eight bytes at b[i:], little-endian. The compiler makes it one load.
+func load8(b []byte, i int) uint64 {
+	b = b[i : i+8]
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+}
+
+// quoteOrSlash reports whether one of the eight bytes of x is '"' or '\\'.
+func quoteOrSlash(x uint64) bool {
+	q := x ^ (lsb * '"')
+	s := x ^ (lsb * '\\')
+	return ((q-lsb)&^q|(s-lsb)&^s)&msb != 0
 }
 
 // skipValue returns the index after the value at b[i], without validating it. It

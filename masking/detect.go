@@ -146,7 +146,7 @@ func (d *scratch) find(text []byte, set detectors) []finding {
 	if set&detAWS != 0 && cls&clsUpper != 0 && n >= 20 {
 		d.awsKeys(text)
 	}
-	if set&detPrivateKey != 0 && cls&clsDash != 0 && n >= 40 {
+	if set&detPrivateKey != 0 && cls&clsDash != 0 && n >= len("-----BEGIN PRIVATE KEY-----") {
 		d.privateKeys(text)
 	}
 	if len(d.found) < 2 {
@@ -686,7 +686,7 @@ func (d *scratch) privateKeys(s []byte) {
 			continue
 		}
 		label := s[ls : ls+le]
-		if !bytes.Contains(label, []byte("PRIVATE KEY")) || bytes.IndexAny(label, "\r\n") >= 0 {
+		if !bytes.Contains(label, []byte("PRIVATE KEY")) || bytes.ContainsAny(label, "\r\n") {
 			continue
 		}
 		stop := len(s)

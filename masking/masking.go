@@ -148,8 +148,10 @@ func (m *Masker) Empty() bool { return len(m.rules) == 0 && m.detect == 0 }
 // are not masked are copied unchanged (whitespace, number formatting, key order,
 // escapes). It returns dst unchanged and an error, never a partly masked body, if body
 // is not one valid JSON value in UTF-8 (surrounding whitespace allowed) or nests
-// deeper than 512 arrays and objects. The error names an offset, never body content.
-// Apply is safe for concurrent use.
+// deeper than 512 arrays and objects. The error wraps ErrNotJSON when body does not
+// even begin like a JSON object, array or string, ErrInvalidJSON otherwise; it names an
+// offset, never body content. dst must not overlap body. Apply is safe for concurrent
+// use.
 func (m *Masker) Apply(dst, body []byte) ([]byte, Counts, error) {
 	w, _ := m.pool.Get().(*walker)
 	if w == nil {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/keyholehq/keyhole/config"
 )
 
@@ -51,11 +53,11 @@ type applyCase struct {
 	count Counts
 }
 
-func runApply(t *testing.T, tests []applyCase) {
+func runApply(t *testing.T, tests []applyCase, detect ...string) {
 	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := mustNew(t, tt.rules)
+			m := mustNew(t, tt.rules, detect...)
 			got, counts, err := m.Apply(nil, []byte(tt.in))
 			if err != nil {
 				t.Fatalf("Apply(%s): %v", tt.in, err)
@@ -191,8 +193,8 @@ func TestFilters(t *testing.T) {
 		{`vip==true`, []int{0}},
 		{`vip==false`, []int{1}},
 		{`vip!=true`, []int{1}},
-		{`vip`, []int{0, 1}},   // existence
-		{`x`, []int{2}},        // null exists
+		{`vip`, []int{0, 1}}, // existence
+		{`x`, []int{2}},      // null exists
 		{`vip==~true`, []int{0}},
 		{`vip==~false`, []int{1, 2}}, // missing reads as null, which is falseish
 		{`x==~null`, []int{0, 1, 2}},
@@ -204,7 +206,7 @@ func TestFilters(t *testing.T) {
 		{`tags.#(=="b")#`, []int{0}},
 		{`tags.1=="b"`, []int{0}},
 		{`=="ann"`, []int{3}},
-		{`>5`, []int{3, 4}}, // "ann" > "5" as strings
+		{`>5`, []int{3, 4}},            // "ann" > "5" as strings
 		{`==~null`, []int{0, 1, 2, 5}}, // objects read as missing at the empty path, as gjson
 		{`n=="nobody"`, nil},
 	}
@@ -361,8 +363,8 @@ func TestApplyAppends(t *testing.T) {
 
 func TestInvalidJSON(t *testing.T) {
 	tests := []struct{ in, want string }{
-		{``, "masking: body is not valid JSON: it is empty or only whitespace"},
-		{" \n\t", "masking: body is not valid JSON: it is empty or only whitespace"},
+		{``, "masking: body is not JSON: it is empty or only whitespace"},
+		{" \n\t", "masking: body is not JSON: it is empty or only whitespace"},
 		{`{"a":1`, "masking: body is not valid JSON: unexpected end at offset 6"},
 		{`{"a":1}}`, "masking: body is not valid JSON: want the end of the body at offset 7"},
 		{`{"a":1} {"b":2}`, "masking: body is not valid JSON: want the end of the body at offset 8"},
@@ -378,14 +380,19 @@ func TestInvalidJSON(t *testing.T) {
 		{`{"a":-}`, "masking: body is not valid JSON: invalid number at offset 5"},
 		{`{"a":1e}`, "masking: body is not valid JSON: invalid number at offset 5"},
 		{`{"a":NaN}`, "masking: body is not valid JSON: want a value at offset 5"},
+		{`"abc`, "masking: body is not valid JSON: unexpected end at offset 4"},
+		{` [1,2`, "masking: body is not valid JSON: unexpected end at offset 5"},
 		{`{"a":"x\q"}`, "masking: body is not valid JSON: invalid escape at offset 7"},
 		{`{"a":"\u12x4"}`, `masking: body is not valid JSON: invalid \u escape at offset 6`},
 		{"{\"a\":\"x\ny\"}", "masking: body is not valid JSON: control character in a string at offset 7"},
 		{"{\"a\":\"\xff\"}", "masking: body is not valid JSON: invalid UTF-8 at offset 6"},
 		{"{\"\xc3\":1}", "masking: body is not valid JSON: invalid UTF-8 at offset 2"},
 		{`{"a":"abc`, "masking: body is not valid JSON: unexpected end at offset 9"},
-		{"\xef\xbb\xbf{}", "masking: body is not valid JSON: want a value at offset 0"},
-		{`'a'`, "masking: body is not valid JSON: want a value at offset 0"},
+		{"\xef\xbb\xbf{}", "masking: body is not JSON: want a value at offset 0"},
+		{`'a'`, "masking: body is not JSON: want a value at offset 0"},
+		{`<html>{"ssn":1}</html>`, "masking: body is not JSON: want a value at offset 0"},
+		{`12 monkeys`, "masking: body is not JSON: want the end of the body at offset 3"},
+		{`nothing`, "masking: body is not JSON: want a value at offset 0"},
 		{strings.Repeat("[", 513) + strings.Repeat("]", 513), "masking: body is not valid JSON: it nests deeper than 512 levels at offset 512"},
 		{strings.Repeat(`{"a":`, 513) + "1" + strings.Repeat("}", 513), "masking: body is not valid JSON: it nests deeper than 512 levels at offset 2560"},
 		{strings.Repeat("[", 10_000_000), "masking: body is not valid JSON: it nests deeper than 512 levels at offset 512"},
@@ -401,6 +408,13 @@ func TestInvalidJSON(t *testing.T) {
 			got, counts, err := m.Apply(nil, []byte(tt.in))
 			if err == nil || err.Error() != tt.want {
 				t.Errorf("Apply(%q) error = %v, want %s", name, err, tt.want)
+			}
+			wantErr := ErrInvalidJSON
+			if strings.HasPrefix(tt.want, "masking: body is not JSON") {
+				wantErr = ErrNotJSON
+			}
+			if !errors.Is(err, wantErr) {
+				t.Errorf("Apply(%q) error = %v, want errors.Is %v", name, err, wantErr)
 			}
 			if got != nil || counts != (Counts{}) {
 				t.Errorf("Apply(%q) = %q, %+v; want nothing", name, got, counts)
@@ -418,9 +432,9 @@ func TestValidEdgeCases(t *testing.T) {
 	m := mustNew(t, redact("a"), allDetectors...)
 	for _, in := range []string{
 		`0`, `-0.5e-7`, `"x"`, `true`, `null`, `[]`, `{}`, " \r\n\t[ ] ",
-		`"\ud800"`,               // a lone surrogate is valid JSON
-		`{"a":"\ud83d\ude00"}`,   // a pair
-		`{"":1,"a":{"":2}}`,      // empty keys
+		`"\ud800"`,                 // a lone surrogate is valid JSON
+		`{"a":"\ud83d\ude00"}`,     // a pair
+		`{"":1,"a":{"":2}}`,        // empty keys
 		`"` + "\u2028\u2029" + `"`, // line separators are plain characters in JSON
 		`"\u0000"`,
 	} {
@@ -584,8 +598,10 @@ func TestBenchmarkBody(t *testing.T) {
 	}
 	var in, got []struct {
 		SSN, Email, Tier, Notes string
-		Payment                 struct{ CardNumber string `json:"card_number"` }
-		Cards                   []struct{ Number string }
+		Payment                 struct {
+			CardNumber string `json:"card_number"`
+		}
+		Cards []struct{ Number string }
 	}
 	if err := json.Unmarshal(body, &in); err != nil {
 		t.Fatal(err)
@@ -614,4 +630,93 @@ func TestBenchmarkBody(t *testing.T) {
 	if counts != want {
 		t.Errorf("counts = %+v, want %+v", counts, want)
 	}
+}
+
+// TestFiltersAgreeWithGJSON checks that a filter selects the elements gjson's
+// "#(...)#" selects, on documents where gjson's readings are unambiguous (no duplicate
+// keys, no wildcards or '#' inside the condition's path but a final length).
+func TestFiltersAgreeWithGJSON(t *testing.T) {
+	docs := []string{
+		`[{"n":"ann","age":30,"vip":true,"t":["a","b"],"o":{"k":1}},{"n":"bob","age":"40","vip":false,"t":[]},` +
+			`{"n":"cy","age":51.5,"x":null,"o":{"k":"1"}},"ann",7,null,true,false,"",0,-2.5,[1],{},{"n":"Ann"},{"n":"a\"n"}]`,
+		`[{"a":{"b":{"c":"x"}}},{"a":{"b":{"c":"y"}}},{"a":{"b":[1,2,3]}},{"a":"b"},{"a":{"b":{"c":10}}},{"a":{"b":{"c":true}}}]`,
+	}
+	queries := []string{
+		`n=="ann"`, `n!="ann"`, `n<"b"`, `n<="bob"`, `n>"ann"`, `n>="Ann"`, `n%"a*"`, `n%"*n"`, `n!%"?o?"`, `n%"A*"`,
+		`n=="a\"n"`, `n`, `age`, `age>35`, `age<=30`, `age==51.5`, `age!=30`, `age=="40"`, `vip==true`, `vip!=false`,
+		`vip==~true`, `vip==~false`, `vip!=~false`, `x==~null`, `age==~*`, `age!=~*`, `vip>false`, `vip<true`, `vip>=true`, `vip<=false`,
+		`t.#>1`, `t.#==0`, `t.0=="a"`, `t.#(=="b")`, `o.k==1`, `o.k=="1"`, `o.k>0`,
+		`=="ann"`, `==~null`, `==~false`, `==~true`, `!=~*`, `>5`, `<0`, `==0`, `==""`, `=="Ann"`, `!=7`, `==true`, `==false`,
+		`a.b.c=="x"`, `a.b.c!="x"`, `a.b.c>5`, `a.b.c==~true`, `a.b.#==3`, `a.b.1==2`, `a.b`, `a=="b"`, `a.b.c`,
+		`n==ann`, `n!x`, `n!`, `age>abc`,
+	}
+	for _, doc := range docs {
+		for _, q := range queries {
+			path := "#(" + q + ")#"
+			m := mustNew(t, []config.MaskRule{mr(path, "redact")})
+			got, _, err := m.Apply(nil, []byte(doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var before, after []json.RawMessage
+			if err := json.Unmarshal([]byte(doc), &before); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(got, &after); err != nil {
+				t.Fatal(err)
+			}
+			var ours []string
+			for i := range after {
+				if string(after[i]) == R && string(before[i]) != R {
+					ours = append(ours, string(before[i]))
+				}
+			}
+			var theirs []string
+			for _, r := range gjson.Get(doc, path).Array() {
+				theirs = append(theirs, r.Raw)
+			}
+			if strings.Join(ours, " ") != strings.Join(theirs, " ") {
+				t.Errorf("%s on %.40s...: masked %v, gjson selects %v", path, doc, ours, theirs)
+			}
+		}
+	}
+}
+
+// TestWordTricks checks the eight-bytes-at-a-time tests against their definitions, for
+// every byte in every position.
+func TestWordTricks(t *testing.T) {
+	for pos := range 8 {
+		for c := range 256 {
+			var w [8]byte
+			for i := range w {
+				w[i] = 'a'
+			}
+			w[pos] = byte(c)
+			x := load8(w[:], 0)
+			wantSpecial := c == '"' || c == '\\' || c < 0x20 || c >= 0x80
+			if got := special(x); got != wantSpecial {
+				t.Errorf("special(%#x at %d) = %v, want %v", c, pos, got, wantSpecial)
+			}
+			wantQS := c == '"' || c == '\\'
+			if got := quoteOrSlash(x); got != wantQS {
+				t.Errorf("quoteOrSlash(%#x at %d) = %v, want %v", c, pos, got, wantQS)
+			}
+		}
+	}
+}
+
+func TestEscapeMapping(t *testing.T) {
+	runApply(t, []applyCase{
+		{"surrogate pair inside a finding", nil,
+			`"x \ud83d\ude00bob@example.com\ud800 y"`, `"x [EMAIL] y"`, Counts{Detected: 1}},
+		{"escapes around a finding", nil,
+			`"\ud83d\ude00 \t bob@example.com \ud800\n"`, `"\ud83d\ude00 \t [EMAIL] \ud800\n"`, Counts{Detected: 1}},
+		{"finding written entirely in escapes", nil,
+			`"\u0034\u0032\u0034\u0032\u0034\u0032\u0034\u0032\u0034\u0032\u0034\u0032\u0034\u0032\u0034\u0032!"`,
+			`"[CREDIT_CARD]!"`, Counts{Detected: 1}},
+		{"two findings, escapes between", nil,
+			`"a@b.io\u0020\u002c\u0020c@d.io"`, `"[EMAIL]\u0020\u002c\u0020[EMAIL]"`, Counts{Detected: 2}},
+		{"finding ends the string", nil,
+			`"see AKIAIOSFODNN7EXAMPL\u0045"`, `"see [AWS_ACCESS_KEY]"`, Counts{Detected: 1}},
+	}, allDetectors...)
 }

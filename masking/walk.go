@@ -15,14 +15,39 @@ import (
 // are refused rather than walked: a body of a million '[' must not exhaust the stack.
 const maxDepth = 512
 
-// SyntaxError is returned by Apply for a body that is not one valid JSON value.
+// Apply's errors wrap one of these, so that a caller can tell a body that is not JSON
+// at all from one that looks like JSON but cannot be masked.
+var (
+	// ErrNotJSON is a body that does not begin like a JSON object, array or string
+	// (after whitespace): an HTML error page, plain text, or nothing. A route that
+	// accepts non-JSON responses may pass such a body on unmasked.
+	ErrNotJSON = errors.New("masking: body is not JSON")
+	// ErrInvalidJSON is a body that begins like a JSON object, array or string but is
+	// not one valid JSON value: truncated, malformed, not UTF-8, or nested deeper than
+	// 512 levels. It must never be passed on: clients may still read what it holds.
+	ErrInvalidJSON = errors.New("masking: body is not valid JSON")
+)
+
+// syntaxError is Apply's error for a body that is not one valid JSON value. It names
+// an offset, never body content.
 type syntaxError struct {
-	off int
-	msg string
+	off     int
+	msg     string
+	notJSON bool
 }
 
 func (e *syntaxError) Error() string {
-	return fmt.Sprintf("masking: body is not valid JSON: %s at offset %d", e.msg, e.off)
+	if e.off < 0 {
+		return fmt.Sprintf("%v: %s", e.Unwrap(), e.msg)
+	}
+	return fmt.Sprintf("%v: %s at offset %d", e.Unwrap(), e.msg, e.off)
+}
+
+func (e *syntaxError) Unwrap() error {
+	if e.notJSON {
+		return ErrNotJSON
+	}
+	return ErrInvalidJSON
 }
 
 // span is one change to the body: bytes [start, end) are replaced by rep.
@@ -51,7 +76,7 @@ type walker struct {
 	counts Counts
 	mac    hash.Hash
 	sum    [sha256.Size]byte
-	err    error
+	err    *syntaxError
 }
 
 // maxPooled bounds the scratch memory a pooled walker keeps between calls.
@@ -81,7 +106,7 @@ func (w *walker) run(dst, body []byte) ([]byte, Counts, error) {
 	w.act = append(w.act[:0], w.m.roots...)
 	i := skipSpace(body, 0)
 	if i == len(body) {
-		return dst, Counts{}, errors.New("masking: body is not valid JSON: it is empty or only whitespace")
+		return dst, Counts{}, &syntaxError{off: -1, msg: "it is empty or only whitespace", notJSON: true}
 	}
 	end := w.value(i, 0, 0, len(w.act), w.m.detect != 0)
 	if end >= 0 {
@@ -90,6 +115,9 @@ func (w *walker) run(dst, body []byte) ([]byte, Counts, error) {
 		}
 	}
 	if w.err != nil {
+		if c := body[i]; c != '{' && c != '[' && c != '"' {
+			w.err.notJSON = true
+		}
 		return dst, Counts{}, w.err
 	}
 	size := len(body)
@@ -171,6 +199,20 @@ func (w *walker) object(i, depth, lo, hi int, scan bool) int {
 		return i + 1
 	}
 	run, lastKept, lastRemoved := -1, -1, -1
+	// firsts and lens hold the first bytes and the lengths (mod 64) of the keys the
+	// active rules name, so that most members are passed over without comparing their
+	// key with each rule; all is set when a rule matches other keys too (a wildcard, '#').
+	var firsts [4]uint64
+	var lens uint64
+	all := false
+	for _, r := range w.act[lo:hi] {
+		if c := &w.m.rules[r].comps[depth]; c.kind == compKey && len(c.lit) > 0 {
+			firsts[c.lit[0]>>6] |= 1 << (c.lit[0] & 63)
+			lens |= 1 << (len(c.lit) & 63)
+		} else {
+			all = true
+		}
+	}
 	for {
 		if i >= len(b) || b[i] != '"' {
 			return w.fail(i, "want an object key")
@@ -193,7 +235,9 @@ func (w *walker) object(i, depth, lo, hi int, scan bool) int {
 				w.key = unescapeString(w.key[:0], key)
 				key = w.key
 			}
-			best = w.advanceKey(key, depth, lo, hi)
+			if all || len(key) > 0 && firsts[key[0]>>6]&(1<<(key[0]&63)) != 0 && lens&(1<<(len(key)&63)) != 0 {
+				best = w.advanceKey(key, depth, lo, hi)
+			}
 		}
 		removed := best >= 0 && w.m.rules[best].action == actRemove
 		if !removed && run >= 0 {
@@ -293,7 +337,12 @@ func (w *walker) advanceKey(key []byte, depth, lo, hi int) int {
 	rules := w.m.rules
 	for _, r := range w.act[lo:hi] {
 		ru := &rules[r]
-		if !ru.comps[depth].matchKey(key) {
+		c := &ru.comps[depth]
+		if c.kind == compKey {
+			if string(c.lit) != string(key) {
+				continue
+			}
+		} else if !c.matchKey(key) {
 			continue
 		}
 		if len(ru.comps) == depth+1 {
@@ -443,12 +492,7 @@ func (w *walker) str(i int) (int, bool) {
 	i++
 	for {
 		// Eight plain ASCII bytes at a time: no '"', no '\\', no control, no high bit.
-		for i+8 <= len(b) {
-			x := uint64(b[i]) | uint64(b[i+1])<<8 | uint64(b[i+2])<<16 | uint64(b[i+3])<<24 |
-				uint64(b[i+4])<<32 | uint64(b[i+5])<<40 | uint64(b[i+6])<<48 | uint64(b[i+7])<<56
-			if special(x) {
-				break
-			}
+		for i+8 <= len(b) && !special(load8(b, i)) {
 			i += 8
 		}
 		for i < len(b) && plain[b[i]] {
