@@ -144,17 +144,24 @@ func decodedBody(resp *http.Response) (io.Reader, error) {
 }
 
 // maskDocument masks one JSON document (a whole body, an NDJSON line or an SSE payload).
-// Blank input passes as is; non-JSON passes only when the route says pass_non_json.
+// Blank input passes as is. A body that is not JSON at all (an HTML error page, plain
+// text) passes only when the route says pass_non_json; one that looks like JSON but is
+// not valid (truncated, malformed) is always refused, since lenient clients may still
+// read the values it holds.
 func (g *Gateway) maskDocument(info *reqInfo, doc []byte) ([]byte, error) {
 	if len(bytes.TrimSpace(doc)) == 0 {
 		return doc, nil
 	}
 	out, n, err := info.mask.masker.Apply(make([]byte, 0, len(doc)+64), doc)
 	if err != nil {
-		if info.mask.passNonJSON {
+		switch {
+		case errors.Is(err, masking.ErrNotJSON) && info.mask.passNonJSON:
 			return doc, nil
+		case errors.Is(err, masking.ErrNotJSON):
+			return nil, &maskError{msg: "response body is not JSON and the route does not pass non-JSON"}
+		default:
+			return nil, &maskError{msg: "response body is not valid JSON"}
 		}
-		return nil, &maskError{msg: "response body is not valid JSON and the route does not pass non-JSON"}
 	}
 	route := info.route.Name
 	for _, c := range []struct {

@@ -91,6 +91,9 @@ func newMaskHarness(t *testing.T) *harness {
 		case "/plain":
 			hdr.Set("Content-Type", "text/plain")
 			io.WriteString(w, "plain words")
+		case "/truncated":
+			hdr.Set("Content-Type", "application/json")
+			io.WriteString(w, customerJSON[:len(customerJSON)-20])
 		case "/jsonp":
 			hdr.Set("Content-Type", "application/javascript")
 			io.WriteString(w, "cb("+customerJSON+")")
@@ -133,6 +136,8 @@ func TestMaskedResponses(t *testing.T) {
 		{"1xx headers are dropped", "GET", "/masked/early-hints", nil, 200, "", []string{`"[REDACTED]"`}},
 		{"pass_non_json still masks JSON", "GET", "/pass/text", nil, 200, "", []string{`"ssn":"[REDACTED]"`}},
 		{"pass_non_json passes what is not JSON", "GET", "/pass/plain", nil, 200, "", []string{"plain words"}},
+		{"truncated JSON is refused", "GET", "/masked/truncated", nil, 502, "mask_failed", nil},
+		{"pass_non_json never passes truncated JSON", "GET", "/pass/truncated", nil, 502, "mask_failed", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -203,8 +208,11 @@ func TestMaskedResponses(t *testing.T) {
 	if got := counterValue(t, h.reg, "keyhole_masked_values_total", "route", "masked", "action", "redact"); got < 3 {
 		t.Errorf("keyhole_masked_values_total{route=masked,action=redact} = %v, want at least 3", got)
 	}
-	if got := counterValue(t, h.reg, "keyhole_mask_failures_total", "route", "masked"); got != 3 {
-		t.Errorf("keyhole_mask_failures_total{route=masked} = %v, want 3", got)
+	if got := counterValue(t, h.reg, "keyhole_mask_failures_total", "route", "masked"); got != 4 {
+		t.Errorf("keyhole_mask_failures_total{route=masked} = %v, want 4", got)
+	}
+	if got := counterValue(t, h.reg, "keyhole_mask_failures_total", "route", "masked-pass"); got != 1 {
+		t.Errorf("keyhole_mask_failures_total{route=masked-pass} = %v, want 1", got)
 	}
 }
 
