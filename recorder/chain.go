@@ -1,0 +1,150 @@
+package recorder
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// GenesisHash is the PrevHash of the first entry of a chain.
+const GenesisHash = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// Seal links e to the entry before it, whose hash is prev, and sets e.PrevHash and e.Hash.
+// The hash is SHA-256 over a versioned, length-delimited encoding of prev, the sequence
+// number, kind, exchange id, time (Unix nanoseconds) and Data, so changing, removing or
+// reordering any entry changes the hash of every entry after it.
+func Seal(e *Entry, prev string) {
+	e.PrevHash = prev
+	e.Hash = hashOf(e)
+}
+
+func hashOf(e *Entry) string {
+	h := sha256.New()
+	var buf [64]byte
+	field := func(p []byte) {
+		h.Write(strconv.AppendInt(buf[:0], int64(len(p)), 10))
+		h.Write([]byte{':'})
+		h.Write(p)
+	}
+	field([]byte("keyhole-chain-v1"))
+	field([]byte(e.PrevHash))
+	field(strconv.AppendInt(buf[:0], e.Seq, 10))
+	field([]byte(e.Kind))
+	field([]byte(e.ExchangeID))
+	field(strconv.AppendInt(buf[:0], e.At.UnixNano(), 10))
+	field(e.Data)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// checkpoint is the Data of a KindCheckpoint entry.
+type checkpoint struct {
+	DeletedThrough int64  `json:"deleted_through"` // sequence number of the last deleted entry
+	LastHash       string `json:"last_hash"`       // its hash: the PrevHash of the next entry
+	Deleted        int64  `json:"deleted"`         // entries deleted by this prune
+	Cutoff         string `json:"cutoff"`
+}
+
+// Checkpoint returns the unsealed checkpoint entry a store appends after deleting every
+// entry up to and including last (deleted entries in all, older than cutoff).
+func Checkpoint(last Entry, deleted int64, cutoff, now time.Time) *Entry {
+	data, _ := json.Marshal(checkpoint{DeletedThrough: last.Seq, LastHash: last.Hash, Deleted: deleted, Cutoff: cutoff.UTC().Format(time.RFC3339)})
+	return &Entry{Kind: KindCheckpoint, At: now, Data: data}
+}
+
+// Report is the result of verifying a chain.
+type Report struct {
+	OK      bool   `json:"ok"`
+	Entries int64  `json:"entries"`          // entries checked
+	First   int64  `json:"first_seq"`        // sequence number of the first entry held
+	Last    int64  `json:"last_seq"`         // and of the last
+	Head    string `json:"head"`             // hash of the last entry: anchor it elsewhere to detect truncation
+	Break   *Break `json:"break,omitempty"`  // the first break found
+	Pruned  int64  `json:"pruned,omitempty"` // entries before First, deleted by retention
+}
+
+// Break locates the first place where the chain does not hold.
+type Break struct {
+	Seq    int64  `json:"seq"`
+	Reason string `json:"reason"`
+}
+
+// Verify walks every entry of s in sequence order and checks that each one's hash is the
+// hash of its content, that it links to the entry before it, and that no sequence
+// number is missing. A chain whose first entries were deleted by retention verifies when
+// a checkpoint entry, itself in the chain, vouches for the hash of the last deleted one.
+// progress, when not nil, is called now and then with entries done and the total.
+func Verify(ctx context.Context, s Store, progress func(done, total int64)) (Report, error) {
+	total, err := s.Count(ctx)
+	if err != nil {
+		return Report{}, fmt.Errorf("count entries: %w", err)
+	}
+	var r Report
+	var prev *Entry
+	// startClaim is the checkpoint vouching for the PrevHash of the first entry held; it
+	// is checked once the whole chain has been read.
+	var startClaim *checkpoint
+	var first Entry
+	const page = 1000
+	for after := int64(0); ; {
+		es, err := s.Entries(ctx, after, page)
+		if err != nil {
+			return Report{}, fmt.Errorf("read entries after %d: %w", after, err)
+		}
+		for i := range es {
+			e := &es[i]
+			r.Entries++
+			if prev == nil {
+				first = *e
+				r.First = e.Seq
+			} else if r.Break == nil {
+				switch {
+				case e.Seq != prev.Seq+1:
+					r.Break = &Break{Seq: e.Seq, Reason: fmt.Sprintf("entries %d to %d are missing", prev.Seq+1, e.Seq-1)}
+				case e.PrevHash != prev.Hash:
+					r.Break = &Break{Seq: e.Seq, Reason: fmt.Sprintf("entry does not link to entry %d (edited, reordered or replaced)", prev.Seq)}
+				}
+			}
+			if r.Break == nil && hashOf(e) != e.Hash {
+				r.Break = &Break{Seq: e.Seq, Reason: "entry content does not match its hash (edited)"}
+			}
+			if e.Kind == KindCheckpoint {
+				var c checkpoint
+				if json.Unmarshal(e.Data, &c) == nil && c.DeletedThrough == first.Seq-1 {
+					startClaim = &c
+				}
+			}
+			prev = e
+			after = e.Seq
+		}
+		if progress != nil {
+			progress(r.Entries, total)
+		}
+		if len(es) < page {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return Report{}, err
+		}
+	}
+	if prev == nil {
+		r.OK = true
+		return r, nil
+	}
+	r.Last, r.Head = prev.Seq, prev.Hash
+	if r.Break == nil {
+		switch {
+		case first.Seq == 1 && first.PrevHash != GenesisHash:
+			r.Break = &Break{Seq: first.Seq, Reason: "first entry does not start the chain"}
+		case first.Seq > 1 && (startClaim == nil || startClaim.LastHash != first.PrevHash):
+			r.Break = &Break{Seq: first.Seq, Reason: fmt.Sprintf("entries 1 to %d are missing and no checkpoint vouches for their deletion", first.Seq-1)}
+		case first.Seq > 1:
+			r.Pruned = first.Seq - 1
+		}
+	}
+	r.OK = r.Break == nil
+	return r, nil
+}

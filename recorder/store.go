@@ -1,0 +1,91 @@
+package recorder
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Entry kinds.
+const (
+	// KindRequest holds an Exchange as it was when the gateway decided: identity,
+	// route, decision, request. In strict mode it is durable before the request is forwarded.
+	KindRequest = "request"
+	// KindResponse completes the exchange of the KindRequest entry with the same
+	// ExchangeID: response, timings, final decision and error.
+	KindResponse = "response"
+	// KindCheckpoint is written by retention: it carries the sequence number and hash of
+	// the last deleted entry, so the chain of what remains still verifies.
+	KindCheckpoint = "checkpoint"
+)
+
+// Entry is one link of the hash chain: an immutable row of the store. Data is the JSON
+// the hash covers, byte for byte. Subject, Route, Decision, Method, Path and Status copy
+// fields of Data so a store can index them without decoding it; they are not trusted
+// by verification.
+type Entry struct {
+	Seq        int64     // assigned by the store, 1-based, without gaps
+	Kind       string    // KindRequest, KindResponse or KindCheckpoint
+	ExchangeID string    // the request id; "" for checkpoints
+	At         time.Time // when the entry was made (received_at for requests)
+	Data       []byte
+	PrevHash   string // Hash of the entry before, or GenesisHash
+	Hash       string // assigned by Seal
+
+	Subject  string
+	Route    string
+	Decision string
+	Method   string
+	Path     string
+	Status   int // response entries only
+}
+
+// Record is one exchange as stored: its request entry and, once the response is done,
+// its response entry.
+type Record struct {
+	Request  Entry
+	Response *Entry
+}
+
+// Filter selects exchanges to list. Zero fields do not filter.
+type Filter struct {
+	Since, Until time.Time // received at or after Since, before Until
+	Subject      string
+	Route        string
+	Decision     string
+	Status       int
+	// Cursor is the ID of the last exchange of the previous page: the page holds older ones.
+	Cursor string
+	Limit  int // at most this many; a store caps it
+}
+
+// ErrNotFound is returned by Store.Get for an exchange the store does not hold.
+var ErrNotFound = errors.New("exchange not found")
+
+// Store is durable storage for exchange records. Implementations (store/sqlite, and
+// PostgreSQL for several replicas on one database) must be safe for concurrent use and
+// must serialise Append across every process writing to the same database, so that the
+// chain stays one line.
+type Store interface {
+	// Append assigns each entry the next sequence number, links it to the chain with
+	// Seal, and commits all of them in one transaction: on a nil return every entry is
+	// durable; on an error none is. Request entries create the exchange's index row,
+	// response entries complete it.
+	Append(ctx context.Context, entries []*Entry) error
+	// List returns exchanges matching f, newest first, and the cursor of the next page
+	// ("" when there is none).
+	List(ctx context.Context, f Filter) ([]Record, string, error)
+	// Get returns one exchange, or ErrNotFound.
+	Get(ctx context.Context, id string) (Record, error)
+	// Entries returns up to limit entries with Seq > after, in sequence order.
+	Entries(ctx context.Context, after int64, limit int) ([]Entry, error)
+	// Count returns the number of entries, for progress reports.
+	Count(ctx context.Context) (int64, error)
+	// Prune deletes every entry made before cutoff and appends a checkpoint entry
+	// (Checkpoint) for the last one deleted. It returns how many entries it deleted.
+	Prune(ctx context.Context, cutoff time.Time) (int64, error)
+	// Ping reports whether the store can be reached.
+	Ping(ctx context.Context) error
+	// Close releases the store.
+	Close() error
+}
