@@ -1,5 +1,6 @@
-// Package admin serves Keyhole's admin plane: health, readiness, Prometheus metrics and,
-// in development, the built-in token issuer.
+// Package admin serves Keyhole's admin plane: health, readiness, Prometheus metrics, the
+// auditor API (exchanges, HAR export, replay, chain verification) and, in development,
+// the built-in token issuer.
 package admin
 
 import (
@@ -21,6 +22,8 @@ type Options struct {
 	// DevIssuer, when not nil, is mounted at DevPath (e.g. "/dev") with the prefix stripped.
 	DevIssuer http.Handler
 	DevPath   string
+	// API, when not nil, serves the auditor API under /api/v1.
+	API *API
 }
 
 // New returns the admin plane's handler. It is safe for concurrent use.
@@ -39,6 +42,9 @@ func New(o Options) http.Handler {
 	r.Handle("/metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	if o.DevIssuer != nil {
 		r.Mount(o.DevPath, http.StripPrefix(o.DevPath, o.DevIssuer))
+	}
+	if o.API != nil {
+		o.API.mount(r)
 	}
 	return r
 }

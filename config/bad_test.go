@@ -216,7 +216,6 @@ var badFiles = []struct {
 			`line 35: routes[1].upstream: unknown upstream "erp": want one of crm`,
 			`line 39: routes[1].mask[0].action: unknown action "shred": want redact, remove, hash, last4`,
 			"line 40: routes[2]: a route needs allow, deny or approval: the default is deny, so a route without them would refuse every request",
-			"line 44: recorder: recording is not supported yet by this build; remove recorder (a gateway told to record must never run unrecorded)",
 			`line 46: recorder.body_limit: bad size "lots": want a whole number with an optional unit (KiB, MiB, GiB, KB, MB, GB)`,
 			`line 49: limits.max_request_body: bad size "10 MiBs": want a whole number with an optional unit (KiB, MiB, GiB, KB, MB, GB)`,
 		},
@@ -288,13 +287,14 @@ var badFiles = []struct {
 	{
 		"recorder.bad.yaml",
 		[]string{
-			"line 8: recorder: recording is not supported yet by this build; remove recorder (a gateway told to record must never run unrecorded)",
+			"line 8: upstreams.crm.replay_targets[0]: replay target must be an absolute http or https URL without credentials, query or fragment",
+			"line 8: upstreams.crm.replay_targets[1]: replay target must be an absolute http or https URL without credentials, query or fragment",
+			"line 10: recorder.store: the PostgreSQL store is not supported yet by this build; use sqlite://PATH (a gateway told to record must never run unrecorded)",
 		},
 	},
 	{
 		"recorder_shape.bad.yaml",
 		[]string{
-			"line 8: recorder: recording is not supported yet by this build; remove recorder (a gateway told to record must never run unrecorded)",
 			"line 9: recorder.store: store must start with sqlite://, postgres:// or postgresql://",
 			`line 10: recorder.mode: unknown mode "paranoid": want strict or best_effort`,
 			"line 11: recorder.body_limit: body_limit must be greater than 0",

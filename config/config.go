@@ -20,6 +20,8 @@ const (
 	DefaultUpstreamTimeout       = 30 * time.Second
 	DefaultMaxRequestBody        = 10 << 20
 	DefaultMaxResponseBodyMasked = 32 << 20
+	DefaultRecorderStore         = "sqlite://data/keyhole.db" // relative to the config file's directory
+	DefaultRecorderBodyLimit     = 1 << 20
 )
 
 // DefaultAlgorithms are the token signing algorithms accepted when an issuer lists none.
@@ -144,6 +146,9 @@ type Upstream struct {
 	Timeout    Duration    `yaml:"timeout"`
 	Credential *Credential `yaml:"credential"`
 	TLS        *ClientTLS  `yaml:"tls"`
+	// ReplayTargets are the other origins (a staging copy) to which an auditor may
+	// replay this upstream's recorded requests, with this upstream's credential.
+	ReplayTargets []string `yaml:"replay_targets"`
 }
 
 // Credential is a header the gateway sets on every request it forwards to an upstream.
@@ -226,8 +231,11 @@ type Approval struct {
 	TTL          Duration `yaml:"ttl"`
 }
 
-// Recorder configures the exchange recorder.
+// Recorder configures the exchange recorder. Parse always sets it, with defaults when
+// the file has no recorder section: every gateway records.
 type Recorder struct {
+	// Store is the store's DSN; a relative sqlite:// path is resolved against the
+	// config file's directory.
 	Store         string   `yaml:"store"`
 	Mode          string   `yaml:"mode"`
 	BodyLimit     ByteSize `yaml:"body_limit"`

@@ -175,8 +175,9 @@ func TestLoadGood(t *testing.T) {
 				Deny:  "bulk deletion is not allowed through the gateway",
 			},
 		},
-		Limits: Limits{MaxRequestBody: 1 << 20, MaxResponseBodyMasked: 2000000},
-		Path:   "testdata/good.yaml",
+		Recorder: &Recorder{Store: "sqlite://testdata/data/keyhole.db", Mode: "strict", BodyLimit: DefaultRecorderBodyLimit},
+		Limits:   Limits{MaxRequestBody: 1 << 20, MaxResponseBodyMasked: 2000000},
+		Path:     "testdata/good.yaml",
 	}
 	want.lines, want.written = cfg.lines, cfg.written
 	if !reflect.DeepEqual(cfg, want) {

@@ -86,6 +86,18 @@ func (v *validator) defaults() {
 	if !v.set("limits.max_response_body_masked") {
 		c.Limits.MaxResponseBodyMasked = DefaultMaxResponseBodyMasked
 	}
+	if c.Recorder == nil {
+		c.Recorder = &Recorder{}
+	}
+	if !v.set("recorder.store") {
+		c.Recorder.Store = DefaultRecorderStore
+	}
+	if !v.set("recorder.mode") {
+		c.Recorder.Mode = "strict"
+	}
+	if !v.set("recorder.body_limit") {
+		c.Recorder.BodyLimit = DefaultRecorderBodyLimit
+	}
 	for i := range c.Routes {
 		if a := c.Routes[i].Approval; a != nil && !v.set(idx("routes", i)+".approval.min_approvals") {
 			a.MinApprovals = 1
@@ -303,6 +315,13 @@ func (v *validator) upstreams() {
 		}
 		if u.Credential != nil {
 			v.credential(p+".credential", u.Credential)
+		}
+		for j, t := range u.ReplayTargets {
+			tp := idx(p+".replay_targets", j)
+			if pu, err := url.Parse(t); err != nil || pu.Host == "" || pu.Scheme != "http" && pu.Scheme != "https" || pu.User != nil || pu.RawQuery != "" || pu.Fragment != "" {
+				// Not quoted: it may hold a password by mistake.
+				v.errorf(tp, "replay target must be an absolute http or https URL without credentials, query or fragment")
+			}
 		}
 		if t := u.TLS; t != nil {
 			if !https && u.URL != "" {
@@ -705,7 +724,16 @@ func (v *validator) recorder(r *Recorder) {
 	if r.Retention < 0 {
 		v.errorf("recorder.retention", "retention must not be negative")
 	}
-	v.errorf("recorder", "recording is not supported yet by this build; remove recorder (a gateway told to record must never run unrecorded)")
+	if strings.HasPrefix(r.Store, "postgres://") || strings.HasPrefix(r.Store, "postgresql://") {
+		v.errorf("recorder.store", "the PostgreSQL store is not supported yet by this build; use sqlite://PATH (a gateway told to record must never run unrecorded)")
+	}
+	if path, ok := strings.CutPrefix(r.Store, "sqlite://"); ok {
+		if path == "" {
+			v.errorf("recorder.store", "sqlite:// needs a file path, such as sqlite://data/keyhole.db")
+		} else {
+			r.Store = "sqlite://" + resolve(v.dir, path)
+		}
+	}
 }
 
 func (v *validator) approvals(a *Approvals) {

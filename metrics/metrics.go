@@ -35,6 +35,15 @@ type Metrics struct {
 	ConfigReloads *prometheus.CounterVec
 	// ConfigLastReloadSuccess is the Unix time of the last successful load or reload.
 	ConfigLastReloadSuccess prometheus.Gauge
+	// RecorderQueueDepth is the number of exchange record entries waiting to be written.
+	RecorderQueueDepth prometheus.Gauge
+	// RecorderWriteSeconds is the time of each group-commit transaction of the recorder.
+	RecorderWriteSeconds prometheus.Histogram
+	// RecorderErrors counts failed recorder transactions.
+	RecorderErrors prometheus.Counter
+	// RecorderDropped counts record entries that will never be written (queue full in
+	// best-effort mode, store failure).
+	RecorderDropped prometheus.Counter
 }
 
 // New creates the metrics and registers them, with the Go runtime and process collectors,
@@ -87,10 +96,28 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "keyhole_config_last_reload_success_timestamp_seconds",
 			Help: "Unix time of the last successful configuration load or reload.",
 		}),
+		RecorderQueueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyhole_recorder_queue_depth",
+			Help: "Exchange record entries waiting to be written.",
+		}),
+		RecorderWriteSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "keyhole_recorder_write_seconds",
+			Help:    "Time of each recorder transaction (one group commit of many entries).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+		RecorderErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keyhole_recorder_errors_total",
+			Help: "Recorder transactions that failed.",
+		}),
+		RecorderDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keyhole_recorder_dropped_total",
+			Help: "Exchange record entries lost: queue full in best-effort mode, or the store failed.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.Requests, m.RequestDuration, m.InFlight, m.UpstreamDuration, m.UpstreamErrors,
 		m.AuthFailures, m.JWKSRefresh, m.MaskedValues, m.MaskFailures, m.ConfigReloads, m.ConfigLastReloadSuccess,
+		m.RecorderQueueDepth, m.RecorderWriteSeconds, m.RecorderErrors, m.RecorderDropped,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

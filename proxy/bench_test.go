@@ -4,13 +4,32 @@ import (
 	"io"
 	"net/http"
 	"testing"
+
+	"github.com/keyholehq/keyhole/recorder"
 )
 
 // BenchmarkProxyAllowed measures one whole allowed request through the gateway over real
 // loopback connections: canonical path, cached token verification, rules, credential
-// injection, forwarding to an httptest upstream and copying the answer back.
-func BenchmarkProxyAllowed(b *testing.B) {
-	h := newHarness(b)
+// injection, forwarding to an httptest upstream and copying the answer back. Nothing is
+// recorded; BenchmarkProxyRecorded adds strict recording, for the cost of it.
+func BenchmarkProxyAllowed(b *testing.B) { benchProxy(b, newHarness(b)) }
+
+// BenchmarkProxyRecorded is BenchmarkProxyAllowed with strict recording into SQLite: every
+// request is durably committed (group commit, fsync) before it is forwarded.
+func BenchmarkProxyRecorded(b *testing.B) {
+	benchProxy(b, newRecordingHarness(b, recorder.Strict).harness)
+}
+
+// BenchmarkProxyRecordedBestEffort records without waiting for the commit.
+func BenchmarkProxyRecordedBestEffort(b *testing.B) {
+	benchProxy(b, newRecordingHarness(b, recorder.BestEffort).harness)
+}
+
+// benchParallelism is goroutines per CPU: 16 on 2 CPUs is 32 concurrent clients, where
+// group commit shares each fsync among the requests waiting for it.
+const benchParallelism = 16
+
+func benchProxy(b *testing.B, h *harness) {
 	h.crm.Respond = func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"id":42,"name":"Ada Lovelace","email":"ada@example.com"}`)
@@ -18,11 +37,12 @@ func BenchmarkProxyAllowed(b *testing.B) {
 	tok := h.token(b, map[string]any{"sub": "ada", "groups": []string{"crm-readers"}, "scp": []string{"crm.read"}})
 	client := h.srv.Client()
 	client.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
-	req, _ := http.NewRequest("GET", h.srv.URL+"/crm/customers/42", nil)
-	req.Header.Set("Authorization", "Bearer "+tok)
 	b.ReportAllocs()
+	b.SetParallelism(benchParallelism)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
+		req, _ := http.NewRequest("GET", h.srv.URL+"/crm/customers/42", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
 		for pb.Next() {
 			resp, err := client.Do(req)
 			if err != nil {
@@ -47,6 +67,7 @@ func BenchmarkDirect(b *testing.B) {
 	client := h.crm.Client()
 	client.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
 	b.ReportAllocs()
+	b.SetParallelism(benchParallelism)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

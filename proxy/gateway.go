@@ -52,23 +52,27 @@ type Gateway struct {
 	metrics  *metrics.Metrics
 	buffers  bufferPool
 	handler  http.Handler
+	rec      Recorder // nil: exchanges are not recorded
 }
 
 var _ http.Handler = (*Gateway)(nil)
 
 // New returns a Gateway that serves nothing but 503 until the first Swap.
-// log receives one line per request; m receives the request metrics.
-func New(log *slog.Logger, m *metrics.Metrics) *Gateway {
+// log receives one line per request; m receives the request metrics; rec, when not nil,
+// records every exchange (a nil rec records nothing: for tests and benchmarks only).
+func New(log *slog.Logger, m *metrics.Metrics, rec Recorder) *Gateway {
 	g := &Gateway{
 		log:      log,
 		errorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		metrics:  m,
+		rec:      rec,
 	}
 	stages := []func(http.Handler) http.Handler{
-		g.begin,        // request id, panic recovery, metrics, the access-log line
+		g.begin,        // request id, panic recovery, metrics, the access-log line, the record
 		g.normalise,    // method, canonical path, header hygiene, body limit
 		g.authenticate, // bearer token -> Principal
 		g.decide,       // guards and route rules -> allow, or refuse
+		g.record,       // the request part of the record, durable first in strict mode
 	}
 	var h http.Handler = http.HandlerFunc(g.forward)
 	for i := len(stages) - 1; i >= 0; i-- {
@@ -162,7 +166,9 @@ type reqInfo struct {
 	forwarded   time.Time
 	upstreamDur time.Duration
 	decision    string
+	reason      string // why the rules decided as they did
 	refusal     *refusal
+	rec         recording
 	status      int // set when the status is not what was written (client gone: 499)
 }
 
@@ -186,6 +192,10 @@ func (g *Gateway) begin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info := &reqInfo{id: ulid.Make().String(), start: time.Now(), state: g.state.Load()}
 		sw := &statusWriter{ResponseWriter: w}
+		if g.rec != nil {
+			info.rec.header = r.Header.Clone()
+			sw.capture = g.rec.BodyLimit()
+		}
 		info.respHeader = sw.Header()
 		info.respHeader.Set("X-Request-Id", info.id)
 		g.metrics.InFlight.Inc()
@@ -238,6 +248,9 @@ func (g *Gateway) finish(r *http.Request, sw *statusWriter, info *reqInfo) {
 		method = "OTHER"
 	}
 	elapsed := time.Since(info.start)
+	if g.rec != nil {
+		g.finishRecord(r, sw, info, status, elapsed)
+	}
 	g.metrics.Requests.WithLabelValues(route, method, strconv.Itoa(status), info.decision).Inc()
 	g.metrics.RequestDuration.WithLabelValues(route).Observe(elapsed.Seconds())
 	if info.upstream != nil && !info.forwarded.IsZero() {
@@ -345,6 +358,7 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 		_, hasAuthorization := r.Header["Authorization"]
 		raw, ierr := identity.BearerToken(r.Header)
 		r.Header.Del("Authorization")
+		info.rec.token = raw
 		var err error
 		if ierr == nil {
 			info.principal, err = info.state.verifier.Verify(r.Context(), raw)
@@ -398,7 +412,7 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 			}
 		}
 		d := st.table.Decide(&req, info.principal)
-		info.route = d.Route
+		info.route, info.reason, info.rec.body = d.Route, d.Reason, req.Body
 		if rf := refusalFor(d); rf != nil {
 			g.refuse(w, info, rf)
 			return
@@ -543,6 +557,9 @@ type statusWriter struct {
 	bytes   int64
 	wrote   bool
 	drop1xx bool // masked routes: 1xx responses (103 Early Hints) carry unmasked upstream headers
+	// capture is how many bytes of the body to keep in captured, for the record.
+	capture  int64
+	captured []byte
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -562,6 +579,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 		w.WriteHeader(http.StatusOK)
 	}
 	n, err := w.ResponseWriter.Write(b)
+	if room := w.capture - int64(len(w.captured)); room > 0 && n > 0 {
+		w.captured = append(w.captured, b[:min(int64(n), room)]...)
+	}
 	w.bytes += int64(n)
 	return n, err
 }

@@ -115,6 +115,12 @@ type harness struct {
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil)
+}
+
+// newHarnessWith is newHarness with a recorder for the gateway.
+func newHarnessWith(t testing.TB, rec proxy.Recorder) *harness {
+	t.Helper()
 	h := &harness{iss: testkit.NewIssuer(t), crm: testkit.NewUpstream(t), billing: testkit.NewUpstream(t), logs: &testkit.Buffer{}}
 	h.billing.Respond = func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/billing/slow" {
@@ -135,7 +141,7 @@ func newHarness(t testing.TB) *harness {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(h.logs, nil))
-	h.gw = proxy.New(log, m)
+	h.gw = proxy.New(log, m, rec)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	h.v, err = identity.New(ctx, []config.Issuer{withAudience(h.iss.Config(), "api://keyhole")}, identity.Options{Logger: log})

@@ -163,7 +163,12 @@ func (g *Gateway) maskDocument(info *reqInfo, doc []byte) ([]byte, error) {
 			return nil, &maskError{msg: "response body is not valid JSON"}
 		}
 	}
-	route := info.route.Name
+	g.countMasked(info.route.Name, n)
+	return out, nil
+}
+
+// countMasked adds what one document had masked to keyhole_masked_values_total.
+func (g *Gateway) countMasked(route string, n masking.Counts) {
 	for _, c := range []struct {
 		action string
 		n      int
@@ -172,7 +177,6 @@ func (g *Gateway) maskDocument(info *reqInfo, doc []byte) ([]byte, error) {
 			g.metrics.MaskedValues.WithLabelValues(route, c.action).Add(float64(c.n))
 		}
 	}
-	return out, nil
 }
 
 // streamMasker masks an NDJSON or SSE body as it streams: it reads one line (NDJSON) or one

@@ -25,6 +25,8 @@ type upstream struct {
 	basePath   string // target path without a trailing slash
 	credHeader string // canonical header name, "" for none
 	credValue  string
+	replayTo   []*url.URL // replay_targets: other origins an auditor may replay to
+	timeout    time.Duration
 	transport  *http.Transport
 	transKey   string // what the transport was built from; equal keys share a transport across reloads
 	proxy      *httputil.ReverseProxy
@@ -46,6 +48,14 @@ func newUpstream(g *Gateway, name string, c *config.Upstream, prev *upstream) (*
 		target:   target,
 		basePath: strings.TrimSuffix(target.Path, "/"),
 		transKey: transportKey(c),
+		timeout:  time.Duration(c.Timeout),
+	}
+	for _, t := range c.ReplayTargets {
+		tu, err := url.Parse(t)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %q: replay target: %w", name, err)
+		}
+		u.replayTo = append(u.replayTo, tu)
 	}
 	if c.Credential != nil {
 		u.credHeader = http.CanonicalHeaderKey(c.Credential.Header)

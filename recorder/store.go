@@ -77,12 +77,15 @@ type Store interface {
 	List(ctx context.Context, f Filter) ([]Record, string, error)
 	// Get returns one exchange, or ErrNotFound.
 	Get(ctx context.Context, id string) (Record, error)
-	// Entries returns up to limit entries with Seq > after, in sequence order.
+	// Entries returns up to limit entries with Seq > after, in sequence order. It must
+	// not return fewer than limit while more exist: Verify stops at a short page.
 	Entries(ctx context.Context, after int64, limit int) ([]Entry, error)
 	// Count returns the number of entries, for progress reports.
 	Count(ctx context.Context) (int64, error)
-	// Prune deletes every entry made before cutoff and appends a checkpoint entry
-	// (Checkpoint) for the last one deleted. It returns how many entries it deleted.
+	// Prune deletes the oldest run of entries made before cutoff (a chain can lose only
+	// its first entries: an old entry behind a newer one waits for a later prune) and
+	// appends a checkpoint entry (Checkpoint) for the last one deleted. It returns how
+	// many entries it deleted.
 	Prune(ctx context.Context, cutoff time.Time) (int64, error)
 	// Ping reports whether the store can be reached.
 	Ping(ctx context.Context) error

@@ -53,6 +53,17 @@ func Compile(cfg *config.Config) (*Table, error) {
 		}
 	}
 	c.groups(t, routes)
+	if a := cfg.Admin.Allow; a != nil {
+		t.adminAllow = c.allow("admin.allow", "admin", a)
+	}
+	for name, a := range cfg.Admin.Roles {
+		if a != nil {
+			if t.roles == nil {
+				t.roles = map[string]*allow{}
+			}
+			t.roles[name] = c.allow(config.KeyPath("admin.roles", name), "role "+name, a)
+		}
+	}
 
 	if len(c.errs) > 0 {
 		return nil, errors.Join(c.errs...)

@@ -151,6 +151,32 @@ type Table struct {
 	keys       *keyNode // every body-condition path, to refuse case variants of its keys
 	ctxs       sync.Pool
 	scanners   sync.Pool
+	roles      map[string]*allow // admin.roles by name
+	adminAllow *allow            // admin.allow: every role
+}
+
+// Admin roles of the admin plane (admin.roles).
+const (
+	RoleAdmins    = "admins"
+	RoleAuditors  = "auditors"
+	RoleApprovers = "approvers"
+)
+
+// HasRole reports whether p holds role on the admin plane: p satisfies admin.roles.<role>,
+// admin.roles.admins, or admin.allow. Nobody holds a role the configuration does not grant.
+func (t *Table) HasRole(p *identity.Principal, role string) bool {
+	if p == nil {
+		return false
+	}
+	if t.adminAllow != nil && t.adminAllow.missing(p) == "" {
+		return true
+	}
+	for _, r := range []string{role, RoleAdmins} {
+		if a := t.roles[r]; a != nil && a.missing(p) == "" {
+			return true
+		}
+	}
+	return false
 }
 
 // group holds the routes that share one path pattern, in config order.

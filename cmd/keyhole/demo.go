@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/keyholehq/keyhole/configs"
@@ -19,6 +21,7 @@ func cmdDemo(ctx context.Context, args []string, getenv func(string) string, std
 	fs := newFlags("demo", stderr)
 	listen := fs.String("listen", "", "data-plane address (loopback; default from configs/demo.yaml, 127.0.0.1:8080)")
 	adminAddr := fs.String("admin", "", "admin-plane address (loopback; default 127.0.0.1:9090)")
+	store := fs.String("store", "sqlite://"+filepath.Join(os.TempDir(), "keyhole-demo", "keyhole.db"), "where the demo records exchanges")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -54,6 +57,8 @@ func cmdDemo(ctx context.Context, args []string, getenv func(string) string, std
 			return apiKey
 		case "KEYHOLE_DEMO_MASK_KEY":
 			return maskKey
+		case "KEYHOLE_DEMO_STORE":
+			return *store
 		}
 		return getenv(k)
 	}
@@ -99,6 +104,10 @@ func printDemo(w io.Writer, g *gateway) error {
 	if err != nil {
 		return err
 	}
+	auditor, err := mint(identity.TokenRequest{Subject: "bob@example.com", ClientID: "keyhole-demo-console", Groups: []string{"keyhole-auditors"}})
+	if err != nil {
+		return err
+	}
 	base := "http://" + g.dataLn.Addr().String()
 	adminBase := "http://" + g.adminLn.Addr().String()
 	fmt.Fprintf(w, `Keyhole demo is running (Ctrl-C stops it).
@@ -111,8 +120,10 @@ Tokens (8h, from the dev issuer; mint more with: go run ./cmd/keyhole token --is
   export READER=%[3]s
   export WRITER=%[4]s
   export APPROVER=%[5]s
+  export KEYHOLE_TOKEN=%[6]s
 (READER and WRITER are client-credentials agent tokens with scopes; APPROVER is a person in
-group crm-admins, for the approvals feature.)
+group crm-admins, for the approvals feature; KEYHOLE_TOKEN is an auditor's, which the
+records and replay commands read.)
 
 Try:
   # allowed: the reader agent reads a customer; SSN, card number, email and phone are masked
@@ -129,7 +140,15 @@ Try:
   curl -s -H "Authorization: Bearer $READER" %[1]s/crm/admin
   # unauthenticated (401): no token
   curl -si %[1]s/crm/customers/1
-`, base, adminBase, reader, writer, approver)
+
+Every request above is recorded (%[7]s), refusals included. As the auditor:
+  go run ./cmd/keyhole records list --server %[2]s
+  go run ./cmd/keyhole records show ID --server %[2]s        # ID: any X-Request-Id, or from the list
+  go run ./cmd/keyhole replay ID --server %[2]s              # send it again, see what changed
+  go run ./cmd/keyhole records export --har --server %[2]s -o demo.har
+  go run ./cmd/keyhole records verify --server %[2]s         # check the hash chain
+  go run ./cmd/keyhole records list --store %[7]s   # also after the demo stopped
+`, base, adminBase, reader, writer, approver, auditor, g.cfg.Recorder.Store)
 	return nil
 }
 

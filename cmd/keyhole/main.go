@@ -45,6 +45,10 @@ Usage:
   keyhole test     FILE...                          run policy test cases
   keyhole demo                                      dev issuer + sample API + gateway on loopback
   keyhole token    --sub S --groups g1,g2 [--scopes s] [--ttl 1h]   mint a token from the dev issuer
+  keyhole records  list|show ID|export --har|verify [--server URL | --store DSN]
+                                                    read the exchange records (token in KEYHOLE_TOKEN)
+  keyhole replay   ID --server URL [--target URL] [--allow-unsafe] [--dry-run]
+                                                    send a recorded request again and diff the answers
   keyhole version
 
 Run "keyhole COMMAND --help" for the flags of a command.
@@ -71,6 +75,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdDemo(ctx, rest, getenv, stdout, stderr)
 	case "token":
 		return cmdToken(ctx, rest, stdout, stderr)
+	case "records":
+		return cmdRecords(ctx, rest, getenv, stdout, stderr)
+	case "replay":
+		return cmdReplay(ctx, rest, getenv, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "keyhole", version())
 		return nil

@@ -269,7 +269,8 @@ func TestServeReloadsOnSIGHUP(t *testing.T) {
 func TestDemo(t *testing.T) {
 	data, adm := freeAddr(t), freeAddr(t)
 	var stdout testkit.Buffer
-	demo := runBackground(t, func(string) string { return "" }, &stdout, io.Discard, "demo", "--listen", data, "--admin", adm)
+	store := "sqlite://" + filepath.Join(t.TempDir(), "demo.db")
+	demo := runBackground(t, func(string) string { return "" }, &stdout, io.Discard, "demo", "--listen", data, "--admin", adm, "--store", store)
 	defer func() {
 		if err := demo.Stop(); err != nil {
 			t.Errorf("demo returned %v", err)
@@ -280,8 +281,8 @@ func TestDemo(t *testing.T) {
 	for _, m := range regexp.MustCompile(`export (\w+)=(\S+)`).FindAllStringSubmatch(stdout.String(), -1) {
 		tokens[m[1]] = m[2]
 	}
-	if len(tokens) != 3 {
-		t.Fatalf("demo printed %d tokens, want 3:\n%s", len(tokens), stdout.String())
+	if len(tokens) != 4 {
+		t.Fatalf("demo printed %d tokens, want 4:\n%s", len(tokens), stdout.String())
 	}
 	// Every curl line the demo prints must do what its comment says.
 	sc := bufio.NewScanner(strings.NewReader(stdout.String()))
@@ -332,7 +333,27 @@ func TestDemo(t *testing.T) {
 		t.Errorf("demo customer list does not hash emails: %s", b)
 	}
 
-	out, errOut, err := runCmd(t, nil, "token", "--issuer", "http://"+adm+"/dev", "--sub", "agent-x", "--client-id", "agent-x", "--scopes", "crm.read")
+	// The auditor's commands the demo prints work, against the gateway and the store file.
+	auditorEnv := func(k string) string { return map[string]string{"KEYHOLE_TOKEN": tokens["KEYHOLE_TOKEN"]}[k] }
+	out, errOut, err := runCmd(t, auditorEnv, "records", "list", "--server", "http://"+adm)
+	if err != nil || !strings.Contains(out, "crm-read-customer") || !strings.Contains(out, "forbidden") {
+		t.Errorf("records list --server = %v %s\n%s", err, errOut, out)
+	}
+	id := regexp.MustCompile(`(?m)^([0-9A-Z]{26})\s+\S+ \S+\s+GET\s+/crm/customers/1\s+200`).FindStringSubmatch(out)
+	if id == nil {
+		t.Fatalf("records list shows no allowed read of customer 1:\n%s", out)
+	}
+	if out, errOut, err = runCmd(t, auditorEnv, "replay", id[1], "--server", "http://"+adm); err != nil || !strings.Contains(out, `"same": true`) {
+		t.Errorf("replay %s = %v %s\n%s", id[1], err, errOut, out)
+	}
+	if out, errOut, err = runCmd(t, auditorEnv, "records", "verify", "--server", "http://"+adm); err != nil || !strings.HasPrefix(out, "ok: ") {
+		t.Errorf("records verify --server = %v %s %s", err, errOut, out)
+	}
+	if out, errOut, err = runCmd(t, func(string) string { return "" }, "records", "verify", "--store", store); err != nil || !strings.HasPrefix(out, "ok: ") {
+		t.Errorf("records verify --store = %v %s %s", err, errOut, out)
+	}
+
+	out, errOut, err = runCmd(t, nil, "token", "--issuer", "http://"+adm+"/dev", "--sub", "agent-x", "--client-id", "agent-x", "--scopes", "crm.read")
 	if err != nil {
 		t.Fatalf("token = %v %s", err, errOut)
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/keyholehq/keyhole/identity"
 	"github.com/keyholehq/keyhole/metrics"
 	"github.com/keyholehq/keyhole/proxy"
+	"github.com/keyholehq/keyhole/recorder"
 	"github.com/keyholehq/keyhole/rules"
 )
 
@@ -122,6 +123,9 @@ type gateway struct {
 	dataLn   net.Listener
 	adminLn  net.Listener
 	verifier atomic.Pointer[identity.Verifier]
+	store    recorder.Store
+	rec      *recorder.Recorder
+	table    atomic.Pointer[rules.Table] // the running route table, for admin roles
 
 	mu          sync.Mutex
 	cfg         *config.Config
@@ -153,10 +157,16 @@ func start(ctx context.Context, src source, log *slog.Logger, over listenOverrid
 	if err != nil {
 		return nil, err
 	}
-	g := &gateway{src: src, log: log, reg: reg, metrics: m, proxy: proxy.New(log, m), ctx: ctx,
-		cfg: cfg, issuerWait: 10 * time.Second}
+	st, err := openStore(ctx, cfg.Recorder.Store)
+	if err != nil {
+		return nil, err
+	}
+	rec := newRecorder(cfg, st, m, log)
+	g := &gateway{src: src, log: log, reg: reg, metrics: m, proxy: proxy.New(log, m, rec), ctx: ctx,
+		cfg: cfg, issuerWait: 10 * time.Second, store: st, rec: rec}
 	g.lastSum = g.fingerprint(data)
 	if g.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+		g.closeRecorder()
 		return nil, fmt.Errorf("admin.listen: %w", err)
 	}
 	if g.dataLn, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -175,6 +185,7 @@ func start(ctx context.Context, src source, log *slog.Logger, over listenOverrid
 		return nil, err
 	}
 	g.verifier.Store(v)
+	g.table.Store(table)
 	if g.state, err = g.proxy.NewState(cfg, table, v, nil); err != nil {
 		g.close()
 		v.Close()
@@ -189,6 +200,19 @@ func (g *gateway) close() {
 	g.adminLn.Close()
 	if g.dataLn != nil {
 		g.dataLn.Close()
+	}
+	g.closeRecorder()
+}
+
+// closeRecorder writes what the recorder still holds and closes the store.
+func (g *gateway) closeRecorder() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := g.rec.Close(ctx); err != nil {
+		g.log.Error("recorder: records still queued at shutdown were lost", "error", err.Error())
+	}
+	if err := g.store.Close(); err != nil {
+		g.log.Error("recorder: close store", "error", err.Error())
 	}
 }
 
@@ -222,6 +246,11 @@ func (g *gateway) ready() error {
 	if !g.verifier.Load().Ready() {
 		return errors.New("signing keys not yet fetched for every issuer")
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := g.store.Ping(ctx); err != nil {
+		return errors.New("record store unreachable")
+	}
 	return nil
 }
 
@@ -236,10 +265,18 @@ func (g *gateway) serve(ctx context.Context, watch time.Duration) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 	}
-	adminH := admin.New(admin.Options{Gatherer: g.reg, Ready: g.ready})
+	opts := admin.Options{Gatherer: g.reg, Ready: g.ready, API: &admin.API{
+		Verifier: func() admin.Verifier { return g.verifier.Load() },
+		Roles:    func() admin.Roles { return g.table.Load() },
+		Store:    g.store,
+		Replayer: g.proxy,
+		Version:  version(),
+		Log:      g.log,
+	}}
 	if g.dev != nil {
-		adminH = admin.New(admin.Options{Gatherer: g.reg, Ready: g.ready, DevIssuer: g.dev.Handler(), DevPath: "/dev"})
+		opts.DevIssuer, opts.DevPath = g.dev.Handler(), "/dev"
 	}
+	adminH := admin.New(opts)
 	adminSrv := &http.Server{
 		Handler:           adminH,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -290,6 +327,7 @@ loop:
 	defer cancel()
 	shutErr := errors.Join(dataSrv.Shutdown(sctx), adminSrv.Shutdown(sctx))
 	g.verifier.Load().Close()
+	g.closeRecorder()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -324,6 +362,13 @@ func (g *gateway) reload(force bool) {
 		return
 	}
 	old := g.cfg
+	if cfg.Recorder.Store != old.Recorder.Store {
+		g.reloadFailed(errors.New("recorder.store: the record store cannot change on reload; restart the gateway to use another store"))
+		return
+	}
+	if cfg.Recorder.Retention != old.Recorder.Retention {
+		g.log.Warn("config reload: recorder.retention takes effect only after a restart")
+	}
 	if cfg.Listen != old.Listen || cfg.Admin.Listen != old.Admin.Listen || !reflect.DeepEqual(cfg.TLS, old.TLS) ||
 		cfg.Identity.Dev != old.Identity.Dev {
 		g.log.Warn("config reload: listen, admin.listen, tls and identity.dev take effect only after a restart")
@@ -358,7 +403,11 @@ func (g *gateway) reload(force bool) {
 	if newVerifier {
 		g.verifier.Swap(v).Close()
 	}
+	// The new policy redacts the old credentials too: requests still in flight under the
+	// old configuration carry them, and a rotated key must not reach a record either way.
+	g.rec.SetPolicy(recorderPolicy(cfg, old))
 	g.proxy.Swap(state)
+	g.table.Store(table)
 	g.cfg, g.state = cfg, state
 	g.lastSum = g.fingerprint(data)
 	g.metrics.ConfigReloads.WithLabelValues("success").Inc()

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/keyholehq/keyhole/config"
+	"github.com/keyholehq/keyhole/metrics"
+	"github.com/keyholehq/keyhole/recorder"
+	"github.com/keyholehq/keyhole/store/sqlite"
+)
+
+// openStore opens the record store a DSN names.
+func openStore(ctx context.Context, dsn string) (recorder.Store, error) {
+	if !strings.HasPrefix(dsn, "sqlite://") {
+		return nil, fmt.Errorf("recorder.store: only sqlite:// stores are supported by this build")
+	}
+	s, err := sqlite.Open(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("recorder.store: %w", err)
+	}
+	return s, nil
+}
+
+// recorderPolicy returns what cfg says about recording: its mode and body limit, and a
+// redactor for the configured headers plus every upstream's credential header and value,
+// in cfg and in each of also (the configurations it replaces).
+func recorderPolicy(cfg *config.Config, also ...*config.Config) recorder.Policy {
+	rc := cfg.Recorder
+	headers := slices.Clone(rc.RedactHeaders)
+	var secrets []string
+	for _, c := range append([]*config.Config{cfg}, also...) {
+		for _, name := range slices.Sorted(maps.Keys(c.Upstreams)) {
+			if cr := c.Upstreams[name].Credential; cr != nil {
+				headers = append(headers, cr.Header)
+				secrets = append(secrets, cr.Value.Reveal())
+			}
+		}
+		if c.Masking != nil {
+			secrets = append(secrets, c.Masking.HashKey.Reveal())
+		}
+	}
+	return recorder.Policy{Mode: rc.Mode, BodyLimit: int64(rc.BodyLimit), Redactor: recorder.NewRedactor(headers, secrets)}
+}
+
+// newRecorder starts the recorder for cfg on store s.
+func newRecorder(cfg *config.Config, s recorder.Store, m *metrics.Metrics, log *slog.Logger) *recorder.Recorder {
+	return recorder.New(s, recorderPolicy(cfg), recorder.Options{
+		Retention: time.Duration(cfg.Recorder.Retention),
+		Metrics: recorder.Metrics{QueueDepth: m.RecorderQueueDepth, WriteSeconds: m.RecorderWriteSeconds,
+			Errors: m.RecorderErrors, Dropped: m.RecorderDropped},
+		Log: log,
+	})
+}

@@ -1,0 +1,431 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/keyholehq/keyhole/recorder"
+)
+
+// recordsSource is where `keyhole records` and `keyhole replay` read: a running gateway's
+// admin API (--server, token from KEYHOLE_TOKEN) or a store file (--store).
+type recordsSource struct {
+	server, store string
+	token         string
+	filters       map[string]*string
+}
+
+func (s *recordsSource) flags(fs *flag.FlagSet, getenv func(string) string) {
+	fs.StringVar(&s.server, "server", "", "admin URL of a running gateway, e.g. http://127.0.0.1:9090 (token from KEYHOLE_TOKEN)")
+	fs.StringVar(&s.store, "store", "", "read a record store directly, e.g. sqlite://data/keyhole.db")
+	s.token = getenv("KEYHOLE_TOKEN")
+	s.filters = map[string]*string{}
+	for _, f := range []struct{ name, help string }{
+		{"since", "received at or after: RFC 3339 time or a duration ago (24h, 7d)"},
+		{"until", "received before: RFC 3339 time or a duration ago"},
+		{"subject", "only this subject"}, {"route", "only this route"},
+		{"decision", "only this decision (allowed, forbidden, denied, no_route, unauthenticated, error, replay)"},
+		{"status", "only this response status"}, {"limit", "at most this many"},
+	} {
+		s.filters[f.name] = fs.String(f.name, "", f.help)
+	}
+}
+
+func (s *recordsSource) check(stderr io.Writer, name string) error {
+	if (s.server == "") == (s.store == "") {
+		fmt.Fprintf(stderr, "keyhole %s: give exactly one of --server URL or --store DSN\n", name)
+		return errUsage
+	}
+	return nil
+}
+
+// query returns the filters as an API query string.
+func (s *recordsSource) query() url.Values {
+	q := url.Values{}
+	for k, v := range s.filters {
+		if *v != "" {
+			q.Set(k, *v)
+		}
+	}
+	return q
+}
+
+// api calls the admin API and decodes its JSON answer into out. An API error is
+// returned with its message.
+func (s *recordsSource) api(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	resp, err := s.do(ctx, method, path, rd)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// do sends one admin API request and returns the response of a 2xx answer.
+func (s *recordsSource) do(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(s.server, "/")+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if s.token == "" {
+		return nil, errors.New("KEYHOLE_TOKEN is not set: put an auditor's bearer token in it")
+	}
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("admin API at %s: %w", s.server, err)
+	}
+	if resp.StatusCode/100 != 2 && !(resp.StatusCode == http.StatusConflict && strings.HasSuffix(path, "/audit/verify")) {
+		defer resp.Body.Close()
+		var e struct{ Error, Message string }
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+			return nil, fmt.Errorf("admin API: %s: %s", e.Error, e.Message)
+		}
+		return nil, fmt.Errorf("admin API answered %s", resp.Status)
+	}
+	return resp, nil
+}
+
+// openRecords opens the --store for reading.
+func (s *recordsSource) openRecords(ctx context.Context) (recorder.Store, error) {
+	return openStore(ctx, s.store)
+}
+
+// positional splits args into leading positional arguments and the flags after them, so
+// that `records show ID --server URL` parses as users write it.
+func positional(args []string, n int) (pos, rest []string) {
+	for len(args) > 0 && len(pos) < n && !strings.HasPrefix(args[0], "-") {
+		pos, args = append(pos, args[0]), args[1:]
+	}
+	return pos, args
+}
+
+func cmdRecords(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: keyhole records list|show ID|export --har|verify [--server URL | --store DSN]")
+		return errUsage
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlags("records "+sub, stderr)
+	var src recordsSource
+	src.flags(fs, getenv)
+	asJSON := fs.Bool("json", false, "list: print JSON instead of a table")
+	har := fs.Bool("har", false, "export: write HAR 1.2 (the only export format)")
+	out := fs.String("o", "", "export: write to this file instead of stdout")
+	want := 0
+	if sub == "show" {
+		want = 1
+	}
+	pos, rest := positional(args, want)
+	if err := parseFlags(fs, rest); err != nil {
+		return err
+	}
+	if len(pos) != want {
+		fmt.Fprintf(stderr, "keyhole records %s: want %d argument(s)\n", sub, want)
+		return errUsage
+	}
+	if err := src.check(stderr, "records "+sub); err != nil {
+		return err
+	}
+	switch sub {
+	case "list":
+		return recordsList(ctx, &src, *asJSON, stdout)
+	case "show":
+		return recordsShow(ctx, &src, pos[0], stdout)
+	case "export":
+		if !*har {
+			fmt.Fprintln(stderr, "keyhole records export: --har is required (HAR 1.2 is the export format)")
+			return errUsage
+		}
+		w := stdout
+		if *out != "" {
+			f, err := os.OpenFile(*out, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			w = f
+		}
+		return recordsExport(ctx, &src, w, stderr)
+	case "verify":
+		return recordsVerify(ctx, &src, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "keyhole records: unknown subcommand %q\n", sub)
+	return errUsage
+}
+
+// exchanges lists one page from the source.
+func (s *recordsSource) exchanges(ctx context.Context, cursor string, limit int) ([]recorder.Exchange, string, error) {
+	if s.server != "" {
+		q := s.query()
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		if limit > 0 {
+			q.Set("limit", fmt.Sprint(limit))
+		}
+		var page struct {
+			Exchanges  []recorder.Exchange `json:"exchanges"`
+			NextCursor string              `json:"next_cursor"`
+		}
+		err := s.api(ctx, http.MethodGet, "/api/v1/exchanges?"+q.Encode(), nil, &page)
+		return page.Exchanges, page.NextCursor, err
+	}
+	st, err := s.openRecords(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	defer st.Close()
+	f, err := storeFilter(s.query())
+	if err != nil {
+		return nil, "", err
+	}
+	f.Cursor = cursor
+	if limit > 0 {
+		f.Limit = limit
+	}
+	recs, next, err := st.List(ctx, f)
+	if err != nil {
+		return nil, "", err
+	}
+	xs := make([]recorder.Exchange, 0, len(recs))
+	for _, r := range recs {
+		x, err := recorder.Decode(r)
+		if err != nil {
+			return nil, "", err
+		}
+		xs = append(xs, x)
+	}
+	return xs, next, nil
+}
+
+// storeFilter turns API-style filters into a recorder.Filter.
+func storeFilter(q url.Values) (recorder.Filter, error) {
+	f := recorder.Filter{Subject: q.Get("subject"), Route: q.Get("route"), Decision: q.Get("decision")}
+	for _, t := range []struct {
+		key string
+		dst *time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		if v := q.Get(t.key); v != "" {
+			if tm, err := time.Parse(time.RFC3339Nano, v); err == nil {
+				*t.dst = tm
+			} else if d, err := parseAgo(v); err == nil {
+				*t.dst = time.Now().Add(-d)
+			} else {
+				return f, fmt.Errorf("--%s: want an RFC 3339 time or a duration such as 24h or 7d", t.key)
+			}
+		}
+	}
+	for _, n := range []struct {
+		key string
+		dst *int
+	}{{"status", &f.Status}, {"limit", &f.Limit}} {
+		if v := q.Get(n.key); v != "" {
+			if _, err := fmt.Sscan(v, n.dst); err != nil {
+				return f, fmt.Errorf("--%s: want a whole number", n.key)
+			}
+		}
+	}
+	return f, nil
+}
+
+// parseAgo reads "24h" or "7d".
+func parseAgo(v string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(v, "d"); ok {
+		var n int
+		if _, err := fmt.Sscan(days, &n); err != nil || n < 0 {
+			return 0, fmt.Errorf("bad duration %q", v)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(v)
+}
+
+func recordsList(ctx context.Context, src *recordsSource, asJSON bool, stdout io.Writer) error {
+	xs, next, err := src.exchanges(ctx, "", 0)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"exchanges": xs, "next_cursor": next})
+	}
+	fmt.Fprintf(stdout, "%-26s  %-20s  %-7s  %-32s  %-6s  %-15s  %-22s  %s\n", "ID", "RECEIVED", "METHOD", "PATH", "STATUS", "DECISION", "ROUTE", "SUBJECT")
+	for _, x := range xs {
+		status, subject := "-", "-"
+		if x.Response != nil {
+			status = fmt.Sprint(x.Response.Status)
+		}
+		if x.Identity != nil && x.Identity.Subject != "" {
+			subject = x.Identity.Subject
+		}
+		route := x.Route
+		if route == "" {
+			route = "-"
+		}
+		fmt.Fprintf(stdout, "%-26s  %-20s  %-7s  %-32s  %-6s  %-15s  %-22s  %s\n", x.ID, x.ReceivedAt.UTC().Format("2006-01-02 15:04:05Z"),
+			x.Request.Method, clip(x.Request.Path, 32), status, x.Decision, clip(route, 22), subject)
+	}
+	if next != "" {
+		fmt.Fprintf(stdout, "(more: newest %d shown; narrow with --since/--until or raise --limit)\n", len(xs))
+	}
+	return nil
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n-1] + "…"
+	}
+	return s
+}
+
+func recordsShow(ctx context.Context, src *recordsSource, id string, stdout io.Writer) error {
+	var x recorder.Exchange
+	if src.server != "" {
+		if err := src.api(ctx, http.MethodGet, "/api/v1/exchanges/"+url.PathEscape(id), nil, &x); err != nil {
+			return err
+		}
+	} else {
+		st, err := src.openRecords(ctx)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		rec, err := st.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		if x, err = recorder.Decode(rec); err != nil {
+			return err
+		}
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(x)
+}
+
+// recordsExport writes every matching exchange as one HAR file, showing progress on a terminal.
+func recordsExport(ctx context.Context, src *recordsSource, w, stderr io.Writer) error {
+	bar := newProgress(stderr, "export")
+	defer bar.done()
+	if src.server != "" {
+		resp, err := src.do(ctx, http.MethodGet, "/api/v1/exchanges.har?"+src.query().Encode(), nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, err = io.Copy(w, io.TeeReader(resp.Body, bar.bytesWriter()))
+		return err
+	}
+	hw := recorder.NewHARWriter(w, version())
+	limit := 0
+	if v := *src.filters["limit"]; v != "" {
+		fmt.Sscan(v, &limit)
+	}
+	n, cursor := 0, ""
+	for {
+		page := 1000
+		if limit > 0 {
+			page = min(page, limit-n)
+		}
+		xs, next, err := src.exchanges(ctx, cursor, page)
+		if err != nil {
+			return err
+		}
+		for _, x := range xs {
+			if err := hw.Add(x); err != nil {
+				return err
+			}
+			n++
+		}
+		bar.count(int64(n), 0)
+		if next == "" || limit > 0 && n >= limit {
+			break
+		}
+		cursor = next
+	}
+	return hw.Close()
+}
+
+// recordsVerify checks the hash chain and prints the report; a broken chain exits 1.
+func recordsVerify(ctx context.Context, src *recordsSource, stdout, stderr io.Writer) error {
+	var rep recorder.Report
+	if src.server != "" {
+		if err := src.api(ctx, http.MethodGet, "/api/v1/audit/verify", nil, &rep); err != nil {
+			return err
+		}
+	} else {
+		st, err := src.openRecords(ctx)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		bar := newProgress(stderr, "verify")
+		rep, err = recorder.Verify(ctx, st, bar.count)
+		bar.done()
+		if err != nil {
+			return err
+		}
+	}
+	if rep.OK {
+		fmt.Fprintf(stdout, "ok: %d entries verify (sequence %d to %d); head %s\n", rep.Entries, rep.First, rep.Last, rep.Head)
+		if rep.Pruned > 0 {
+			fmt.Fprintf(stdout, "%d older entries were deleted by retention; a checkpoint vouches for them\n", rep.Pruned)
+		}
+		return nil
+	}
+	fmt.Fprintf(stdout, "BROKEN at entry %d: %s\n", rep.Break.Seq, rep.Break.Reason)
+	return errReported
+}
+
+func cmdReplay(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlags("replay", stderr)
+	var src recordsSource
+	src.flags(fs, getenv)
+	target := fs.String("target", "", "send to this origin instead of the upstream (must be one of the upstream's replay_targets)")
+	unsafe := fs.Bool("allow-unsafe", false, "replay a method that may change data (POST, PUT, PATCH, DELETE)")
+	dry := fs.Bool("dry-run", false, "show the request that would be sent, send nothing")
+	pos, rest := positional(args, 1)
+	if err := parseFlags(fs, rest); err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(stderr, "usage: keyhole replay ID --server URL [--target URL] [--allow-unsafe] [--dry-run]")
+		return errUsage
+	}
+	if src.server == "" {
+		fmt.Fprintln(stderr, "keyhole replay: --server is required: only the running gateway holds the upstream credentials")
+		return errUsage
+	}
+	var answer json.RawMessage
+	err := src.api(ctx, http.MethodPost, "/api/v1/exchanges/"+url.PathEscape(pos[0])+"/replay",
+		map[string]any{"target": *target, "allow_unsafe": *unsafe, "dry_run": *dry}, &answer)
+	if err != nil {
+		return err
+	}
+	var pretty bytes.Buffer
+	_ = json.Indent(&pretty, answer, "", "  ")
+	pretty.WriteByte('\n')
+	_, err = pretty.WriteTo(stdout)
+	return err
+}

@@ -1,0 +1,180 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/keyholehq/keyhole/recorder"
+)
+
+// Recorder records exchanges. Begin must make the request part durable before it returns
+// nil when the recorder is in strict mode; End and Refused queue and return at once.
+type Recorder interface {
+	Begin(ctx context.Context, x *recorder.Exchange, extra ...string) error
+	End(x *recorder.Exchange, extra ...string)
+	Refused(x *recorder.Exchange, extra ...string)
+	// Redacted returns x as it would be recorded: redacted.
+	Redacted(x *recorder.Exchange, extra ...string) (*recorder.Exchange, error)
+	BodyLimit() int64
+}
+
+// recording is the per-request state of the record: what was captured so far.
+type recording struct {
+	x       *recorder.Exchange // set by the record stage once the request part is written
+	header  http.Header        // the client's request headers as received
+	token   string             // the client's bearer token, redacted from the record by value
+	reqBody []byte             // captured request body, at most the body limit
+	reqSize int64              // bytes of the request body known: its length, or the limit + 1
+	body    []byte             // buffered request body (body conditions), when there is one
+}
+
+// record writes the request part of the exchange before it is forwarded: in strict mode
+// it is durable first, and a request that cannot be recorded is refused with 503 and
+// never reaches the upstream.
+func (g *Gateway) record(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info := infoFrom(r.Context())
+		if g.rec == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if rf := info.rec.captureBody(r, g.rec.BodyLimit()); rf != nil {
+			g.refuse(w, info, rf)
+			return
+		}
+		x := g.exchange(r, info)
+		if err := g.rec.Begin(r.Context(), x, info.rec.token); err != nil {
+			g.log.Error("request not recorded; refused", "request_id", info.id, "error", err.Error())
+			g.refuse(w, info, &refusal{status: http.StatusServiceUnavailable, code: "recorder_unavailable",
+				msg: "the request could not be recorded, so it was not forwarded", decision: labelError, cause: err})
+			return
+		}
+		info.rec.x = x
+		next.ServeHTTP(w, r)
+	})
+}
+
+// captureBody keeps the first limit bytes of the request body for the record. A body the
+// gateway buffered to judge is reused; a streamed one is read up to the limit now (so the
+// record written before forwarding holds it) and the rest streams on, counted.
+func (rc *recording) captureBody(r *http.Request, limit int64) *refusal {
+	if rc.body != nil || r.Body == nil || r.Body == http.NoBody {
+		rc.reqBody, rc.reqSize = rc.body, int64(len(rc.body))
+		if int64(len(rc.reqBody)) > limit {
+			rc.reqBody = rc.reqBody[:limit]
+		}
+		return nil
+	}
+	// One byte more than the limit tells a body that fits from one that does not.
+	prefix, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		if rf := statusFor(err); rf.status == http.StatusRequestEntityTooLarge {
+			return rf
+		}
+		return badRequest("request body could not be read")
+	}
+	rc.reqBody, rc.reqSize = prefix, int64(len(prefix))
+	if rc.reqSize > limit {
+		rc.reqBody = prefix[:limit]
+	}
+	r.Body = &prefixedBody{Reader: io.MultiReader(bytes.NewReader(prefix), r.Body), c: r.Body}
+	return nil
+}
+
+// prefixedBody is a request body whose first bytes were read ahead for the record.
+type prefixedBody struct {
+	io.Reader
+	c io.Closer
+}
+
+func (b *prefixedBody) Close() error { return b.c.Close() }
+
+// exchange returns the request part of the record of r.
+func (g *Gateway) exchange(r *http.Request, info *reqInfo) *recorder.Exchange {
+	x := &recorder.Exchange{ID: info.id, ReceivedAt: info.start, Decision: info.decision, Reason: info.reason}
+	if p := info.principal; p != nil {
+		x.Identity = &recorder.Identity{Issuer: p.Issuer, Subject: p.Subject, ClientID: p.ClientID, Groups: p.Groups, Scopes: p.Scopes}
+	}
+	if info.route != nil {
+		x.Route = info.route.Name
+	}
+	if info.upstream != nil {
+		x.Upstream = info.upstream.name
+		x.Request.ForwardPath = info.forwardPath
+	}
+	x.Request.Method = r.Method
+	x.Request.Path = info.path
+	if x.Request.Path == "" {
+		// Refused before canonicalisation: keep what was asked for, bounded.
+		target, _, _ := strings.Cut(r.RequestURI, "?")
+		x.Request.Path = truncate(target, 2048)
+	}
+	x.Request.Query = recordedQuery(r.URL.RawQuery)
+	x.Request.Header = info.rec.header
+	if info.decision != labelUnauthenticated && info.rec.reqSize > 0 {
+		// For a body longer than the limit, Size is a lower bound: the rest was streamed.
+		x.Request.Body = recorder.NewBody(info.rec.reqBody, info.rec.reqSize)
+	}
+	return x
+}
+
+// recordedQuery returns the query for the record, bounded, with any access_token (which
+// the gateway refuses, but a client may still send) replaced.
+func recordedQuery(raw string) string {
+	raw = truncate(raw, 8192)
+	if !strings.Contains(strings.ToLower(raw), "access_token") {
+		return raw
+	}
+	parts := strings.Split(raw, "&")
+	for i, p := range parts {
+		k, _, _ := strings.Cut(p, "=")
+		if dk, err := url.QueryUnescape(k); err != nil || strings.EqualFold(dk, "access_token") {
+			parts[i] = k + "=" + recorder.Redacted
+		}
+	}
+	return strings.Join(parts, "&")
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// finishRecord writes the rest of the exchange once the client has its answer: the
+// response part after a recorded request, or the whole exchange of a refused one.
+func (g *Gateway) finishRecord(r *http.Request, sw *statusWriter, info *reqInfo, status int, elapsed time.Duration) {
+	x := info.rec.x
+	begun := x != nil
+	if !begun {
+		x = g.exchange(r, info)
+	}
+	now := time.Now()
+	x.RespondedAt = &now
+	x.Decision = info.decision
+	if info.reason != "" {
+		x.Reason = info.reason
+	}
+	if !info.forwarded.IsZero() {
+		fwd := info.forwarded
+		x.ForwardedAt = &fwd
+	}
+	if rf := info.refusal; rf != nil {
+		x.Error, x.Reason = rf.code, rf.msg
+	}
+	x.Response = &recorder.Response{Status: status, Header: info.respHeader.Clone(), Body: recorder.NewBody(sw.captured, sw.bytes)}
+	x.Durations = recorder.Durations{TotalMS: ms(elapsed), UpstreamMS: ms(info.upstreamDur)}
+	if begun {
+		g.rec.End(x, info.rec.token)
+	} else {
+		g.rec.Refused(x, info.rec.token)
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,0 +1,316 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyholehq/keyhole/identity"
+	"github.com/keyholehq/keyhole/recorder"
+	"github.com/keyholehq/keyhole/store/sqlite"
+)
+
+// recordingHarness is a harness whose gateway records into a real SQLite file.
+type recordingHarness struct {
+	*harness
+	dir   string
+	store *sqlite.Store
+	rec   *recorder.Recorder
+}
+
+func newRecordingHarness(t testing.TB, mode string) *recordingHarness {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := sqlite.Open(context.Background(), "sqlite://"+filepath.Join(dir, "keyhole.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	rec := recorder.New(st, recorder.Policy{Mode: mode, BodyLimit: 512,
+		Redactor: recorder.NewRedactor([]string{"X-Api-Key"}, []string{crmKey, "Bearer " + billingKey})}, recorder.Options{})
+	t.Cleanup(func() { rec.Close(context.Background()) })
+	return &recordingHarness{harness: newHarnessWith(t, rec), dir: dir, store: st, rec: rec}
+}
+
+// flush writes everything the recorder holds.
+func (h *recordingHarness) flush(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.rec.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (h *recordingHarness) exchange(t *testing.T, id string) recorder.Exchange {
+	t.Helper()
+	rec, err := h.store.Get(context.Background(), id)
+	if err != nil {
+		t.Fatalf("exchange %s: %v", id, err)
+	}
+	x, err := recorder.Decode(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// TestRecordEveryPath checks that every way through the gateway leaves exactly one
+// complete record with the right fields, and that no secret reaches the database file.
+func TestRecordEveryPath(t *testing.T) {
+	h := newRecordingHarness(t, recorder.Strict)
+	const cookie = "session=PLANTED-COOKIE-77c1"
+	h.crm.Respond = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Set-Cookie", "upstream=PLANTED-SET-COOKIE-19ab")
+		key := r.Header.Get("X-Api-Key")
+		// A careless backend echoes its key in every encoding.
+		fmt.Fprintf(w, `{"path":%q,"raw":%q,"b64":%q,"url":%q}`, r.URL.Path, key,
+			base64.StdEncoding.EncodeToString([]byte(key)), url.QueryEscape(key))
+	}
+	reader := h.token(t, map[string]any{"sub": "agent-reader", "groups": []string{"crm-readers"}, "scp": []string{"crm.read"}})
+	writer := h.token(t, map[string]any{"sub": "agent-writer", "scp": []string{"crm.write", "billing.read"}})
+	tests := []struct {
+		name, method, path, token, body string
+		wantStatus                      int
+		wantDecision, wantRoute         string
+		wantError                       string
+		wantUpstream                    bool
+	}{
+		{"allowed", "GET", "/crm/customers/42?expand=1", reader, "", 200, "allowed", "crm-read-customer", "", true},
+		{"allowed with body", "POST", "/crm/customers", writer, `{"name":"Ada"}`, 200, "allowed", "crm-create-customer", "", true},
+		{"forbidden", "DELETE", "/crm/customers/42", reader, "", 403, "forbidden", "crm-delete-customer", "forbidden", false},
+		{"denied by guard", "POST", "/crm/customers", writer, `{"q":"DROP TABLE customers"}`, 403, "denied", "no-sql-drop", "denied", false},
+		{"no route", "GET", "/nothing/here", reader, "", 404, "no_route", "", "no_route", false},
+		{"unauthenticated", "GET", "/crm/customers/42", "not-a-jwt-PLANTED-CLIENT-TOKEN", "", 401, "unauthenticated", "", "unauthenticated", false},
+		{"upstream down", "GET", "/down", reader, "", 502, "error", "down", "upstream_error", false},
+		{"upstream timeout", "GET", "/billing/slow", writer, "", 504, "error", "billing-slow", "upstream_timeout", false},
+		{"body too large", "POST", "/crm/customers", writer, strings.Repeat("x", 2048), 413, "error", "", "body_too_large", false},
+	}
+	ids := map[string]string{}
+	for _, tt := range tests {
+		h.crm.Reset()
+		resp, _ := h.do(t, tt.method, tt.path, tt.token, tt.body, http.Header{"Cookie": {cookie}})
+		if resp.StatusCode != tt.wantStatus {
+			t.Fatalf("%s: %s %s = %d, want %d", tt.name, tt.method, tt.path, resp.StatusCode, tt.wantStatus)
+		}
+		ids[tt.name] = resp.Header.Get("X-Request-Id")
+		if got := len(h.crm.Requests()) > 0; got != tt.wantUpstream {
+			t.Errorf("%s: upstream received a request = %v, want %v", tt.name, got, tt.wantUpstream)
+		}
+	}
+	h.flush(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			x := h.exchange(t, ids[tt.name])
+			if x.Decision != tt.wantDecision || x.Route != tt.wantRoute || x.Error != tt.wantError {
+				t.Errorf("record decision, route, error = %q, %q, %q; want %q, %q, %q", x.Decision, x.Route, x.Error, tt.wantDecision, tt.wantRoute, tt.wantError)
+			}
+			if x.Response == nil || x.Response.Status != tt.wantStatus {
+				t.Fatalf("record response = %+v, want status %d", x.Response, tt.wantStatus)
+			}
+			if x.Request.Method != tt.method || x.RespondedAt == nil || x.ReceivedAt.IsZero() {
+				t.Errorf("record request = %s at %v..%v", x.Request.Method, x.ReceivedAt, x.RespondedAt)
+			}
+			if tt.wantError != "" && !strings.Contains(x.Response.Body.Text, `"error":"`+tt.wantError+`"`) {
+				t.Errorf("recorded response body %q, want the error the client saw", x.Response.Body.Text)
+			}
+			if tt.name == "unauthenticated" && x.Request.Body.Size != 0 {
+				t.Errorf("401 recorded a request body")
+			}
+			if tt.token != "" && tt.wantStatus != 401 && tt.wantStatus != 413 && (x.Identity == nil || x.Identity.Subject == "") {
+				t.Errorf("record has no identity")
+			}
+		})
+	}
+	t.Run("allowed request in detail", func(t *testing.T) {
+		x := h.exchange(t, ids["allowed"])
+		if x.Identity.Subject != "agent-reader" || x.Upstream != "crm" || x.Request.Path != "/crm/customers/42" ||
+			x.Request.ForwardPath != "/customers/42" || x.Request.Query != "expand=1" || x.ForwardedAt == nil {
+			t.Errorf("record = %+v", x)
+		}
+		if got := x.Request.Header.Get("Cookie"); got != recorder.Redacted {
+			t.Errorf("recorded Cookie = %q, want %q", got, recorder.Redacted)
+		}
+		if got := x.Response.Header.Get("Set-Cookie"); got != recorder.Redacted {
+			t.Errorf("recorded Set-Cookie = %q, want %q", got, recorder.Redacted)
+		}
+		if strings.Count(x.Response.Body.Text, recorder.Redacted) != 3 {
+			t.Errorf("recorded body %s: want the key redacted in all three encodings", x.Response.Body.Text)
+		}
+	})
+	t.Run("request body recorded", func(t *testing.T) {
+		x := h.exchange(t, ids["allowed with body"])
+		if x.Request.Body.Text != `{"name":"Ada"}` || x.Request.Body.Truncated {
+			t.Errorf("recorded request body = %+v", x.Request.Body)
+		}
+	})
+	t.Run("exactly one record per request", func(t *testing.T) {
+		recs, _, err := h.store.List(context.Background(), recorder.Filter{Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) != len(tests) {
+			t.Errorf("store holds %d exchanges, want %d", len(recs), len(tests))
+		}
+		for _, r := range recs {
+			if r.Response == nil {
+				t.Errorf("exchange %s has no response entry", r.Request.ExchangeID)
+			}
+		}
+	})
+	t.Run("chain verifies", func(t *testing.T) {
+		rep, err := recorder.Verify(context.Background(), h.store, nil)
+		if err != nil || !rep.OK || rep.Entries != int64(2*len(tests)) {
+			t.Errorf("Verify = %+v, %v; want OK with %d entries", rep, err, 2*len(tests))
+		}
+	})
+	t.Run("no secret in the database files", func(t *testing.T) {
+		planted := []string{crmKey, base64.StdEncoding.EncodeToString([]byte(crmKey)), url.QueryEscape(crmKey), billingKey,
+			reader, writer, "PLANTED-CLIENT-TOKEN", "PLANTED-COOKIE", "PLANTED-SET-COOKIE"}
+		files, _ := filepath.Glob(filepath.Join(h.dir, "*"))
+		if len(files) == 0 {
+			t.Fatal("no database files")
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range planted {
+				if bytes.Contains(b, []byte(p)) {
+					t.Errorf("%s holds planted secret %.20q...", filepath.Base(f), p)
+				}
+			}
+		}
+	})
+}
+
+// TestRecordStrictStoreDown checks that in strict mode a request that cannot be recorded
+// is refused with 503 and never reaches the upstream, while best-effort mode forwards it.
+func TestRecordStrictStoreDown(t *testing.T) {
+	for _, tt := range []struct {
+		mode       string
+		wantStatus int
+		wantSent   bool
+	}{
+		{recorder.Strict, 503, false},
+		{recorder.BestEffort, 200, true},
+	} {
+		t.Run(tt.mode, func(t *testing.T) {
+			h := newRecordingHarness(t, tt.mode)
+			tok := h.token(t, map[string]any{"sub": "a", "groups": []string{"crm-readers"}, "scp": []string{"crm.read"}})
+			h.store.Close() // the store can no longer write
+			resp, body := h.do(t, "GET", "/crm/customers/1", tok, "", nil)
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("GET = %d %s, want %d", resp.StatusCode, body, tt.wantStatus)
+			}
+			if tt.wantStatus == 503 && !bytes.Contains(body, []byte(`"error":"recorder_unavailable"`)) {
+				t.Errorf("body %s, want recorder_unavailable", body)
+			}
+			if got := len(h.crm.Requests()) > 0; got != tt.wantSent {
+				t.Errorf("upstream received the request = %v, want %v", got, tt.wantSent)
+			}
+		})
+	}
+}
+
+// TestRecordMaskedBody checks that a masked route's record holds the masked body the
+// client saw, never the upstream's original.
+func TestRecordMaskedBody(t *testing.T) {
+	h := newRecordingHarness(t, recorder.Strict)
+	h.load(t, maskConfig)
+	h.crm.Respond = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, customerJSON)
+	}
+	tok := h.token(t, map[string]any{"sub": "agent", "scp": []string{"crm.read"}})
+	resp, _ := h.do(t, "GET", "/masked/json", tok, "", nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET = %d", resp.StatusCode)
+	}
+	h.flush(t)
+	x := h.exchange(t, resp.Header.Get("X-Request-Id"))
+	for _, p := range []string{plantedSSN, plantedCard, plantedEmail} {
+		if strings.Contains(x.Response.Body.Text, p) {
+			t.Errorf("record holds unmasked %q: %s", p, x.Response.Body.Text)
+		}
+	}
+	if !strings.Contains(x.Response.Body.Text, `"ssn":"[REDACTED]"`) {
+		t.Errorf("recorded body %s, want the masked body", x.Response.Body.Text)
+	}
+}
+
+// TestReplay checks that a replay reaches the upstream with a fresh credential and the
+// recorded request, that the diff shows what the upstream changed, that the replay is
+// recorded with the auditor's identity, and that targets and unmaskable answers are refused.
+func TestReplay(t *testing.T) {
+	h := newRecordingHarness(t, recorder.Strict)
+	version := "v1"
+	h.crm.Respond = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":42,"name":"Ada","plan":%q}`, version)
+	}
+	tok := h.token(t, map[string]any{"sub": "agent", "groups": []string{"crm-readers"}, "scp": []string{"crm.read"}})
+	resp, _ := h.do(t, "GET", "/crm/customers/42?expand=1", tok, "", http.Header{"X-Trace": {"t-1"}})
+	id := resp.Header.Get("X-Request-Id")
+	h.flush(t)
+	x := h.exchange(t, id)
+
+	// A new recorder on the same store, as after the first was closed by flush.
+	rec := recorder.New(h.store, recorder.Policy{Mode: recorder.Strict,
+		Redactor: recorder.NewRedactor([]string{"X-Api-Key"}, []string{crmKey})}, recorder.Options{})
+	defer rec.Close(context.Background())
+	h2 := newHarnessWith(t, rec)
+	h2.crm.Respond = h.crm.Respond
+	h2.cfgEnv["CRM_URL"] = h.crm.URL
+	h2.load(t, testConfig)
+
+	version = "v2"
+	h.crm.Reset()
+	auditor := &identity.Principal{Subject: "auditor@example.com", Groups: []string{"auditors"}}
+	nx, err := h2.gw.Replay(context.Background(), &x, "", auditor)
+	if err != nil {
+		t.Fatalf("Replay: %v", err)
+	}
+	got := h.crm.Requests()
+	if len(got) != 1 {
+		t.Fatalf("upstream received %d requests, want 1", len(got))
+	}
+	if r := got[0]; r.RequestURI != "/api/customers/42?expand=1" || r.Header.Get("X-Api-Key") != crmKey || r.Header.Get("X-Trace") != "t-1" || r.Header.Get("Authorization") != "" {
+		t.Errorf("upstream received %s with headers %v", r.RequestURI, r.Header)
+	}
+	d := recorder.Diff(x.Response, nx.Response)
+	if d.Same || len(d.Body) != 1 || d.Body[0].Path != "plan" {
+		t.Errorf("Diff = %+v, want one change at plan", d)
+	}
+	if nx.ReplayOf != id || nx.Decision != "replay" || nx.Identity == nil || nx.Identity.Subject != "auditor@example.com" {
+		t.Errorf("replay exchange = %+v", nx)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rec.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stored := h.exchange(t, nx.ID)
+	if stored.ReplayOf != id || stored.Response == nil || !strings.Contains(stored.Response.Body.Text, "v2") {
+		t.Errorf("stored replay = %+v", stored)
+	}
+	if strings.Contains(stored.Request.Header.Get("X-Api-Key"), crmKey) {
+		t.Errorf("stored replay holds the credential")
+	}
+
+	var re *recorder.ReplayError
+	if _, err := h2.gw.Replay(context.Background(), &x, "http://attacker.example:8080", auditor); !errors.As(err, &re) || re.Code != "bad_target" {
+		t.Errorf("Replay to an unlisted target = %v, want bad_target", err)
+	}
+}

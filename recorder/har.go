@@ -1,0 +1,399 @@
+package recorder
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// harOrigin is the scheme and host of every URL in an export. A record keeps the path the
+// gateway matched and the query, not the host the client addressed (Go takes Host out of
+// the request headers), so the export names the gateway itself: HAR viewers need an
+// absolute URL, and a fixed origin keeps exports reproducible.
+const harOrigin = "http://keyhole"
+
+// harTimeFormat is ISO 8601 with milliseconds, as HAR's startedDateTime asks.
+const harTimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// harEntryIndent indents entry objects to sit inside log.entries.
+const harEntryIndent = "      "
+
+// HARWriter writes exchanges as one HAR 1.2 document, one entry at a time, so an export
+// of any length needs memory for one entry only. The zero value is not usable; make one
+// with NewHARWriter. Nothing is written until the first Add or Close, and the document is
+// complete only after Close. A HARWriter is not safe for concurrent use.
+//
+// Each entry maps an Exchange as follows; fields HAR requires that the record does not
+// hold are written with HAR's "unknown" value:
+//   - request.url is "http://keyhole" followed by the recorded path and query, escaped
+//     where a URL needs it (a canonical path is stored decoded): the record
+//     does not keep the host the client addressed.
+//   - httpVersion is "" and headersSize -1: the record keeps neither the protocol version
+//     nor the raw header block.
+//   - cookies are always empty: Cookie and Set-Cookie are redacted whole before an
+//     exchange is recorded (AlwaysRedactedHeaders), so there is nothing to list; the
+//     redacted headers themselves are in headers.
+//   - headers are sorted by name, values in recorded order; queryString keeps the order
+//     of the query, with names and values unescaped.
+//   - request.postData is present when the request had a body. HAR's postData has no
+//     encoding field, so a binary body is written as its base64 text with the custom
+//     field "_encoding": "base64", mirroring response.content's "encoding".
+//   - bodySize and content.size are Body.Size: for a truncated request body that is a
+//     lower bound.
+//   - timings: blocked is the gateway's own time before forwarding (authentication,
+//     rules, an approval wait), or all of time for a request that was never forwarded;
+//     wait is Durations.UpstreamMS (forwarded until the upstream's response headers);
+//     receive is the rest of Durations.TotalMS (masking and sending the body); send is 0
+//     (the request body is sent within wait) and dns and connect are -1 (unknown).
+//     time is Durations.TotalMS.
+//   - an exchange whose response was not recorded (Response == nil) has status 0, an
+//     empty content and bodySize -1, as browsers export a request that got no answer.
+//   - "_keyhole" holds what HAR has no place for: id, route, decision, reason, identity,
+//     upstream, target, forward_path, approval_id, replay_of, error and whether either
+//     body was truncated at the recorder's body limit.
+type HARWriter struct {
+	w       io.Writer
+	version string
+	buf     bytes.Buffer
+	enc     *json.Encoder
+	entries int
+	started bool // the opening is written
+	closed  bool
+	err     error // the first write error: the document is broken from there on
+}
+
+// NewHARWriter returns a HARWriter that writes to w and names keyhole creatorVersion as
+// the document's creator. The HARWriter never closes w.
+func NewHARWriter(w io.Writer, creatorVersion string) *HARWriter {
+	h := &HARWriter{w: w, version: creatorVersion}
+	h.enc = json.NewEncoder(&h.buf)
+	h.enc.SetEscapeHTML(false)
+	h.enc.SetIndent(harEntryIndent, "  ")
+	return h
+}
+
+// Add writes x as the next entry. It returns an error if writing fails, after which the
+// document is incomplete and every later Add or Close returns the same error, or if the
+// HARWriter is closed.
+func (h *HARWriter) Add(x Exchange) error {
+	if h.closed {
+		return errors.New("har: add after close")
+	}
+	if h.err != nil {
+		return h.err
+	}
+	h.buf.Reset()
+	if err := h.head(); err != nil {
+		return err
+	}
+	if h.entries > 0 {
+		h.buf.WriteByte(',')
+	}
+	h.buf.WriteString("\n" + harEntryIndent)
+	if err := h.enc.Encode(harEntryOf(x)); err != nil {
+		return fmt.Errorf("har: encode exchange %s: %w", x.ID, err)
+	}
+	h.buf.Truncate(h.buf.Len() - 1) // the newline Encode appends
+	if err := h.flush(); err != nil {
+		return fmt.Errorf("har: write exchange %s: %w", x.ID, err)
+	}
+	h.started = true
+	h.entries++
+	return nil
+}
+
+// Close ends the document, writing a complete HAR with no entries if none were added.
+// It returns the error of a failed write, now or by an earlier Add. Closing a closed
+// HARWriter does nothing.
+func (h *HARWriter) Close() error {
+	if h.closed {
+		return nil
+	}
+	h.closed = true
+	if h.err != nil {
+		return h.err
+	}
+	h.buf.Reset()
+	if err := h.head(); err != nil {
+		return err
+	}
+	if h.entries > 0 {
+		h.buf.WriteString("\n    ")
+	}
+	h.buf.WriteString("]\n  }\n}\n")
+	if err := h.flush(); err != nil {
+		return fmt.Errorf("har: write end: %w", err)
+	}
+	return nil
+}
+
+// head puts the document's opening, up to the entries array, into the buffer until it
+// has been written.
+func (h *HARWriter) head() error {
+	if h.started {
+		return nil
+	}
+	creator, err := json.MarshalIndent(harCreator{Name: "keyhole", Version: h.version}, "    ", "  ")
+	if err != nil {
+		return fmt.Errorf("har: encode creator: %w", err)
+	}
+	h.buf.WriteString("{\n  \"log\": {\n    \"version\": \"1.2\",\n    \"creator\": ")
+	h.buf.Write(creator)
+	h.buf.WriteString(",\n    \"entries\": [")
+	return nil
+}
+
+// flush writes the buffer and keeps the first error.
+func (h *HARWriter) flush() error {
+	if _, err := h.w.Write(h.buf.Bytes()); err != nil {
+		h.err = fmt.Errorf("har: %w", err)
+		return err
+	}
+	return nil
+}
+
+// WriteHAR writes xs to w as one HAR 1.2 document whose creator is keyhole creatorVersion,
+// mapped as HARWriter describes. It returns the first write error; w then holds an
+// incomplete document.
+func WriteHAR(w io.Writer, xs []Exchange, creatorVersion string) error {
+	h := NewHARWriter(w, creatorVersion)
+	for _, x := range xs {
+		if err := h.Add(x); err != nil {
+			return err
+		}
+	}
+	return h.Close()
+}
+
+type harCreator struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+}
+
+type harEntry struct {
+	StartedDateTime string      `json:"startedDateTime"`
+	Time            float64     `json:"time"`
+	Request         harRequest  `json:"request"`
+	Response        harResponse `json:"response"`
+	Cache           struct{}    `json:"cache"`
+	Timings         harTimings  `json:"timings"`
+	Keyhole         harKeyhole  `json:"_keyhole"`
+}
+
+type harNameValue struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+type harRequest struct {
+	Method      string         `json:"method"`
+	URL         string         `json:"url"`
+	HTTPVersion string         `json:"httpVersion"`
+	Cookies     []harNameValue `json:"cookies"`
+	Headers     []harNameValue `json:"headers"`
+	QueryString []harNameValue `json:"queryString"`
+	PostData    *harPostData   `json:"postData,omitempty"`
+	HeadersSize int64          `json:"headersSize"`
+	BodySize    int64          `json:"bodySize"`
+}
+
+type harPostData struct {
+	MimeType string `json:"mimeType"`
+	Text     string `json:"text"`
+	Encoding string `json:"_encoding,omitempty"`
+}
+
+type harResponse struct {
+	Status      int            `json:"status"`
+	StatusText  string         `json:"statusText"`
+	HTTPVersion string         `json:"httpVersion"`
+	Cookies     []harNameValue `json:"cookies"`
+	Headers     []harNameValue `json:"headers"`
+	Content     harContent     `json:"content"`
+	RedirectURL string         `json:"redirectURL"`
+	HeadersSize int64          `json:"headersSize"`
+	BodySize    int64          `json:"bodySize"`
+}
+
+type harContent struct {
+	Size     int64  `json:"size"`
+	MimeType string `json:"mimeType"`
+	Text     string `json:"text,omitempty"`
+	Encoding string `json:"encoding,omitempty"`
+}
+
+type harTimings struct {
+	Blocked float64 `json:"blocked"`
+	DNS     float64 `json:"dns"`
+	Connect float64 `json:"connect"`
+	Send    float64 `json:"send"`
+	Wait    float64 `json:"wait"`
+	Receive float64 `json:"receive"`
+}
+
+type harKeyhole struct {
+	ID                    string    `json:"id"`
+	Route                 string    `json:"route,omitempty"`
+	Decision              string    `json:"decision"`
+	Reason                string    `json:"reason,omitempty"`
+	Identity              *Identity `json:"identity,omitempty"`
+	Upstream              string    `json:"upstream,omitempty"`
+	Target                string    `json:"target,omitempty"`
+	ForwardPath           string    `json:"forward_path,omitempty"`
+	ApprovalID            string    `json:"approval_id,omitempty"`
+	ReplayOf              string    `json:"replay_of,omitempty"`
+	Error                 string    `json:"error,omitempty"`
+	RequestBodyTruncated  bool      `json:"request_body_truncated,omitempty"`
+	ResponseBodyTruncated bool      `json:"response_body_truncated,omitempty"`
+}
+
+// harEntryOf maps x as HARWriter describes.
+func harEntryOf(x Exchange) harEntry {
+	e := harEntry{
+		StartedDateTime: x.ReceivedAt.UTC().Format(harTimeFormat),
+		Request: harRequest{
+			Method:      x.Request.Method,
+			URL:         harURL(x.Request),
+			Cookies:     []harNameValue{},
+			Headers:     harHeaders(x.Request.Header),
+			QueryString: harQuery(x.Request.Query),
+			HeadersSize: -1,
+		},
+		Response: harResponse{
+			Cookies:     []harNameValue{},
+			Headers:     []harNameValue{},
+			HeadersSize: -1,
+			BodySize:    -1,
+		},
+		Keyhole: harKeyhole{
+			ID: x.ID, Route: x.Route, Decision: x.Decision, Reason: x.Reason, Identity: x.Identity,
+			Upstream: x.Upstream, Target: x.Target, ForwardPath: x.Request.ForwardPath,
+			ApprovalID: x.ApprovalID, ReplayOf: x.ReplayOf, Error: x.Error,
+			RequestBodyTruncated: x.Request.Body.Truncated,
+		},
+	}
+	if b := x.Request.Body; b.Size > 0 || b.Text != "" {
+		e.Request.BodySize = b.Size
+		e.Request.PostData = &harPostData{MimeType: x.Request.Header.Get("Content-Type"), Text: b.Text, Encoding: b.Encoding}
+	}
+	if r := x.Response; r != nil {
+		e.Response.Status = r.Status
+		e.Response.StatusText = http.StatusText(r.Status)
+		e.Response.Headers = harHeaders(r.Header)
+		e.Response.Content = harContent{Size: r.Body.Size, MimeType: r.Header.Get("Content-Type"), Text: r.Body.Text, Encoding: r.Body.Encoding}
+		e.Response.RedirectURL = r.Header.Get("Location")
+		e.Response.BodySize = r.Body.Size
+		e.Keyhole.ResponseBodyTruncated = r.Body.Truncated
+	}
+	e.Time, e.Timings = harTimingsOf(x)
+	return e
+}
+
+// harTimingsOf returns the entry's time and timings. Each is rounded to the microsecond
+// and the timings add up to time unless the record's durations disagree.
+func harTimingsOf(x Exchange) (float64, harTimings) {
+	total := harMS(x.Durations.TotalMS)
+	t := harTimings{DNS: -1, Connect: -1, Blocked: total}
+	if x.ForwardedAt != nil {
+		t.Blocked = min(harMS(float64(x.ForwardedAt.Sub(x.ReceivedAt))/float64(time.Millisecond)), total)
+		t.Wait = harMS(x.Durations.UpstreamMS)
+		t.Receive = harMS(total - t.Blocked - t.Wait)
+	}
+	return total, t
+}
+
+// harMS returns ms rounded to the microsecond, or 0 for a negative or non-finite value,
+// which a well-formed record never holds and JSON cannot carry.
+func harMS(ms float64) float64 {
+	if !(ms > 0) || math.IsInf(ms, 1) {
+		return 0
+	}
+	return math.Round(ms*1000) / 1000
+}
+
+// harHeaders returns h as HAR name/value pairs, sorted by name.
+func harHeaders(h http.Header) []harNameValue {
+	names := make([]string, 0, len(h))
+	for k := range h {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	out := []harNameValue{}
+	for _, k := range names {
+		for _, v := range h[k] {
+			out = append(out, harNameValue{Name: k, Value: v})
+		}
+	}
+	return out
+}
+
+// harQuery returns the pairs of a raw query in order, unescaped; a part that does not
+// unescape is kept as it is.
+func harQuery(raw string) []harNameValue {
+	out := []harNameValue{}
+	for part := range strings.SplitSeq(raw, "&") {
+		if part == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(part, "=")
+		out = append(out, harNameValue{Name: harUnescape(k), Value: harUnescape(v)})
+	}
+	return out
+}
+
+func harUnescape(s string) string {
+	if u, err := url.QueryUnescape(s); err == nil {
+		return u
+	}
+	return s
+}
+
+// harURL returns the absolute URL of r: harOrigin, the path and the query.
+func harURL(r Request) string {
+	var b strings.Builder
+	b.WriteString(harOrigin)
+	if !strings.HasPrefix(r.Path, "/") {
+		// A request refused before its target was canonicalised keeps what the client
+		// sent, which need not start with '/'.
+		b.WriteByte('/')
+	}
+	harEscape(&b, r.Path)
+	if r.Query != "" {
+		b.WriteByte('?')
+		harEscape(&b, r.Query)
+	}
+	return b.String()
+}
+
+// harEscape writes s percent-encoding every byte that may not appear in a URL's path or
+// query (RFC 3986). A '%' that starts a valid escape is kept: a canonical path holds no
+// '%' (it is decoded), while a raw target or query is already escaped and must not be
+// escaped twice.
+func harEscape(b *strings.Builder, s string) {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			strings.IndexByte("-._~!$&'()*+,;=:@/?", c) >= 0,
+			c == '%' && i+2 < len(s) && harIsHex(s[i+1]) && harIsHex(s[i+2]):
+			b.WriteByte(c)
+		default:
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+		}
+	}
+}
+
+func harIsHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}

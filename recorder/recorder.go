@@ -1,0 +1,429 @@
+// Package recorder writes a durable, tamper-evident record of every exchange at the
+// gateway, and reads it back for auditors: list, HAR export, replay and chain verification.
+//
+// Each exchange is two entries of one hash chain: the request entry, written when the
+// gateway has decided (in strict mode, durably, before the request is forwarded), and
+// the response entry, written when the client has its answer. Entries are written by one
+// goroutine in batches, many per transaction (group commit), into a Store.
+package recorder
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Modes of recording.
+const (
+	// Strict records a request durably before it is forwarded and refuses it when the
+	// store cannot write.
+	Strict = "strict"
+	// BestEffort forwards whatever happens to the record; lost records are counted.
+	BestEffort = "best_effort"
+)
+
+// DefaultBodyLimit is the longest body a record holds when the configuration sets none.
+const DefaultBodyLimit = 1 << 20
+
+// ErrUnavailable is returned by Begin in strict mode when the request could not be
+// recorded durably: the store failed, the queue stayed full, or the recorder is closed.
+var ErrUnavailable = errors.New("recorder unavailable")
+
+// Policy is what the configuration says about recording. It may change on reload.
+type Policy struct {
+	Mode      string // Strict (the default for "") or BestEffort
+	BodyLimit int64  // bytes of each body kept; DefaultBodyLimit when 0
+	Redactor  *Redactor
+}
+
+// Metrics are the recorder's instruments. Nil fields are not updated.
+type Metrics struct {
+	QueueDepth   prometheus.Gauge
+	WriteSeconds prometheus.Observer
+	Errors       prometheus.Counter
+	Dropped      prometheus.Counter
+}
+
+// Options configure a Recorder. Zero values take the defaults.
+type Options struct {
+	QueueSize   int           // entries waiting to be written; default 4096
+	BatchSize   int           // entries per transaction at most; default 256
+	WaitTimeout time.Duration // strict mode: longest wait for a place in the queue; default 5s
+	Retention   time.Duration // delete entries older than this; 0 keeps everything
+	Metrics     Metrics
+	Log         *slog.Logger
+}
+
+// Recorder queues entries and writes them to its Store. It is safe for concurrent use.
+type Recorder struct {
+	store  Store
+	opts   Options
+	policy atomic.Pointer[Policy]
+	queue  chan item
+	mu     sync.RWMutex // held for reading while sending to queue; Close takes it to close queue
+	closed bool
+	done   chan struct{} // closed when the writer has drained the queue
+	stop   chan struct{} // closed by Close: stops retention
+}
+
+// item is one entry to write; done, when not nil, receives the outcome.
+type item struct {
+	e    *Entry
+	done chan error
+}
+
+// New returns a Recorder writing to s under policy p, and starts its writer (and, with
+// Options.Retention, its retention loop). Close stops them.
+func New(s Store, p Policy, o Options) *Recorder {
+	if o.QueueSize <= 0 {
+		o.QueueSize = 4096
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 256
+	}
+	if o.WaitTimeout <= 0 {
+		o.WaitTimeout = 5 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	r := &Recorder{store: s, opts: o, queue: make(chan item, o.QueueSize), done: make(chan struct{}), stop: make(chan struct{})}
+	r.SetPolicy(p)
+	go r.write()
+	if o.Retention > 0 {
+		go r.retain()
+	}
+	return r
+}
+
+// SetPolicy makes p the policy for every record started from now on.
+func (r *Recorder) SetPolicy(p Policy) {
+	if p.Mode == "" {
+		p.Mode = Strict
+	}
+	if p.BodyLimit <= 0 {
+		p.BodyLimit = DefaultBodyLimit
+	}
+	if p.Redactor == nil {
+		p.Redactor = NewRedactor(nil, nil)
+	}
+	r.policy.Store(&p)
+}
+
+// BodyLimit returns how many bytes of each body a record keeps.
+func (r *Recorder) BodyLimit() int64 { return r.policy.Load().BodyLimit }
+
+// Store returns the store the recorder writes to.
+func (r *Recorder) Store() Store { return r.store }
+
+// Begin records the request part of x: identity, route, decision and request. In strict
+// mode it returns only when the entry is durable, or ErrUnavailable (the caller must
+// then refuse the request); ctx bounds only the wait for a place in the queue. In
+// best-effort mode it queues the entry and returns nil.
+// extra are per-request secrets, such as the client's own token, to redact.
+func (r *Recorder) Begin(ctx context.Context, x *Exchange, extra ...string) error {
+	p := r.policy.Load()
+	e, err := requestEntry(x, p.Redactor, extra)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if p.Mode != Strict {
+		r.send(ctx, item{e: e}, false)
+		return nil
+	}
+	done := make(chan error, 1)
+	if !r.send(ctx, item{e: e, done: done}, true) {
+		return fmt.Errorf("%w: queue full", ErrUnavailable)
+	}
+	// Once queued, the entry is written or fails as part of its batch; waiting for that
+	// even if the client has gone keeps "refused, so recorded again as refused" from
+	// writing one request twice. The writer bounds each transaction, so this ends.
+	if err := <-done; err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// End records the response part of x, after Begin. It queues the entry and returns.
+func (r *Recorder) End(x *Exchange, extra ...string) {
+	p := r.policy.Load()
+	e, err := responseEntry(x, p.Redactor, extra)
+	if err != nil {
+		r.lose(1, err)
+		return
+	}
+	r.send(context.Background(), item{e: e}, p.Mode == Strict)
+}
+
+// Refused records an exchange that was answered without reaching an upstream (401,
+// 403, 404, 400 ...): both entries are queued and Refused returns.
+func (r *Recorder) Refused(x *Exchange, extra ...string) {
+	p := r.policy.Load()
+	req, err := requestEntry(x, p.Redactor, extra)
+	if err != nil {
+		r.lose(2, err)
+		return
+	}
+	resp, err := responseEntry(x, p.Redactor, extra)
+	if err != nil {
+		r.lose(1, err)
+		resp = nil
+	}
+	strict := p.Mode == Strict
+	if r.send(context.Background(), item{e: req}, strict) && resp != nil {
+		r.send(context.Background(), item{e: resp}, strict)
+	} else if resp != nil {
+		r.lose(1, errors.New("queue full"))
+	}
+}
+
+// send queues it. With wait it waits up to WaitTimeout (or ctx) for a place; without, a
+// full queue drops it. It reports whether it was queued; a dropped entry is counted.
+func (r *Recorder) send(ctx context.Context, it item, wait bool) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		r.lose(1, errors.New("recorder closed"))
+		return false
+	}
+	select {
+	case r.queue <- it:
+		r.depth()
+		return true
+	default:
+	}
+	if wait {
+		t := time.NewTimer(r.opts.WaitTimeout)
+		defer t.Stop()
+		select {
+		case r.queue <- it:
+			r.depth()
+			return true
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}
+	r.lose(1, errors.New("queue full"))
+	return false
+}
+
+func (r *Recorder) depth() {
+	if g := r.opts.Metrics.QueueDepth; g != nil {
+		g.Set(float64(len(r.queue)))
+	}
+}
+
+// lose counts and logs n entries that will never be written.
+func (r *Recorder) lose(n int, err error) {
+	if c := r.opts.Metrics.Dropped; c != nil {
+		c.Add(float64(n))
+	}
+	r.opts.Log.Warn("exchange record lost", "entries", n, "error", err.Error())
+}
+
+// write is the writer goroutine: it takes what is queued, up to BatchSize entries, and
+// appends them in one transaction, until the queue is closed and drained.
+func (r *Recorder) write() {
+	defer close(r.done)
+	batch := make([]item, 0, r.opts.BatchSize)
+	entries := make([]*Entry, 0, r.opts.BatchSize)
+	for first := range r.queue {
+		batch = append(batch[:0], first)
+	fill:
+		for len(batch) < r.opts.BatchSize {
+			select {
+			case it, ok := <-r.queue:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, it)
+			default:
+				break fill
+			}
+		}
+		r.depth()
+		entries = entries[:0]
+		for _, it := range batch {
+			entries = append(entries, it.e)
+		}
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := r.store.Append(ctx, entries)
+		cancel()
+		if o := r.opts.Metrics.WriteSeconds; o != nil {
+			o.Observe(time.Since(start).Seconds())
+		}
+		if err != nil {
+			if c := r.opts.Metrics.Errors; c != nil {
+				c.Inc()
+			}
+			waiting := 0
+			for _, it := range batch {
+				if it.done != nil {
+					waiting++
+				}
+			}
+			if n := len(batch) - waiting; n > 0 {
+				r.lose(n, err)
+			}
+			if waiting > 0 {
+				r.opts.Log.Error("exchange records not written; strict mode refuses their requests", "entries", waiting, "error", err.Error())
+			}
+		}
+		for _, it := range batch {
+			if it.done != nil {
+				it.done <- err
+			}
+		}
+	}
+}
+
+// retain deletes entries older than the retention period, at start and then hourly.
+func (r *Recorder) retain() {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		n, err := r.store.Prune(ctx, time.Now().Add(-r.opts.Retention))
+		cancel()
+		switch {
+		case err != nil:
+			r.opts.Log.Error("retention: prune exchange records", "error", err.Error())
+		case n > 0:
+			r.opts.Log.Info("retention: pruned exchange records", "entries", n)
+		}
+		select {
+		case <-t.C:
+		case <-r.stop:
+			return
+		}
+	}
+}
+
+// Close stops accepting records, writes everything queued, and stops retention. It does
+// not close the store. It returns ctx's error if the queue could not be drained in time.
+func (r *Recorder) Close(ctx context.Context) error {
+	r.mu.Lock()
+	if !r.closed {
+		r.closed = true
+		close(r.queue)
+		close(r.stop)
+	}
+	r.mu.Unlock()
+	select {
+	case <-r.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("recorder: drain queue: %w", ctx.Err())
+	}
+}
+
+// requestEntry encodes the request part of x, redacted.
+func requestEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
+	part := *x
+	part.ForwardedAt, part.RespondedAt, part.Response, part.Error, part.Durations = nil, nil, nil, "", Durations{}
+	part.Request.Header = red.Header(part.Request.Header)
+	part.Request.Body = redactBody(part.Request.Body, red, extra)
+	data, err := encode(&part, red, extra)
+	if err != nil {
+		return nil, err
+	}
+	e := &Entry{Kind: KindRequest, ExchangeID: x.ID, At: x.ReceivedAt, Data: data,
+		Route: x.Route, Decision: x.Decision, Method: x.Request.Method, Path: x.Request.Path}
+	if x.Identity != nil {
+		e.Subject = x.Identity.Subject
+	}
+	return e, nil
+}
+
+// responseEntry encodes the completion of x, redacted.
+func responseEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
+	c := completion{ForwardedAt: x.ForwardedAt, RespondedAt: x.RespondedAt, Decision: x.Decision, Reason: x.Reason,
+		Error: x.Error, Durations: x.Durations}
+	status := 0
+	if x.Response != nil {
+		resp := *x.Response
+		resp.Header = red.Header(resp.Header)
+		resp.Body = redactBody(resp.Body, red, extra)
+		c.Response = &resp
+		status = resp.Status
+	}
+	data, err := encode(&c, red, extra)
+	if err != nil {
+		return nil, err
+	}
+	at := time.Now()
+	if x.RespondedAt != nil {
+		at = *x.RespondedAt
+	}
+	return &Entry{Kind: KindResponse, ExchangeID: x.ID, At: at, Data: data, Route: x.Route, Decision: x.Decision, Status: status}, nil
+}
+
+// redactBody redacts a body in its raw bytes, before a binary body is base64-encoded
+// and a secret in it could no longer be found.
+func redactBody(b Body, red *Redactor, extra []string) Body {
+	if b.Encoding != "base64" {
+		return b
+	}
+	raw := b.Bytes()
+	clean := without(red.Bytes(raw), extra)
+	if bytes.Equal(raw, clean) {
+		return b
+	}
+	nb := NewBody(clean, b.Size)
+	nb.Truncated = b.Truncated
+	return nb
+}
+
+// encode returns v as JSON with every secret value redacted. HTML characters are not
+// escaped, so a secret holding < > & is found in its plain form.
+func encode(v any, red *Redactor, extra []string) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("encode record: %w", err)
+	}
+	out := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	return without(red.Bytes(out), extra), nil
+}
+
+// Redacted returns x as Begin and End would record it now: with the policy's redaction.
+func (r *Recorder) Redacted(x *Exchange, extra ...string) (*Exchange, error) {
+	p := r.policy.Load()
+	req, err := requestEntry(x, p.Redactor, extra)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := responseEntry(x, p.Redactor, extra)
+	if err != nil {
+		return nil, err
+	}
+	out, err := Decode(Record{Request: *req, Response: resp})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Decode returns the Exchange stored as rec.
+func Decode(rec Record) (Exchange, error) {
+	var x Exchange
+	if err := json.Unmarshal(rec.Request.Data, &x); err != nil {
+		return Exchange{}, fmt.Errorf("decode exchange %s: %w", rec.Request.ExchangeID, err)
+	}
+	if rec.Response != nil {
+		if err := json.Unmarshal(rec.Response.Data, &x); err != nil {
+			return Exchange{}, fmt.Errorf("decode exchange %s response: %w", rec.Request.ExchangeID, err)
+		}
+	}
+	return x, nil
+}

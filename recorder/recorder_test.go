@@ -1,0 +1,122 @@
+package recorder_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/keyholehq/keyhole/recorder"
+	"github.com/keyholehq/keyhole/store/sqlite"
+)
+
+func openStore(t *testing.T) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "r.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func exchange(i int) *recorder.Exchange {
+	now := time.Now()
+	return &recorder.Exchange{ID: fmt.Sprintf("01JD%022d", i), ReceivedAt: now, RespondedAt: &now, Decision: "allowed",
+		Request: recorder.Request{Method: "GET", Path: "/x"}, Response: &recorder.Response{Status: 200}}
+}
+
+// TestRecorderStrictConcurrent checks that concurrent strict Begins all become durable,
+// that they are written in shared transactions (group commit), and that Close writes
+// every queued End before it returns.
+func TestRecorderStrictConcurrent(t *testing.T) {
+	st := openStore(t)
+	writes := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "w"})
+	rec := recorder.New(st, recorder.Policy{}, recorder.Options{Metrics: recorder.Metrics{WriteSeconds: writes}})
+	const n = 400
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			x := exchange(i)
+			if err := rec.Begin(context.Background(), x); err != nil {
+				t.Errorf("Begin: %v", err)
+				return
+			}
+			if _, err := st.Get(context.Background(), x.ID); err != nil {
+				t.Errorf("after strict Begin the request is not in the store: %v", err)
+			}
+			rec.End(x)
+		}()
+	}
+	wg.Wait()
+	if err := rec.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := st.Count(context.Background()); c != 2*n {
+		t.Errorf("store holds %d entries, want %d", c, 2*n)
+	}
+	var m dto.Metric
+	if err := writes.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if txs := m.GetHistogram().GetSampleCount(); txs >= 2*n {
+		t.Errorf("%d transactions for %d entries: group commit is not working", txs, 2*n)
+	} else {
+		t.Logf("%d entries in %d transactions", 2*n, txs)
+	}
+	rep, err := recorder.Verify(context.Background(), st, nil)
+	if err != nil || !rep.OK {
+		t.Errorf("Verify = %+v, %v", rep, err)
+	}
+}
+
+// TestRecorderStoreFailure checks both modes when the store cannot write: strict refuses
+// with ErrUnavailable; best effort goes on and counts what it lost.
+func TestRecorderStoreFailure(t *testing.T) {
+	for _, mode := range []string{recorder.Strict, recorder.BestEffort} {
+		t.Run(mode, func(t *testing.T) {
+			st := openStore(t)
+			st.Close()
+			dropped := prometheus.NewCounter(prometheus.CounterOpts{Name: "d"})
+			errs := prometheus.NewCounter(prometheus.CounterOpts{Name: "e"})
+			rec := recorder.New(st, recorder.Policy{Mode: mode}, recorder.Options{Metrics: recorder.Metrics{Dropped: dropped, Errors: errs}})
+			err := rec.Begin(context.Background(), exchange(1))
+			rec.End(exchange(1))
+			rec.Close(context.Background())
+			if mode == recorder.Strict && !errors.Is(err, recorder.ErrUnavailable) {
+				t.Errorf("strict Begin = %v, want ErrUnavailable", err)
+			}
+			if mode == recorder.BestEffort && err != nil {
+				t.Errorf("best-effort Begin = %v, want nil", err)
+			}
+			if testutil.ToFloat64(errs) == 0 {
+				t.Error("keyhole_recorder_errors_total did not count the failed transaction")
+			}
+			want := 2.0 // the request and the response
+			if mode == recorder.Strict {
+				want = 1 // the refused request is its caller's to report
+			}
+			if got := testutil.ToFloat64(dropped); got != want {
+				t.Errorf("dropped = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestRecorderClosed checks that a closed recorder refuses strict records.
+func TestRecorderClosed(t *testing.T) {
+	rec := recorder.New(openStore(t), recorder.Policy{}, recorder.Options{})
+	rec.Close(context.Background())
+	if err := rec.Begin(context.Background(), exchange(1)); !errors.Is(err, recorder.ErrUnavailable) {
+		t.Errorf("Begin after Close = %v, want ErrUnavailable", err)
+	}
+}

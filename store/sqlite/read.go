@@ -1,0 +1,199 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/keyholehq/keyhole/recorder"
+)
+
+// List limits.
+const (
+	defaultListLimit = 100
+	maxListLimit     = 1000
+)
+
+const (
+	entryColumns = "seq, kind, exchange_id, at_ns, data, prev_hash, hash, subject, route, decision, method, path, status"
+	// recordQuery selects an exchange's request entry (q) and response entry (r, all
+	// NULL when there is none), scanned by scanRecord.
+	recordQuery = `SELECT
+		q.seq, q.kind, q.exchange_id, q.at_ns, q.data, q.prev_hash, q.hash,
+		q.subject, q.route, q.decision, q.method, q.path, q.status,
+		r.seq, r.kind, r.exchange_id, r.at_ns, r.data, r.prev_hash, r.hash,
+		r.subject, r.route, r.decision, r.method, r.path, r.status
+	FROM exchanges x
+	JOIN entries q ON q.seq = x.request_seq
+	LEFT JOIN entries r ON r.seq = x.response_seq`
+)
+
+// List returns the exchanges matching f, newest (greatest id) first, and the cursor
+// of the next page, "" when there is none. f.Limit defaults to 100 and is capped at
+// 1000. Since and Until bound the time the request was received.
+func (s *Store) List(ctx context.Context, f recorder.Filter) ([]recorder.Record, string, error) {
+	limit := f.Limit
+	switch {
+	case limit <= 0:
+		limit = defaultListLimit
+	case limit > maxListLimit:
+		limit = maxListLimit
+	}
+	var where []string
+	var args []any
+	cond := func(c string, v any) {
+		where = append(where, c)
+		args = append(args, v)
+	}
+	if !f.Since.IsZero() {
+		cond("x.received_ns >= ?", f.Since.UnixNano())
+	}
+	if !f.Until.IsZero() {
+		cond("x.received_ns < ?", f.Until.UnixNano())
+	}
+	if f.Subject != "" {
+		cond("x.subject = ?", f.Subject)
+	}
+	if f.Route != "" {
+		cond("x.route = ?", f.Route)
+	}
+	if f.Decision != "" {
+		cond("x.decision = ?", f.Decision)
+	}
+	if f.Status != 0 {
+		cond("x.status = ?", f.Status)
+	}
+	if f.Cursor != "" {
+		cond("x.id < ?", f.Cursor)
+	}
+	q := recordQuery
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	// One more than the page tells whether there is a next page.
+	q += " ORDER BY x.id DESC LIMIT ?"
+	args = append(args, limit+1)
+
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("sqlite: list: %w", err)
+	}
+	defer rows.Close()
+	recs := make([]recorder.Record, 0, min(limit+1, 64))
+	for rows.Next() {
+		rec, err := scanRecord(rows)
+		if err != nil {
+			return nil, "", fmt.Errorf("sqlite: list: %w", err)
+		}
+		recs = append(recs, rec)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("sqlite: list: %w", err)
+	}
+	next := ""
+	if len(recs) > limit {
+		recs = recs[:limit]
+		next = recs[limit-1].Request.ExchangeID
+	}
+	return recs, next, nil
+}
+
+// Get returns the exchange with this id, or an error wrapping recorder.ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (recorder.Record, error) {
+	rec, err := scanRecord(s.r.QueryRowContext(ctx, recordQuery+" WHERE x.id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return recorder.Record{}, fmt.Errorf("sqlite: get %q: %w", id, recorder.ErrNotFound)
+	}
+	if err != nil {
+		return recorder.Record{}, fmt.Errorf("sqlite: get %q: %w", id, err)
+	}
+	return rec, nil
+}
+
+// Entries returns up to limit entries with Seq greater than after, in sequence order;
+// none when limit is not positive.
+func (s *Store) Entries(ctx context.Context, after int64, limit int) ([]recorder.Entry, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := s.r.QueryContext(ctx, "SELECT "+entryColumns+" FROM entries WHERE seq > ? ORDER BY seq LIMIT ?", after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: entries: %w", err)
+	}
+	defer rows.Close()
+	es := make([]recorder.Entry, 0, min(limit, 1000))
+	for rows.Next() {
+		var e nullEntry
+		if err := rows.Scan(e.dest()...); err != nil {
+			return nil, fmt.Errorf("sqlite: entries: %w", err)
+		}
+		es = append(es, e.entry())
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: entries: %w", err)
+	}
+	return es, nil
+}
+
+// Count returns the number of entries in the chain.
+func (s *Store) Count(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.r.QueryRowContext(ctx, "SELECT COUNT(*) FROM entries").Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlite: count: %w", err)
+	}
+	return n, nil
+}
+
+// scanner is a *sql.Row or *sql.Rows.
+type scanner interface {
+	Scan(dest ...any) error
+}
+
+// scanRecord scans a row of recordQuery.
+func scanRecord(sc scanner) (recorder.Record, error) {
+	var q, r nullEntry
+	if err := sc.Scan(append(q.dest(), r.dest()...)...); err != nil {
+		return recorder.Record{}, err
+	}
+	rec := recorder.Record{Request: q.entry()}
+	if r.seq.Valid {
+		resp := r.entry()
+		rec.Response = &resp
+	}
+	return rec, nil
+}
+
+// nullEntry receives the entryColumns of a row that may be all NULL (an outer join).
+type nullEntry struct {
+	seq, at, status                                        sql.NullInt64
+	kind, id, prev, hash, subject, route, decision, method sql.NullString
+	path                                                   sql.NullString
+	data                                                   []byte
+}
+
+// dest returns the Scan destinations in entryColumns order.
+func (n *nullEntry) dest() []any {
+	return []any{&n.seq, &n.kind, &n.id, &n.at, &n.data, &n.prev, &n.hash,
+		&n.subject, &n.route, &n.decision, &n.method, &n.path, &n.status}
+}
+
+func (n *nullEntry) entry() recorder.Entry {
+	return recorder.Entry{
+		Seq:        n.seq.Int64,
+		Kind:       n.kind.String,
+		ExchangeID: n.id.String,
+		At:         time.Unix(0, n.at.Int64).UTC(),
+		Data:       n.data,
+		PrevHash:   n.prev.String,
+		Hash:       n.hash.String,
+		Subject:    n.subject.String,
+		Route:      n.route.String,
+		Decision:   n.decision.String,
+		Method:     n.method.String,
+		Path:       n.path.String,
+		Status:     int(n.status.Int64),
+	}
+}

@@ -1,0 +1,156 @@
+// Package sqlite stores exchange records in one SQLite file: a recorder.Store for a
+// single gateway, or for several gateway processes on one host sharing the file.
+//
+// The file is in WAL mode with synchronous=FULL, so an entry is on disk once Append
+// returns and survives a killed process or a lost machine. Writes take SQLite's write
+// lock when their transaction begins (BEGIN IMMEDIATE), which serialises every process
+// appending to the file and keeps the hash chain one line. Reads use their own pool of
+// connections and do not wait for writes.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/keyholehq/keyhole/recorder"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// Parameters of the driver (modernc.org/sqlite) for each pool. The writer begins
+// every transaction with BEGIN IMMEDIATE: a deferred transaction that reads the chain
+// head and then writes could find, in WAL mode, that another process wrote in
+// between, and fail with SQLITE_BUSY_SNAPSHOT instead of waiting. journal_mode is
+// a property of the file; synchronous=FULL makes each commit fsync the WAL.
+// busy_timeout is how long, in milliseconds, a connection waits for another one's lock
+// before SQLite gives up with SQLITE_BUSY: a batch of 256 entries commits in
+// milliseconds, and a Prune transaction is bounded (pruneChunk) to stay well below it.
+// The readers are query_only, so no read path can write by mistake.
+const (
+	writeParams = "_txlock=immediate&_busy_timeout=5000&_foreign_keys=1&_journal_mode=WAL&_synchronous=FULL"
+	readParams  = "_busy_timeout=5000&_foreign_keys=1&_query_only=1"
+)
+
+// Store is a recorder.Store in an SQLite file. It is safe for concurrent use, and
+// several Stores, in one process or in several, may append to one file. The zero
+// value is not usable: make one with Open or OpenPath.
+type Store struct {
+	w *sql.DB // one connection: SQLite has one writer per file
+	r *sql.DB // readers, concurrent with the writer in WAL mode
+
+	// pruneChunk is the most entries one Prune transaction deletes; see Prune.
+	pruneChunk int
+}
+
+var _ recorder.Store = (*Store)(nil)
+
+// Open opens the store dsn names. dsn is "sqlite://PATH", PATH relative to the
+// working directory (sqlite://data/keyhole.db) or absolute (sqlite:///var/lib/keyhole.db).
+// See OpenPath.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	path, ok := strings.CutPrefix(dsn, "sqlite://")
+	if !ok || path == "" {
+		return nil, errors.New("sqlite: open: dsn must be sqlite://PATH")
+	}
+	return OpenPath(ctx, path)
+}
+
+// OpenPath opens the store in the file at path. It creates the file (mode 0600) and
+// its missing parent directories (0700), and brings the schema up to date. It refuses
+// a file whose schema is newer than this build knows, and a file that cannot be put
+// in WAL mode. The caller must Close the store.
+func OpenPath(ctx context.Context, path string) (*Store, error) {
+	s, err := openPath(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func openPath(ctx context.Context, path string) (*Store, error) {
+	if strings.ContainsRune(path, '?') {
+		// The driver reads everything after '?' as its own parameters.
+		return nil, errors.New("path must not contain '?'")
+	}
+	// An absolute path also keeps the driver from reading a name that begins with
+	// "file:" as a URI, or ":memory:" as a database in memory.
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
+		return nil, err
+	}
+	// SQLite would create the file with mode 0644; records hold personal data. The WAL
+	// and shared-memory files SQLite makes beside it take the file's mode.
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+
+	w, err := sql.Open("sqlite", abs+"?"+writeParams)
+	if err != nil {
+		return nil, err
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	if err := checkWAL(ctx, w); err != nil {
+		w.Close()
+		return nil, err
+	}
+	if err := migrate(ctx, w); err != nil {
+		w.Close()
+		return nil, err
+	}
+
+	r, err := sql.Open("sqlite", abs+"?"+readParams)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	n := max(4, runtime.GOMAXPROCS(0))
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	return &Store{w: w, r: r, pruneChunk: defaultPruneChunk}, nil
+}
+
+// checkWAL makes sure the file is in WAL mode: SQLite silently keeps the old journal
+// mode where WAL cannot work (some network filesystems), and there concurrent
+// readers and the locking between processes are not what this package relies on.
+func checkWAL(ctx context.Context, w *sql.DB) error {
+	var mode string
+	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return err
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("journal mode is %s, want wal", mode)
+	}
+	return nil
+}
+
+// Ping reports whether the file can be read.
+func (s *Store) Ping(ctx context.Context) error {
+	var v sql.NullInt64
+	if err := s.r.QueryRowContext(ctx, "SELECT MAX(version) FROM schema_migrations").Scan(&v); err != nil {
+		return fmt.Errorf("sqlite: ping: %w", err)
+	}
+	return nil
+}
+
+// Close closes the store's connections. Calls made after Close fail.
+func (s *Store) Close() error {
+	// Readers first: the last connection to close checkpoints the WAL into the file.
+	if err := errors.Join(s.r.Close(), s.w.Close()); err != nil {
+		return fmt.Errorf("sqlite: close: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,295 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/keyholehq/keyhole/recorder"
+)
+
+const (
+	insertEntry = `INSERT INTO entries (seq, kind, exchange_id, at_ns, data, prev_hash, hash,
+		subject, route, decision, method, path, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	// A second request entry with an id already indexed is kept in the chain but not
+	// indexed: see Append.
+	insertExchange = `INSERT INTO exchanges (id, received_ns, subject, route, decision, request_seq)
+		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`
+	completeExchange = `UPDATE exchanges SET decision = ?, status = ?, response_seq = ?
+		WHERE id = ? AND response_seq IS NULL`
+)
+
+// Append assigns each entry the next sequence number, seals it onto the chain and
+// commits all of them in one transaction, synced to disk before Append returns. On a
+// nil return each entry's Seq, PrevHash and Hash are set; on an error nothing is
+// written and entries are unchanged.
+//
+// A request entry makes its exchange's index row and a response entry completes it
+// (a response whose request is not indexed only joins the chain). Exchange ids are
+// meant to be unique; a second request entry with an id already indexed, or a second
+// response, is written to the chain, which stays complete and verifiable, but the
+// index keeps the first. Failing the batch instead would lose every other record in
+// it for one duplicate.
+//
+// Append waits as long as ctx allows for this Store's other writes, and up to five
+// seconds for the write lock another Store or process holds on the file.
+func (s *Store) Append(ctx context.Context, entries []*recorder.Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	for i, e := range entries {
+		if e == nil {
+			return fmt.Errorf("sqlite: append: entry %d is nil", i)
+		}
+		switch e.Kind {
+		case recorder.KindRequest, recorder.KindResponse, recorder.KindCheckpoint:
+		default:
+			return fmt.Errorf("sqlite: append: entry %d: unknown kind %q", i, e.Kind)
+		}
+	}
+	sealed, err := s.append(ctx, entries)
+	if err != nil {
+		return fmt.Errorf("sqlite: append: %w", err)
+	}
+	for i, e := range entries {
+		e.Seq, e.PrevHash, e.Hash = sealed[i].Seq, sealed[i].PrevHash, sealed[i].Hash
+	}
+	return nil
+}
+
+// append writes sealed copies of entries and returns them once committed.
+func (s *Store) append(ctx context.Context, entries []*recorder.Entry) ([]recorder.Entry, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	w, err := prepareWriter(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	defer w.close()
+	seq, hash, err := head(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	sealed := make([]recorder.Entry, len(entries))
+	for i, e := range entries {
+		c := &sealed[i]
+		*c = *e
+		c.Seq = seq + 1
+		recorder.Seal(c, hash)
+		if err := w.write(ctx, c); err != nil {
+			return nil, fmt.Errorf("entry %d: %w", c.Seq, err)
+		}
+		seq, hash = c.Seq, c.Hash
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, err
+	}
+	return sealed, nil
+}
+
+// head returns the sequence number and hash of the last entry, or 0 and GenesisHash
+// for an empty chain. Retention always leaves its checkpoint as the last entry, so a
+// chain is empty only before its first entry.
+func head(ctx context.Context, tx *sql.Tx) (int64, string, error) {
+	var seq int64
+	var hash string
+	err := tx.QueryRowContext(ctx, "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").Scan(&seq, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, recorder.GenesisHash, nil
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("chain head: %w", err)
+	}
+	return seq, hash, nil
+}
+
+// writer holds the statements that write sealed entries within one transaction.
+type writer struct {
+	entry, exchange, complete *sql.Stmt
+}
+
+func prepareWriter(ctx context.Context, tx *sql.Tx) (*writer, error) {
+	var w writer
+	var err error
+	if w.entry, err = tx.PrepareContext(ctx, insertEntry); err != nil {
+		return nil, err
+	}
+	if w.exchange, err = tx.PrepareContext(ctx, insertExchange); err != nil {
+		w.close()
+		return nil, err
+	}
+	if w.complete, err = tx.PrepareContext(ctx, completeExchange); err != nil {
+		w.close()
+		return nil, err
+	}
+	return &w, nil
+}
+
+func (w *writer) close() {
+	for _, st := range []*sql.Stmt{w.entry, w.exchange, w.complete} {
+		if st != nil {
+			st.Close()
+		}
+	}
+}
+
+// write inserts the sealed entry e and updates the exchange index.
+func (w *writer) write(ctx context.Context, e *recorder.Entry) error {
+	data := e.Data
+	if data == nil {
+		data = []byte{} // the column is NOT NULL; the hash does not tell nil from empty
+	}
+	at := e.At.UnixNano()
+	if _, err := w.entry.ExecContext(ctx, e.Seq, e.Kind, e.ExchangeID, at, data, e.PrevHash, e.Hash,
+		e.Subject, e.Route, e.Decision, e.Method, e.Path, e.Status); err != nil {
+		return err
+	}
+	switch e.Kind {
+	case recorder.KindRequest:
+		if _, err := w.exchange.ExecContext(ctx, e.ExchangeID, at, e.Subject, e.Route, e.Decision, e.Seq); err != nil {
+			return fmt.Errorf("index exchange: %w", err)
+		}
+	case recorder.KindResponse:
+		// No row updated is fine: the request entry may have been lost (best-effort
+		// mode) or pruned.
+		status := sql.NullInt64{Int64: int64(e.Status), Valid: e.Status != 0}
+		if _, err := w.complete.ExecContext(ctx, e.Decision, status, e.Seq, e.ExchangeID); err != nil {
+			return fmt.Errorf("complete exchange: %w", err)
+		}
+	}
+	return nil
+}
+
+// defaultPruneChunk bounds the entries one Prune transaction deletes. Appends from
+// every process wait while it runs, so a first prune of a large backlog goes in
+// steps of bounded length rather than one transaction that could outlast the
+// writers' busy timeout.
+const defaultPruneChunk = 10_000
+
+// Prune deletes entries made before cutoff and returns how many it deleted. Only a
+// prefix of the chain can go without breaking it, so Prune deletes from the first
+// entry up to, not including, the first entry made at or after cutoff: an old entry
+// behind a newer one (a long request's response) waits for a later Prune.
+//
+// Each transaction deletes at most 10,000 entries together with the index rows of
+// their exchanges, then appends a checkpoint entry (recorder.Checkpoint) vouching for
+// the last deleted one, so recorder.Verify still accepts the chain; a large backlog
+// takes several transactions and leaves several checkpoints. Entries appended after
+// Prune began, its own checkpoints among them, are left for the next call. Prune
+// deletes nothing, and appends nothing, when no entry is older than cutoff. On an
+// error it returns how many entries the transactions already committed deleted.
+func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
+	var limit int64 = -1 // the chain head when Prune began
+	var total int64
+	for {
+		n, headSeq, err := s.pruneChunkOf(ctx, cutoff, limit)
+		if err != nil {
+			return total, fmt.Errorf("sqlite: prune: %w", err)
+		}
+		total += n
+		if n == 0 {
+			return total, nil
+		}
+		if limit < 0 {
+			limit = headSeq
+		}
+	}
+}
+
+// pruneChunkOf deletes, in one transaction, up to pruneChunk entries older than
+// cutoff from the start of the chain, none after seq limit (none when limit is
+// negative), and appends the checkpoint. It returns how many it deleted and the
+// chain head before the checkpoint.
+func (s *Store) pruneChunkOf(ctx context.Context, cutoff time.Time, limit int64) (int64, int64, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer tx.Rollback()
+	headSeq, headHash, err := head(ctx, tx)
+	if err != nil {
+		return 0, 0, err
+	}
+	if limit < 0 {
+		limit = headSeq
+	}
+	last, exchanges, err := prunable(ctx, tx, cutoff.UnixNano(), limit, s.pruneChunk)
+	if err != nil {
+		return 0, 0, err
+	}
+	if last.Seq == 0 {
+		return 0, headSeq, nil
+	}
+	for _, x := range exchanges {
+		// The seq check keeps the index row of a duplicate id's first request, when
+		// only a later one is being deleted.
+		if _, err := tx.ExecContext(ctx, "DELETE FROM exchanges WHERE id = ? AND request_seq = ?", x.id, x.seq); err != nil {
+			return 0, 0, fmt.Errorf("delete exchange: %w", err)
+		}
+	}
+	res, err := tx.ExecContext(ctx, "DELETE FROM entries WHERE seq <= ?", last.Seq)
+	if err != nil {
+		return 0, 0, fmt.Errorf("delete entries: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, 0, fmt.Errorf("delete entries: %w", err)
+	}
+	c := recorder.Checkpoint(last, n, cutoff, time.Now())
+	c.Seq = headSeq + 1
+	recorder.Seal(c, headHash)
+	w, err := prepareWriter(ctx, tx)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer w.close()
+	if err := w.write(ctx, c); err != nil {
+		return 0, 0, fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, 0, err
+	}
+	return n, headSeq, nil
+}
+
+// indexed names an exchange index row by its id and request entry.
+type indexed struct {
+	id  string
+	seq int64
+}
+
+// prunable reads the chain from its start and returns the last of the entries that
+// may go (Seq 0 when none may): at most chunk, none after seq limit, and none from the
+// first entry made at or after cutoff on. It also returns the request entries among them.
+func prunable(ctx context.Context, tx *sql.Tx, cutoff, limit int64, chunk int) (recorder.Entry, []indexed, error) {
+	rows, err := tx.QueryContext(ctx, "SELECT seq, kind, exchange_id, at_ns, hash FROM entries WHERE seq <= ? ORDER BY seq LIMIT ?", limit, chunk)
+	if err != nil {
+		return recorder.Entry{}, nil, fmt.Errorf("read chain start: %w", err)
+	}
+	defer rows.Close()
+	var last recorder.Entry
+	var xs []indexed
+	for rows.Next() {
+		var e recorder.Entry
+		var at int64
+		if err := rows.Scan(&e.Seq, &e.Kind, &e.ExchangeID, &at, &e.Hash); err != nil {
+			return recorder.Entry{}, nil, fmt.Errorf("read chain start: %w", err)
+		}
+		if at >= cutoff {
+			break
+		}
+		last = e
+		if e.Kind == recorder.KindRequest {
+			xs = append(xs, indexed{id: e.ExchangeID, seq: e.Seq})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return recorder.Entry{}, nil, fmt.Errorf("read chain start: %w", err)
+	}
+	return last, xs, nil
+}
