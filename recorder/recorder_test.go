@@ -120,3 +120,38 @@ func TestRecorderClosed(t *testing.T) {
 		t.Errorf("Begin after Close = %v, want ErrUnavailable", err)
 	}
 }
+
+// TestRecorderRetention checks that a recorder with a retention period deletes older
+// records in the background and that what remains still verifies.
+func TestRecorderRetention(t *testing.T) {
+	st := openStore(t)
+	rec := recorder.New(st, recorder.Policy{}, recorder.Options{})
+	old := time.Now().Add(-48 * time.Hour)
+	for i := range 5 {
+		x := exchange(i)
+		x.ReceivedAt, x.RespondedAt = old, &old
+		rec.Refused(x)
+	}
+	rec.Refused(exchange(99))
+	rec.Close(context.Background())
+
+	rec = recorder.New(st, recorder.Policy{}, recorder.Options{Retention: 24 * time.Hour})
+	defer rec.Close(context.Background())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := st.Get(context.Background(), exchange(0).ID); errors.Is(err, recorder.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("old exchanges were not pruned")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := st.Get(context.Background(), exchange(99).ID); err != nil {
+		t.Errorf("the recent exchange was pruned too: %v", err)
+	}
+	rep, err := recorder.Verify(context.Background(), st, nil)
+	if err != nil || !rep.OK || rep.Pruned != 10 {
+		t.Errorf("Verify after retention = %+v, %v; want OK with 10 entries pruned", rep, err)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -349,8 +350,25 @@ func TestDemo(t *testing.T) {
 	if out, errOut, err = runCmd(t, auditorEnv, "records", "verify", "--server", "http://"+adm); err != nil || !strings.HasPrefix(out, "ok: ") {
 		t.Errorf("records verify --server = %v %s %s", err, errOut, out)
 	}
-	if out, errOut, err = runCmd(t, func(string) string { return "" }, "records", "verify", "--store", store); err != nil || !strings.HasPrefix(out, "ok: ") {
+	noEnv := func(string) string { return "" }
+	if out, errOut, err = runCmd(t, noEnv, "records", "verify", "--store", store); err != nil || !strings.HasPrefix(out, "ok: ") {
 		t.Errorf("records verify --store = %v %s %s", err, errOut, out)
+	}
+	harFile := filepath.Join(t.TempDir(), "demo.har")
+	if _, errOut, err = runCmd(t, noEnv, "records", "export", "--har", "--store", store, "--decision", "forbidden", "-o", harFile); err != nil {
+		t.Errorf("records export --har --store = %v %s", err, errOut)
+	}
+	var har struct {
+		Log struct{ Entries []json.RawMessage }
+	}
+	if b, _ := os.ReadFile(harFile); json.Unmarshal(b, &har) != nil || len(har.Log.Entries) != 1 {
+		t.Errorf("exported HAR of forbidden exchanges has %d entries, want 1", len(har.Log.Entries))
+	}
+	if out, errOut, err = runCmd(t, noEnv, "records", "show", id[1], "--store", store); err != nil || !strings.Contains(out, `"route": "crm-read-customer"`) {
+		t.Errorf("records show --store = %v %s %s", err, errOut, out)
+	}
+	if _, m := get("http://"+adm+"/metrics", ""); !strings.Contains(m, "keyhole_recorder_write_seconds_count") || !strings.Contains(m, "keyhole_recorder_dropped_total 0") {
+		t.Errorf("metrics lack the recorder's:\n%s", grepLines(m, "keyhole_recorder"))
 	}
 
 	out, errOut, err = runCmd(t, nil, "token", "--issuer", "http://"+adm+"/dev", "--sub", "agent-x", "--client-id", "agent-x", "--scopes", "crm.read")

@@ -43,6 +43,9 @@ const (
 type Store struct {
 	w *sql.DB // one connection: SQLite has one writer per file
 	r *sql.DB // readers, concurrent with the writer in WAL mode
+	// stmts are the append statements, prepared once on the write connection; each
+	// transaction uses them through Tx.StmtContext instead of preparing its own.
+	stmts *writer
 
 	// pruneChunk is the most entries one Prune transaction deletes; see Prune.
 	pruneChunk int
@@ -112,15 +115,21 @@ func openPath(ctx context.Context, path string) (*Store, error) {
 		return nil, err
 	}
 
+	stmts, err := prepareWriter(ctx, w)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
 	r, err := sql.Open("sqlite", abs+"?"+readParams)
 	if err != nil {
+		stmts.close()
 		w.Close()
 		return nil, err
 	}
 	n := max(4, runtime.GOMAXPROCS(0))
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
-	return &Store{w: w, r: r, pruneChunk: defaultPruneChunk}, nil
+	return &Store{w: w, r: r, stmts: stmts, pruneChunk: defaultPruneChunk}, nil
 }
 
 // checkWAL makes sure the file is in WAL mode: SQLite silently keeps the old journal
@@ -149,6 +158,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close closes the store's connections. Calls made after Close fail.
 func (s *Store) Close() error {
 	// Readers first: the last connection to close checkpoints the WAL into the file.
+	s.stmts.close()
 	if err := errors.Join(s.r.Close(), s.w.Close()); err != nil {
 		return fmt.Errorf("sqlite: close: %w", err)
 	}

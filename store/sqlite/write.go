@@ -66,10 +66,7 @@ func (s *Store) append(ctx context.Context, entries []*recorder.Entry) ([]record
 		return nil, err
 	}
 	defer tx.Rollback()
-	w, err := prepareWriter(ctx, tx)
-	if err != nil {
-		return nil, err
-	}
+	w := s.stmts.in(ctx, tx)
 	defer w.close()
 	seq, hash, err := head(ctx, tx)
 	if err != nil {
@@ -113,21 +110,27 @@ type writer struct {
 	entry, exchange, complete *sql.Stmt
 }
 
-func prepareWriter(ctx context.Context, tx *sql.Tx) (*writer, error) {
+// prepareWriter prepares the append statements on db.
+func prepareWriter(ctx context.Context, db *sql.DB) (*writer, error) {
 	var w writer
 	var err error
-	if w.entry, err = tx.PrepareContext(ctx, insertEntry); err != nil {
-		return nil, err
+	if w.entry, err = db.PrepareContext(ctx, insertEntry); err != nil {
+		return nil, fmt.Errorf("prepare: %w", err)
 	}
-	if w.exchange, err = tx.PrepareContext(ctx, insertExchange); err != nil {
+	if w.exchange, err = db.PrepareContext(ctx, insertExchange); err != nil {
 		w.close()
-		return nil, err
+		return nil, fmt.Errorf("prepare: %w", err)
 	}
-	if w.complete, err = tx.PrepareContext(ctx, completeExchange); err != nil {
+	if w.complete, err = db.PrepareContext(ctx, completeExchange); err != nil {
 		w.close()
-		return nil, err
+		return nil, fmt.Errorf("prepare: %w", err)
 	}
 	return &w, nil
+}
+
+// in returns w's statements bound to tx.
+func (w *writer) in(ctx context.Context, tx *sql.Tx) *writer {
+	return &writer{entry: tx.StmtContext(ctx, w.entry), exchange: tx.StmtContext(ctx, w.exchange), complete: tx.StmtContext(ctx, w.complete)}
 }
 
 func (w *writer) close() {
@@ -243,10 +246,7 @@ func (s *Store) pruneChunkOf(ctx context.Context, cutoff time.Time, limit int64)
 	c := recorder.Checkpoint(last, n, cutoff, time.Now())
 	c.Seq = headSeq + 1
 	recorder.Seal(c, headHash)
-	w, err := prepareWriter(ctx, tx)
-	if err != nil {
-		return 0, 0, err
-	}
+	w := s.stmts.in(ctx, tx)
 	defer w.close()
 	if err := w.write(ctx, c); err != nil {
 		return 0, 0, fmt.Errorf("checkpoint: %w", err)
