@@ -33,7 +33,7 @@ type Roles interface {
 // to target, records the replay as an exchange of its own made by the auditor by, and
 // returns that exchange as recorded (redacted, masked as the route masks).
 type Replayer interface {
-	Replay(ctx context.Context, x *recorder.Exchange, target string, by *identity.Principal) (*recorder.Exchange, error)
+	Replay(ctx context.Context, x *recorder.Exchange, target string, by *identity.Principal, dryRun bool) (*recorder.Exchange, error)
 }
 
 // API configures the /api/v1 endpoints. Every field is required.
@@ -303,11 +303,11 @@ type replayRequest struct {
 
 // replayAnswer is what a replay answers: the new exchange and how its response differs.
 type replayAnswer struct {
-	DryRun   bool               `json:"dry_run,omitempty"`
-	Original string             `json:"original"`
-	Replay   *recorder.Exchange `json:"replay,omitempty"`
-	Request  *recorder.Request  `json:"request,omitempty"`
-	Diff     *recorder.Changes  `json:"diff,omitempty"`
+	DryRun   bool   `json:"dry_run,omitempty"`
+	Original string `json:"original"`
+	// Replay is the replay's exchange; for a dry run, the request that would be sent.
+	Replay *recorder.Exchange `json:"replay,omitempty"`
+	Diff   *recorder.Changes  `json:"diff,omitempty"`
 }
 
 // safeMethods may be replayed without allow_unsafe: they change nothing (RFC 9110 9.2.1).
@@ -325,26 +325,11 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	switch {
-	case x.ReplayOf != "":
-		// Replaying a replay is allowed: it is the same request again.
-	case x.Upstream == "" || x.Request.ForwardPath == "":
-		apiError(w, http.StatusConflict, "not_replayable", "this exchange was never forwarded to an upstream")
-		return
-	}
 	if !safeMethods[x.Request.Method] && !req.AllowUnsafe {
 		apiError(w, http.StatusBadRequest, "unsafe_method", x.Request.Method+" may change data upstream; set allow_unsafe to replay it")
 		return
 	}
-	if x.Request.Body.Truncated {
-		apiError(w, http.StatusConflict, "not_replayable", "the recorded request body was truncated at the body limit; it cannot be replayed faithfully")
-		return
-	}
-	if req.DryRun {
-		writeJSON(w, http.StatusOK, replayAnswer{DryRun: true, Original: x.ID, Request: &x.Request})
-		return
-	}
-	nx, err := a.Replayer.Replay(r.Context(), x, req.Target, principal(r))
+	nx, err := a.Replayer.Replay(r.Context(), x, req.Target, principal(r), req.DryRun)
 	if err != nil {
 		var re *recorder.ReplayError
 		if errors.As(err, &re) {
@@ -353,6 +338,10 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request) {
 		}
 		a.Log.Error("admin: replay", "exchange", x.ID, "error", err.Error())
 		apiError(w, http.StatusBadGateway, "replay_failed", "the replay could not be completed")
+		return
+	}
+	if req.DryRun {
+		writeJSON(w, http.StatusOK, replayAnswer{DryRun: true, Original: x.ID, Replay: nx})
 		return
 	}
 	d := recorder.Diff(x.Response, nx.Response)

@@ -358,7 +358,7 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 		_, hasAuthorization := r.Header["Authorization"]
 		raw, ierr := identity.BearerToken(r.Header)
 		r.Header.Del("Authorization")
-		info.rec.token = raw
+		info.rec.secrets = append(info.rec.secrets, raw)
 		var err error
 		if ierr == nil {
 			info.principal, err = info.state.verifier.Verify(r.Context(), raw)
@@ -392,7 +392,8 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 			g.refuse(w, info, badRequest("malformed query string"))
 			return
 		}
-		if query.Has("access_token") {
+		if tokens := accessTokens(query); len(tokens) > 0 {
+			info.rec.secrets = append(info.rec.secrets, tokens...)
 			// RFC 6750 query tokens are not accepted, and a token must never be forwarded.
 			g.refuse(w, info, badRequest("access tokens are accepted only in the Authorization header, not in the query string"))
 			return
@@ -587,3 +588,15 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// accessTokens returns the values of the query's access_token parameters (RFC 6750
+// §2.3), the name in any letter case.
+func accessTokens(q url.Values) []string {
+	var out []string
+	for k, vs := range q {
+		if strings.EqualFold(k, "access_token") {
+			out = append(out, vs...)
+		}
+	}
+	return out
+}

@@ -27,7 +27,7 @@ type Recorder interface {
 type recording struct {
 	x       *recorder.Exchange // set by the record stage once the request part is written
 	header  http.Header        // the client's request headers as received
-	token   string             // the client's bearer token, redacted from the record by value
+	secrets []string           // the client's bearer token, and any query access_token: redacted by value
 	reqBody []byte             // captured request body, at most the body limit
 	reqSize int64              // bytes of the request body known: its length, or the limit + 1
 	body    []byte             // buffered request body (body conditions), when there is one
@@ -48,7 +48,7 @@ func (g *Gateway) record(next http.Handler) http.Handler {
 			return
 		}
 		x := g.exchange(r, info)
-		if err := g.rec.Begin(r.Context(), x, info.rec.token); err != nil {
+		if err := g.rec.Begin(r.Context(), x, info.rec.secrets...); err != nil {
 			g.log.Error("request not recorded; refused", "request_id", info.id, "error", err.Error())
 			g.refuse(w, info, &refusal{status: http.StatusServiceUnavailable, code: "recorder_unavailable",
 				msg: "the request could not be recorded, so it was not forwarded", decision: labelError, cause: err})
@@ -107,6 +107,7 @@ func (g *Gateway) exchange(r *http.Request, info *reqInfo) *recorder.Exchange {
 	if info.route != nil {
 		x.Route = info.route.Name
 	}
+	x.Masked = info.mask != nil
 	if info.upstream != nil {
 		x.Upstream = info.upstream.name
 		x.Request.ForwardPath = info.forwardPath
@@ -122,17 +123,17 @@ func (g *Gateway) exchange(r *http.Request, info *reqInfo) *recorder.Exchange {
 	x.Request.Header = info.rec.header
 	if info.decision != labelUnauthenticated && info.rec.reqSize > 0 {
 		// For a body longer than the limit, Size is a lower bound: the rest was streamed.
-		x.Request.Body = recorder.NewBody(info.rec.reqBody, info.rec.reqSize)
+		x.Request.Body = recorder.NewCodedBody(info.rec.reqBody, info.rec.reqSize, r.Header.Values("Content-Encoding"), g.rec.BodyLimit())
 	}
 	return x
 }
 
-// recordedQuery returns the query for the record, bounded, with any access_token (which
-// the gateway refuses, but a client may still send) replaced.
+// recordedQuery returns the query for the record, bounded, with the value of any
+// access_token (which the gateway refuses, but a client may still send, its name in any
+// case or percent-encoding) replaced.
 func recordedQuery(raw string) string {
-	raw = truncate(raw, 8192)
-	if !strings.Contains(strings.ToLower(raw), "access_token") {
-		return raw
+	if !strings.Contains(raw, "%") && !strings.Contains(strings.ToLower(raw), "access_token") {
+		return truncate(raw, 8192)
 	}
 	parts := strings.Split(raw, "&")
 	for i, p := range parts {
@@ -141,7 +142,7 @@ func recordedQuery(raw string) string {
 			parts[i] = k + "=" + recorder.Redacted
 		}
 	}
-	return strings.Join(parts, "&")
+	return truncate(strings.Join(parts, "&"), 8192)
 }
 
 func truncate(s string, n int) string {
@@ -172,12 +173,12 @@ func (g *Gateway) finishRecord(r *http.Request, sw *statusWriter, info *reqInfo,
 	if rf := info.refusal; rf != nil {
 		x.Error, x.Reason = rf.code, rf.msg
 	}
-	x.Response = &recorder.Response{Status: status, Header: info.respHeader.Clone(), Body: recorder.NewBody(sw.captured, sw.bytes)}
+	x.Response = &recorder.Response{Status: status, Header: info.respHeader.Clone(), Body: recorder.NewCodedBody(sw.captured, sw.bytes, info.respHeader.Values("Content-Encoding"), g.rec.BodyLimit())}
 	x.Durations = recorder.Durations{TotalMS: ms(elapsed), UpstreamMS: ms(info.upstreamDur)}
 	if begun {
-		g.rec.End(x, info.rec.token)
+		g.rec.End(x, info.rec.secrets...)
 	} else {
-		g.rec.Refused(x, info.rec.token)
+		g.rec.Refused(x, info.rec.secrets...)
 	}
 }
 

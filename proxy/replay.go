@@ -13,66 +13,80 @@ import (
 
 	"github.com/oklog/ulid/v2"
 
-	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/identity"
-	"github.com/keyholehq/keyhole/masking"
 	"github.com/keyholehq/keyhole/recorder"
+	"github.com/keyholehq/keyhole/rules"
 )
 
-// replayHopHeaders are recorded request headers a replay does not send: hop-by-hop and
-// transport-owned headers.
-var replayHopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding",
-	"Upgrade", "Host", "Content-Length", "Authorization"}
+// replayDropped are recorded request headers a replay does not send: hop-by-hop and
+// transport-owned headers, the client's Authorization (the upstream's credential is
+// injected instead), and Accept-Encoding, so that the upstream answers a body the diff
+// can read.
+var replayDropped = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding",
+	"Upgrade", "Host", "Content-Length", "Authorization", "Accept-Encoding"}
 
-// Replay sends the recorded request x again, as the gateway would forward it now: to its
-// upstream (or to target, which must be the upstream's origin or one of its
-// replay_targets), with the upstream's current credential, and with the response masked
-// as x's route masks now. The replay is recorded as an exchange of its own, made by the
-// auditor by, and returned as recorded (redacted). A replay refused for a reason the
-// auditor can act on is a *recorder.ReplayError.
-func (g *Gateway) Replay(ctx context.Context, x *recorder.Exchange, target string, by *identity.Principal) (*recorder.Exchange, error) {
+// Replay sends the recorded request x again, as the gateway would forward it now. The
+// current rules judge it first, for the identity that made it: a request they would no
+// longer forward, or one whose route now needs an approval, is refused. It goes to the
+// route's upstream (or to target, which must be the upstream's origin or one of its
+// replay_targets), with the upstream's current credential, and its response is masked
+// exactly as the data plane masks that route's responses. The replay is recorded as an
+// exchange of its own, made by the auditor by, and returned as recorded (redacted).
+// With dryRun nothing is sent or recorded: the exchange returned holds the request that
+// would be sent. A replay refused for a reason the auditor can act on is a
+// *recorder.ReplayError.
+func (g *Gateway) Replay(ctx context.Context, x *recorder.Exchange, target string, by *identity.Principal, dryRun bool) (*recorder.Exchange, error) {
 	if g.rec == nil {
 		return nil, &recorder.ReplayError{Status: http.StatusServiceUnavailable, Code: "recorder_unavailable", Msg: "recording is off"}
 	}
+	if err := replayable(x); err != nil {
+		return nil, err
+	}
 	st := g.state.Load()
-	up := st.upstreams[x.Upstream]
+	body := x.Request.Body.Bytes()
+	judged := make(http.Header, len(x.Request.Header))
+	for k, vs := range x.Request.Header {
+		judged[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+	}
+	PrepareHeaders(judged)
+	rt, err := st.replayRoute(x, judged, body)
+	if err != nil {
+		return nil, err
+	}
+	up := st.upstreams[rt.Upstream]
 	if up == nil {
-		return nil, &recorder.ReplayError{Status: http.StatusConflict, Code: "not_replayable", Msg: fmt.Sprintf("upstream %s is no longer configured", x.Upstream)}
+		return nil, notReplayable(fmt.Sprintf("upstream %s is no longer configured", rt.Upstream))
+	}
+	mask := st.masks[rt.Name]
+	if x.Masked && mask == nil {
+		return nil, notReplayable(fmt.Sprintf("the response was masked when it was recorded and route %s no longer masks it: a replay would show unmasked data", rt.Name))
 	}
 	base, err := up.replayBase(target)
 	if err != nil {
 		return nil, err
 	}
+	forwardPath := rt.ForwardPath(x.Request.Path)
 	u := *base
-	u.Path, u.RawPath, u.RawQuery = strings.TrimSuffix(base.Path, "/")+x.Request.ForwardPath, "", x.Request.Query
-	body := x.Request.Body.Bytes()
-	mask := st.masks[x.Route]
+	u.Path, u.RawPath, u.RawQuery = strings.TrimSuffix(base.Path, "/")+forwardPath, "", x.Request.Query
 
 	id := ulid.Make().String()
 	rctx, cancel := context.WithTimeout(ctx, up.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, x.Request.Method, u.String(), bytes.NewReader(body))
 	if err != nil {
-		return nil, &recorder.ReplayError{Status: http.StatusConflict, Code: "not_replayable", Msg: "the recorded request cannot be rebuilt"}
+		return nil, notReplayable("the recorded request cannot be rebuilt")
 	}
-	for k, vs := range x.Request.Header {
-		k = http.CanonicalHeaderKey(k)
-		if config.StrippedRequestHeader(k) || contains(replayHopHeaders, k) || mask != nil && contains(maskRequestHeaders, k) {
-			continue
-		}
-		for _, v := range vs {
-			if v != recorder.Redacted {
-				req.Header.Add(k, v)
-			}
-		}
-	}
+	req.Header = replayHeader(judged, x.Request.Body.Coding != "", mask != nil)
 	req.Header.Set("X-Request-Id", id)
-	nx := &recorder.Exchange{ID: id, ReceivedAt: time.Now(), Route: x.Route, Decision: "replay",
-		Reason: "replay of " + x.ID, ReplayOf: x.ID, Upstream: x.Upstream, Target: target,
-		Request: recorder.Request{Method: x.Request.Method, Path: x.Request.Path, ForwardPath: x.Request.ForwardPath,
+	nx := &recorder.Exchange{ID: id, ReceivedAt: time.Now(), Route: rt.Name, Decision: "replay",
+		Reason: "replay of " + x.ID, ReplayOf: x.ID, Upstream: up.name, Target: target, Masked: mask != nil,
+		Request: recorder.Request{Method: x.Request.Method, Path: x.Request.Path, ForwardPath: forwardPath,
 			Query: x.Request.Query, Header: req.Header.Clone(), Body: recorder.NewBody(body, int64(len(body)))}}
 	if by != nil {
 		nx.Identity = &recorder.Identity{Issuer: by.Issuer, Subject: by.Subject, ClientID: by.ClientID, Groups: by.Groups, Scopes: by.Scopes}
+	}
+	if dryRun {
+		return g.rec.Redacted(nx)
 	}
 	if up.credHeader != "" {
 		req.Header[up.credHeader] = []string{up.credValue}
@@ -83,63 +97,141 @@ func (g *Gateway) Replay(ctx context.Context, x *recorder.Exchange, target strin
 	fwd := time.Now()
 	nx.ForwardedAt = &fwd
 	resp, rerr := up.transport.RoundTrip(req)
-	var rbody []byte
 	if rerr == nil {
-		rbody, rerr = readReplayBody(resp, mask, g.rec.BodyLimit())
+		nx.Response, rerr = g.replayResponse(resp, &reqInfo{route: rt, mask: mask})
 	}
 	done := time.Now()
 	nx.RespondedAt = &done
 	nx.Durations = recorder.Durations{TotalMS: ms(done.Sub(nx.ReceivedAt)), UpstreamMS: ms(done.Sub(fwd))}
 	var me *maskError
-	if errors.As(rerr, &me) {
-		nx.Error = "mask_failed"
-		g.metrics.MaskFailures.WithLabelValues(x.Route).Inc()
+	switch {
+	case errors.As(rerr, &me):
+		// Never show or record what could not be masked.
+		nx.Error, nx.Response = "mask_failed", nil
+		g.metrics.MaskFailures.WithLabelValues(rt.Name).Inc()
 		g.rec.End(nx)
 		return nil, &recorder.ReplayError{Status: http.StatusBadGateway, Code: "mask_failed", Msg: "the replayed response could not be masked: " + me.msg}
-	}
-	if rerr != nil {
+	case rerr != nil:
 		nx.Error = "upstream_error"
 		if upstreamTimedOut(rerr) || errors.Is(rerr, context.DeadlineExceeded) {
 			nx.Error = "upstream_timeout"
 		}
+		nx.Response = nil
 		g.rec.End(nx)
 		return nil, &recorder.ReplayError{Status: http.StatusBadGateway, Code: nx.Error, Msg: "the upstream could not be reached or answered badly"}
 	}
-	h := resp.Header.Clone()
-	size := int64(len(rbody))
-	if mask != nil {
-		out, n, err := mask.masker.Apply(nil, rbody)
-		switch {
-		case err == nil:
-			rbody = out
-			g.countMasked(x.Route, n)
-		case errors.Is(err, masking.ErrNotJSON) && mask.passNonJSON:
-		default:
-			// Never show or record what could not be masked.
-			nx.Error = "mask_failed"
-			nx.Response = &recorder.Response{Status: resp.StatusCode}
-			g.metrics.MaskFailures.WithLabelValues(x.Route).Inc()
-			g.rec.End(nx)
-			return nil, &recorder.ReplayError{Status: http.StatusBadGateway, Code: "mask_failed", Msg: "the replayed response could not be masked"}
-		}
-		for _, k := range maskResponseHeaders {
-			h.Del(k)
-		}
-		h.Del("Content-Encoding")
-		size = int64(len(rbody))
-	}
-	h.Del("Content-Length")
-	limit := g.rec.BodyLimit()
-	kept := rbody
-	if int64(len(kept)) > limit {
-		kept = kept[:limit]
-	}
-	if mask == nil && resp.ContentLength > size {
-		size = resp.ContentLength
-	}
-	nx.Response = &recorder.Response{Status: resp.StatusCode, Header: h, Body: recorder.NewBody(kept, size)}
 	g.rec.End(nx)
 	return g.rec.Redacted(nx)
+}
+
+// replayable refuses what no configuration makes replayable: a request that never
+// reached an upstream, a replay (its identity is the auditor's; replay the original),
+// and a request whose recorded form is not what was sent — a truncated body, or a
+// credential redacted out of its body, query or headers.
+func replayable(x *recorder.Exchange) error {
+	switch {
+	case x.ReplayOf != "":
+		return notReplayable("this exchange is a replay; replay the original exchange " + x.ReplayOf)
+	case x.Upstream == "" || x.Request.ForwardPath == "":
+		return notReplayable("this exchange was never forwarded to an upstream")
+	case x.Request.Body.Truncated:
+		return notReplayable("the recorded request body was truncated at the body limit; it cannot be replayed faithfully")
+	case strings.Contains(x.Request.Body.Text, recorder.Redacted) || x.Request.Body.Encoding == "base64" && bytes.Contains(x.Request.Body.Bytes(), []byte(recorder.Redacted)):
+		return notReplayable("a credential was redacted from the recorded request body; it cannot be replayed faithfully")
+	case strings.Contains(x.Request.Query, recorder.Redacted):
+		return notReplayable("a credential was redacted from the recorded query; it cannot be replayed faithfully")
+	}
+	for k, vs := range x.Request.Header {
+		for _, v := range vs {
+			if v != recorder.Redacted && strings.Contains(v, recorder.Redacted) {
+				return notReplayable("a credential was redacted from the recorded header " + k + "; it cannot be replayed faithfully")
+			}
+		}
+	}
+	return nil
+}
+
+func notReplayable(msg string) *recorder.ReplayError {
+	return &recorder.ReplayError{Status: http.StatusConflict, Code: "not_replayable", Msg: msg}
+}
+
+// replayRoute judges the recorded request, with header h, by the current rules for the
+// identity that made it, and returns the route that would forward it now.
+func (st *State) replayRoute(x *recorder.Exchange, h http.Header, body []byte) (*rules.Route, error) {
+	query, err := url.ParseQuery(x.Request.Query)
+	if err != nil {
+		return nil, notReplayable("the recorded query cannot be parsed")
+	}
+	req := rules.Request{Method: x.Request.Method, Path: x.Request.Path, Query: query, Header: h}
+	if st.table.NeedsBody(req.Method, req.Path) {
+		req.Body = body
+	}
+	var p *identity.Principal
+	if id := x.Identity; id != nil {
+		p = &identity.Principal{Issuer: id.Issuer, Subject: id.Subject, ClientID: id.ClientID, Groups: id.Groups, Scopes: id.Scopes}
+	}
+	d := st.table.Decide(&req, p)
+	if d.Effect != rules.Allow {
+		return nil, notReplayable("the current rules would not forward this request: " + d.Reason)
+	}
+	if d.Route.Approval != nil {
+		return nil, notReplayable(fmt.Sprintf("route %s needs an approval for each request; a replay cannot bypass it", d.Route.Name))
+	}
+	return d.Route, nil
+}
+
+// replayHeader returns the headers a replay sends, from judged (the recorded headers the
+// data plane would forward): without hop-by-hop ones, headers recorded as redacted, the
+// content coding of a body the record holds decoded, and on a masked route the headers
+// masking drops.
+func replayHeader(judged http.Header, decoded, masked bool) http.Header {
+	h := judged.Clone()
+	drop := replayDropped
+	if masked {
+		drop = append(drop[:len(drop):len(drop)], maskRequestHeaders...)
+	}
+	if decoded {
+		drop = append(drop[:len(drop):len(drop)], "Content-Encoding")
+	}
+	for _, k := range drop {
+		delete(h, k)
+	}
+	for k, vs := range h {
+		if len(vs) > 0 && vs[0] == recorder.Redacted {
+			delete(h, k)
+		}
+	}
+	return h
+}
+
+// replayResponse reads a replayed response as a client of the route would receive it:
+// masked by the data plane's masking when the route masks, at most the body limit kept.
+func (g *Gateway) replayResponse(resp *http.Response, info *reqInfo) (*recorder.Response, error) {
+	defer resp.Body.Close()
+	if info.mask != nil {
+		if err := g.maskResponse(resp, info); err != nil {
+			return nil, err
+		}
+	}
+	limit := g.rec.BodyLimit()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		var me *maskError
+		if errors.As(err, &me) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("read replayed response: %w", err)
+	}
+	size := int64(len(b))
+	if resp.ContentLength > size {
+		size = resp.ContentLength
+	}
+	if int64(len(b)) > limit {
+		b = b[:limit]
+	}
+	h := resp.Header.Clone()
+	h.Del("Content-Length")
+	return &recorder.Response{Status: resp.StatusCode, Header: h, Body: recorder.NewCodedBody(b, size, h.Values("Content-Encoding"), limit)}, nil
 }
 
 // replayBase returns the URL a replay goes to: the upstream's, or target when target is
@@ -160,31 +252,4 @@ func (u *upstream) replayBase(target string) (*url.URL, error) {
 	}
 	return nil, &recorder.ReplayError{Status: http.StatusBadRequest, Code: "bad_target",
 		Msg: fmt.Sprintf("target must be upstream %s's URL or one of its replay_targets", u.name)}
-}
-
-// readReplayBody reads a replayed response: on a masked route all of it, decoded, up to
-// the masking limit (a longer one is refused); otherwise up to limit bytes.
-func readReplayBody(resp *http.Response, mask *routeMask, limit int64) ([]byte, error) {
-	defer resp.Body.Close()
-	if mask == nil {
-		return io.ReadAll(io.LimitReader(resp.Body, limit))
-	}
-	r, err := decodedBody(resp)
-	if err != nil {
-		return nil, err
-	}
-	b, err := io.ReadAll(io.LimitReader(r, mask.limit+1))
-	if err == nil && int64(len(b)) > mask.limit {
-		err = &maskError{msg: "replayed response is larger than the masking limit"}
-	}
-	return b, err
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -77,7 +78,23 @@ type Break struct {
 // number is missing. A chain whose first entries were deleted by retention verifies when
 // a checkpoint entry, itself in the chain, vouches for the hash of the last deleted one.
 // progress, when not nil, is called now and then with entries done and the total.
+//
+// Retention may delete the oldest entries while Verify reads: a gap whose entries were
+// pruned meanwhile (the chain now starts after it) is not a break, and the walk starts
+// again from the new first entry.
 func Verify(ctx context.Context, s Store, progress func(done, total int64)) (Report, error) {
+	for attempt := 1; ; attempt++ {
+		r, err := verify(ctx, s, progress)
+		if !errors.Is(err, errPrunedMeanwhile) || attempt == 3 {
+			return r, err
+		}
+	}
+}
+
+// errPrunedMeanwhile is verify's answer when entries it was about to read were pruned.
+var errPrunedMeanwhile = errors.New("entries were pruned while the chain was read")
+
+func verify(ctx context.Context, s Store, progress func(done, total int64)) (Report, error) {
 	total, err := s.Count(ctx)
 	if err != nil {
 		return Report{}, fmt.Errorf("count entries: %w", err)
@@ -103,6 +120,9 @@ func Verify(ctx context.Context, s Store, progress func(done, total int64)) (Rep
 			} else if r.Break == nil {
 				switch {
 				case e.Seq != prev.Seq+1:
+					if head, err := s.Entries(ctx, 0, 1); err == nil && len(head) == 1 && head[0].Seq > prev.Seq {
+						return Report{}, errPrunedMeanwhile
+					}
 					r.Break = &Break{Seq: e.Seq, Reason: fmt.Sprintf("entries %d to %d are missing", prev.Seq+1, e.Seq-1)}
 				case e.PrevHash != prev.Hash:
 					r.Break = &Break{Seq: e.Seq, Reason: fmt.Sprintf("entry does not link to entry %d (edited, reordered or replaced)", prev.Seq)}

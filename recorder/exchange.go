@@ -1,8 +1,13 @@
 package recorder
 
 import (
+	"bytes"
+	"compress/gzip"
+	"compress/zlib"
 	"encoding/base64"
+	"io"
 	"net/http"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -27,7 +32,9 @@ type Exchange struct {
 	ReplayOf string `json:"replay_of,omitempty"`
 	Upstream string `json:"upstream,omitempty"`
 	// Target is the origin a replay was sent to when it was not the upstream's.
-	Target   string    `json:"target,omitempty"`
+	Target string `json:"target,omitempty"`
+	// Masked is whether the route masked the response: what the record holds is masked.
+	Masked   bool      `json:"masked,omitempty"`
 	Request  Request   `json:"request"`
 	Response *Response `json:"response,omitempty"`
 	// Error is the error code the client received (upstream_timeout, mask_failed, ...).
@@ -72,6 +79,11 @@ type Body struct {
 	// whether Text holds less than that.
 	Size      int64 `json:"size"`
 	Truncated bool  `json:"truncated,omitempty"`
+	// Coding is the content coding (gzip, deflate) the body was sent in. A coded body is
+	// recorded decoded, so that redaction sees its content and an auditor can read it; a
+	// body in a coding the recorder cannot decode is not kept at all (Text is empty,
+	// Truncated is set): what cannot be redacted is not recorded.
+	Coding string `json:"coding,omitempty"`
 }
 
 // Bytes returns the captured bytes of b.
@@ -95,6 +107,53 @@ func NewBody(p []byte, size int64) Body {
 		b.Text, b.Encoding = base64.StdEncoding.EncodeToString(p), "base64"
 	}
 	return b
+}
+
+// NewCodedBody returns the Body for captured bytes p of a body of size bytes in all, sent
+// with the Content-Encoding field values codings. An identity body is NewBody's; a gzip
+// or deflate body is decoded and at most limit bytes of it kept, Size counting what was
+// decoded and Truncated set unless that is the whole body; any other coding, or a stack
+// of codings, keeps no bytes.
+func NewCodedBody(p []byte, size int64, codings []string, limit int64) Body {
+	coding := contentCoding(codings)
+	if coding == "" || size == 0 {
+		return NewBody(p, size)
+	}
+	var zr io.Reader
+	var err error
+	switch coding {
+	case "gzip", "x-gzip":
+		zr, err = gzip.NewReader(bytes.NewReader(p))
+	case "deflate":
+		zr, err = zlib.NewReader(bytes.NewReader(p))
+	default:
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return Body{Size: size, Truncated: true, Coding: coding}
+	}
+	out, err := io.ReadAll(io.LimitReader(zr, limit+1))
+	whole := err == nil && int64(len(out)) <= limit && int64(len(p)) >= size
+	if int64(len(out)) > limit {
+		out = out[:limit]
+	}
+	b := NewBody(out, int64(len(out)))
+	b.Truncated, b.Coding = !whole, coding
+	return b
+}
+
+// contentCoding returns the content coding of Content-Encoding values, lower case: "" for
+// none or identity, the one coding there is, or the whole list when codings are stacked.
+func contentCoding(values []string) string {
+	var cs []string
+	for _, v := range values {
+		for _, c := range strings.Split(v, ",") {
+			if c = strings.ToLower(strings.TrimSpace(c)); c != "" && c != "identity" {
+				cs = append(cs, c)
+			}
+		}
+	}
+	return strings.Join(cs, ",")
 }
 
 // Durations are the times spent, in milliseconds.

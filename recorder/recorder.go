@@ -336,10 +336,12 @@ func requestEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The index columns are searchable copies of the record: they are redacted as it is.
+	clean := func(s string) string { return string(without(red.Bytes([]byte(s)), extra)) }
 	e := &Entry{Kind: KindRequest, ExchangeID: x.ID, At: x.ReceivedAt, Data: data,
-		Route: x.Route, Decision: x.Decision, Method: x.Request.Method, Path: x.Request.Path}
+		Route: x.Route, Decision: x.Decision, Method: clean(x.Request.Method), Path: clean(x.Request.Path)}
 	if x.Identity != nil {
-		e.Subject = x.Identity.Subject
+		e.Subject = clean(x.Identity.Subject)
 	}
 	return e, nil
 }

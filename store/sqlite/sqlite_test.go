@@ -678,6 +678,35 @@ func TestPrune(t *testing.T) {
 	}
 }
 
+// Retention running while an auditor verifies must not show up as a break: the entries
+// Verify was about to read are gone, but their deletion is vouched for.
+func TestVerifyDuringPrune(t *testing.T) {
+	s, path := open(t)
+	appendPairs(t, s, 0, 1500, 256) // 3000 entries: Verify reads them in three pages
+	pruned := false
+	rep, err := recorder.Verify(t.Context(), s, func(done, total int64) {
+		if !pruned {
+			pruned = true
+			// After the first page: exchanges 0 to 999 (entries 1 to 2000) go.
+			if n, err := s.Prune(t.Context(), base.Add(1000*time.Second)); err != nil || n != 2000 {
+				t.Errorf("Prune = %d, %v; want 2000", n, err)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if !rep.OK || rep.Pruned != 2000 || rep.First != 2001 {
+		t.Errorf("Verify while pruning = %+v, want OK, First 2001, Pruned 2000", rep)
+	}
+
+	// A real gap is still one: delete entries from the middle.
+	exec(t, raw(t, path), `DELETE FROM entries WHERE seq BETWEEN 2500 AND 2510`)
+	if rep := verify(t, s); rep.OK || rep.Break == nil || rep.Break.Seq != 2511 {
+		t.Errorf("Verify after deleting 2500-2510 = %+v, want a break at 2511", rep)
+	}
+}
+
 func TestPrunePrefixOnly(t *testing.T) {
 	s, _ := open(t)
 	appendPairs(t, s, 0, 20, 64) // seq 1 to 40
