@@ -72,6 +72,7 @@ type Recorder struct {
 	closed bool
 	done   chan struct{} // closed when the writer has drained the queue
 	stop   chan struct{} // closed by Close: stops retention
+	pruned chan struct{} // closed when retention has stopped
 }
 
 // item is one entry to write; done, when not nil, receives the outcome.
@@ -95,11 +96,14 @@ func New(s Store, p Policy, o Options) *Recorder {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	r := &Recorder{store: s, opts: o, queue: make(chan item, o.QueueSize), done: make(chan struct{}), stop: make(chan struct{})}
+	r := &Recorder{store: s, opts: o, queue: make(chan item, o.QueueSize), done: make(chan struct{}),
+		stop: make(chan struct{}), pruned: make(chan struct{})}
 	r.SetPolicy(p)
 	go r.write()
 	if o.Retention > 0 {
 		go r.retain()
+	} else {
+		close(r.pruned)
 	}
 	return r
 }
@@ -164,7 +168,10 @@ func (r *Recorder) End(x *Exchange, extra ...string) {
 }
 
 // Refused records an exchange that was answered without reaching an upstream (401,
-// 403, 404, 400 ...): both entries are queued and Refused returns.
+// 403, 404, 400 ...): both entries are queued and Refused returns. It never waits for a
+// place in the queue, in strict mode either: strict mode's promise is about requests
+// that are forwarded, and a flood of refused requests (unauthenticated ones included)
+// must not hold handlers. A refusal the full queue cannot take is counted as dropped.
 func (r *Recorder) Refused(x *Exchange, extra ...string) {
 	p := r.policy.Load()
 	req, err := requestEntry(x, p.Redactor, extra)
@@ -177,9 +184,8 @@ func (r *Recorder) Refused(x *Exchange, extra ...string) {
 		r.lose(1, err)
 		resp = nil
 	}
-	strict := p.Mode == Strict
-	if r.send(context.Background(), item{e: req}, strict) && resp != nil {
-		r.send(context.Background(), item{e: resp}, strict)
+	if r.send(context.Background(), item{e: req}, false) && resp != nil {
+		r.send(context.Background(), item{e: resp}, false)
 	} else if resp != nil {
 		r.lose(1, errors.New("queue full"))
 	}
@@ -286,16 +292,28 @@ func (r *Recorder) write() {
 	}
 }
 
-// retain deletes entries older than the retention period, at start and then hourly.
+// retain deletes entries older than the retention period, at start and then hourly. A
+// prune under way when Close is called is cancelled (it deletes in bounded transactions,
+// so what it did stays consistent).
 func (r *Recorder) retain() {
+	defer close(r.pruned)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-r.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		n, err := r.store.Prune(ctx, time.Now().Add(-r.opts.Retention))
-		cancel()
+		pctx, pcancel := context.WithTimeout(ctx, 10*time.Minute)
+		n, err := r.store.Prune(pctx, time.Now().Add(-r.opts.Retention))
+		pcancel()
 		switch {
-		case err != nil:
+		case err != nil && ctx.Err() == nil:
 			r.opts.Log.Error("retention: prune exchange records", "error", err.Error())
 		case n > 0:
 			r.opts.Log.Info("retention: pruned exchange records", "entries", n)
@@ -308,8 +326,8 @@ func (r *Recorder) retain() {
 	}
 }
 
-// Close stops accepting records, writes everything queued, and stops retention. It does
-// not close the store. It returns ctx's error if the queue could not be drained in time.
+// Close stops accepting records, writes everything queued, and stops retention, waiting
+// for both. It does not close the store. It returns ctx's error if they did not stop in time.
 func (r *Recorder) Close(ctx context.Context) error {
 	r.mu.Lock()
 	if !r.closed {
@@ -318,12 +336,14 @@ func (r *Recorder) Close(ctx context.Context) error {
 		close(r.stop)
 	}
 	r.mu.Unlock()
-	select {
-	case <-r.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("recorder: drain queue: %w", ctx.Err())
+	for _, c := range []chan struct{}{r.done, r.pruned} {
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return fmt.Errorf("recorder: drain queue: %w", ctx.Err())
+		}
 	}
+	return nil
 }
 
 // requestEntry encodes the request part of x, redacted.

@@ -17,11 +17,22 @@ import (
 	"github.com/keyholehq/keyhole/internal/demoapi"
 )
 
+// defaultDemoStore is where the demo records by default: in the user's own cache
+// directory, never in a shared one such as /tmp, where another user could create the
+// directory first and read the records.
+func defaultDemoStore() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = "."
+	}
+	return filepath.Join(dir, "keyhole", "demo", "keyhole.db")
+}
+
 func cmdDemo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlags("demo", stderr)
 	listen := fs.String("listen", "", "data-plane address (loopback; default from configs/demo.yaml, 127.0.0.1:8080)")
 	adminAddr := fs.String("admin", "", "admin-plane address (loopback; default 127.0.0.1:9090)")
-	store := fs.String("store", "sqlite://"+filepath.Join(os.TempDir(), "keyhole-demo", "keyhole.db"), "where the demo records exchanges")
+	store := fs.String("store", "sqlite://"+defaultDemoStore(), "where the demo records exchanges")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -354,6 +354,13 @@ func TestDemo(t *testing.T) {
 	if out, errOut, err = runCmd(t, noEnv, "records", "verify", "--store", store); err != nil || !strings.HasPrefix(out, "ok: ") {
 		t.Errorf("records verify --store = %v %s %s", err, errOut, out)
 	}
+	missing := filepath.Join(t.TempDir(), "typo.db")
+	if _, errOut, err = runCmd(t, noEnv, "records", "list", "--store", "sqlite://"+missing); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("records list --store on a missing file = %v %s, want an error", err, errOut)
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Errorf("records list --store created %s", missing)
+	}
 	harFile := filepath.Join(t.TempDir(), "demo.har")
 	if _, errOut, err = runCmd(t, noEnv, "records", "export", "--har", "--store", store, "--decision", "forbidden", "-o", harFile); err != nil {
 		t.Errorf("records export --har --store = %v %s", err, errOut)

@@ -15,7 +15,7 @@ import (
 	"github.com/keyholehq/keyhole/store/sqlite"
 )
 
-// openStore opens the record store a DSN names.
+// openStore opens the record store a DSN names, creating it if need be.
 func openStore(ctx context.Context, dsn string) (recorder.Store, error) {
 	if !strings.HasPrefix(dsn, "sqlite://") {
 		return nil, fmt.Errorf("recorder.store: only sqlite:// stores are supported by this build")
@@ -23,6 +23,18 @@ func openStore(ctx context.Context, dsn string) (recorder.Store, error) {
 	s, err := sqlite.Open(ctx, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("recorder.store: %w", err)
+	}
+	return s, nil
+}
+
+// openStoreReadOnly opens an existing record store for reading only.
+func openStoreReadOnly(ctx context.Context, dsn string) (recorder.Store, error) {
+	if !strings.HasPrefix(dsn, "sqlite://") {
+		return nil, fmt.Errorf("--store: only sqlite:// stores are supported by this build")
+	}
+	s, err := sqlite.OpenReadOnly(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("--store: %w", err)
 	}
 	return s, nil
 }

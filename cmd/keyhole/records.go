@@ -107,7 +107,7 @@ func (s *recordsSource) do(ctx context.Context, method, path string, body io.Rea
 
 // openRecords opens the --store for reading.
 func (s *recordsSource) openRecords(ctx context.Context) (recorder.Store, error) {
-	return openStore(ctx, s.store)
+	return openStoreReadOnly(ctx, s.store)
 }
 
 // positional splits args into leading positional arguments and the flags after them, so

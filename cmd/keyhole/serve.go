@@ -170,7 +170,7 @@ func start(ctx context.Context, src source, log *slog.Logger, over listenOverrid
 		return nil, fmt.Errorf("admin.listen: %w", err)
 	}
 	if g.dataLn, err = net.Listen("tcp", cfg.Listen); err != nil {
-		g.adminLn.Close()
+		g.close()
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	if cfg.Identity.Dev {

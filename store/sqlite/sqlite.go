@@ -132,6 +132,70 @@ func openPath(ctx context.Context, path string) (*Store, error) {
 	return &Store{w: w, r: r, stmts: stmts, pruneChunk: defaultPruneChunk}, nil
 }
 
+// errReadOnly is what a store opened with OpenReadOnly answers to a write.
+var errReadOnly = errors.New("sqlite: store was opened read-only")
+
+// OpenReadOnly opens an existing store for reading only, as auditors' tools do: a
+// missing file is an error (not a new, empty store), nothing is created or migrated, and
+// Append and Prune fail. The file's schema must be the one this build writes.
+func OpenReadOnly(ctx context.Context, dsn string) (*Store, error) {
+	path, ok := strings.CutPrefix(dsn, "sqlite://")
+	if !ok || path == "" {
+		return nil, errors.New("sqlite: open: dsn must be sqlite://PATH")
+	}
+	s, err := openReadOnly(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func openReadOnly(ctx context.Context, path string) (*Store, error) {
+	if strings.ContainsRune(path, '?') {
+		return nil, errors.New("path must not contain '?'")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := os.Stat(abs); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	r, err := sql.Open("sqlite", abs+"?"+readParams)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSchema(ctx, r); err != nil {
+		r.Close()
+		return nil, err
+	}
+	n := max(4, runtime.GOMAXPROCS(0))
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	return &Store{r: r}, nil
+}
+
+// checkSchema makes sure db's schema is the newest this build knows.
+func checkSchema(ctx context.Context, db *sql.DB) error {
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	var have int
+	if err := db.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&have); err != nil {
+		return fmt.Errorf("not a keyhole record store: %w", err)
+	}
+	switch known := len(ms); {
+	case have > known:
+		return fmt.Errorf("schema version %d: %w (%d)", have, errSchemaTooNew, known)
+	case have < known:
+		return fmt.Errorf("schema version %d is older than this build's (%d): open it once with the gateway to migrate it", have, known)
+	}
+	return nil
+}
+
 // checkWAL makes sure the file is in WAL mode: SQLite silently keeps the old journal
 // mode where WAL cannot work (some network filesystems), and there concurrent
 // readers and the locking between processes are not what this package relies on.
@@ -158,8 +222,12 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close closes the store's connections. Calls made after Close fail.
 func (s *Store) Close() error {
 	// Readers first: the last connection to close checkpoints the WAL into the file.
-	s.stmts.close()
-	if err := errors.Join(s.r.Close(), s.w.Close()); err != nil {
+	var werr error
+	if s.w != nil {
+		s.stmts.close()
+		werr = s.w.Close()
+	}
+	if err := errors.Join(s.r.Close(), werr); err != nil {
 		return fmt.Errorf("sqlite: close: %w", err)
 	}
 	return nil

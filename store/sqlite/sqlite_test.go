@@ -923,6 +923,49 @@ func TestFutureSchema(t *testing.T) {
 	}
 }
 
+// TestOpenReadOnly checks the auditors' way in: an existing store reads, a missing file
+// is an error and is not created, a write is refused, and an unmigrated file is refused.
+func TestOpenReadOnly(t *testing.T) {
+	s, path := open(t)
+	appendPairs(t, s, 0, 10, 8)
+
+	ro, err := OpenReadOnly(t.Context(), "sqlite://"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if rep, err := recorder.Verify(t.Context(), ro, nil); err != nil || !rep.OK || rep.Entries != 20 {
+		t.Errorf("Verify read-only = %+v, %v; want OK, 20 entries", rep, err)
+	}
+	req, _ := pair(99, "alice", "items", "allowed", 200)
+	if err := ro.Append(t.Context(), []*recorder.Entry{req}); err == nil {
+		t.Error("Append on a read-only store = nil error, want one")
+	}
+	if _, err := ro.Prune(t.Context(), time.Now()); err == nil {
+		t.Error("Prune on a read-only store = nil error, want one")
+	}
+	if c := count(t, s); c != 20 {
+		t.Errorf("store holds %d entries after refused writes, want 20", c)
+	}
+
+	missing := filepath.Join(t.TempDir(), "missing.db")
+	if s, err := OpenReadOnly(t.Context(), "sqlite://"+missing); err == nil {
+		s.Close()
+		t.Error("OpenReadOnly of a missing file = nil error, want one")
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Errorf("OpenReadOnly created %s", missing)
+	}
+
+	exec(t, raw(t, path), "DELETE FROM schema_migrations")
+	if s, err := OpenReadOnly(t.Context(), "sqlite://"+path); err == nil || !strings.Contains(err.Error(), "older") {
+		if s != nil {
+			s.Close()
+		}
+		t.Errorf("OpenReadOnly of an unmigrated file = %v, want an error saying it is older", err)
+	}
+}
+
 func TestNotADatabase(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "keyhole.db")
 	if err := os.WriteFile(path, bytes.Repeat([]byte("not sqlite "), 1000), 0o600); err != nil {

@@ -36,6 +36,9 @@ const (
 // Append waits as long as ctx allows for this Store's other writes, and up to five
 // seconds for the write lock another Store or process holds on the file.
 func (s *Store) Append(ctx context.Context, entries []*recorder.Entry) error {
+	if s.w == nil {
+		return errReadOnly
+	}
 	if len(entries) == 0 {
 		return nil
 	}
@@ -187,6 +190,9 @@ const defaultPruneChunk = 10_000
 // deletes nothing, and appends nothing, when no entry is older than cutoff. On an
 // error it returns how many entries the transactions already committed deleted.
 func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
+	if s.w == nil {
+		return 0, errReadOnly
+	}
 	var limit int64 = -1 // the chain head when Prune began
 	var total int64
 	for {
