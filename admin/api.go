@@ -24,9 +24,11 @@ type Verifier interface {
 	Verify(ctx context.Context, raw string) (*identity.Principal, error)
 }
 
-// Roles tells who holds which admin role (rules.Table implements it).
+// Roles tells who holds which admin role, and who approves which route (rules.Table
+// implements it).
 type Roles interface {
 	HasRole(p *identity.Principal, role string) bool
+	Approves(p *identity.Principal, route string) bool
 }
 
 // Replayer sends a recorded request again, with a fresh credential, to its upstream or
@@ -36,15 +38,17 @@ type Replayer interface {
 	Replay(ctx context.Context, x *recorder.Exchange, target string, by *identity.Principal, dryRun bool) (*recorder.Exchange, error)
 }
 
-// API configures the /api/v1 endpoints. Every field is required.
+// API configures the /api/v1 endpoints. Every field is required but Approvals: without
+// it the approvals endpoints are not served.
 type API struct {
 	// Verifier and Roles return the current ones: they change on reload.
-	Verifier func() Verifier
-	Roles    func() Roles
-	Store    recorder.Store
-	Replayer Replayer
-	Version  string
-	Log      *slog.Logger
+	Verifier  func() Verifier
+	Roles     func() Roles
+	Store     recorder.Store
+	Replayer  Replayer
+	Approvals ApprovalService
+	Version   string
+	Log       *slog.Logger
 }
 
 type principalKey struct{}
@@ -70,6 +74,9 @@ func (a *API) mount(r chi.Router) {
 			r.Post("/exchanges/{id}/replay", a.replay)
 			r.Get("/audit/verify", a.verify)
 		})
+		if a.Approvals != nil {
+			a.mountApprovals(r)
+		}
 	})
 }
 

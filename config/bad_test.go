@@ -49,8 +49,6 @@ var badFiles = []struct {
 	{
 		"approval.bad.yaml",
 		[]string{
-			"line 13: routes[0].approval: approvals are not supported yet by this build; remove it (a route that needs approval must never forward without one)",
-			"line 21: routes[1].approval: approvals are not supported yet by this build; remove it (a route that needs approval must never forward without one)",
 			"line 21: routes[1].approval.approvers: approvers must set at least one of groups, scopes, subjects or claims",
 			"line 22: routes[1].approval.min_approvals: min_approvals must be at least 1",
 			"line 24: routes[1].approval.ttl: ttl must not be shorter than hold",
@@ -59,13 +57,12 @@ var badFiles = []struct {
 	{
 		"approvals.bad.yaml",
 		[]string{
-			"line 8: approvals: approval notifications are not supported yet by this build; remove approvals (they would never be sent)",
+			"line 12: approvals.max_pending_per_subject: max_pending_per_subject must be at least 1",
 		},
 	},
 	{
 		"approvals_shape.bad.yaml",
 		[]string{
-			"line 8: approvals: approval notifications are not supported yet by this build; remove approvals (they would never be sent)",
 			"line 10: approvals.notify.webhook: webhook must be an absolute http or https URL",
 			`line 11: approvals.public_url: public_url "keyhole.internal" must be an absolute http or https URL`,
 		},

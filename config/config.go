@@ -243,11 +243,22 @@ type Recorder struct {
 	Retention     Duration `yaml:"retention"`
 }
 
-// Approvals configures approval notifications.
+// Approvals configures approvals across routes. Parse always sets it, with defaults.
 type Approvals struct {
-	Notify    Notify `yaml:"notify"`
+	Notify Notify `yaml:"notify"`
+	// PublicURL is the admin plane's address as approvers reach it, for links.
 	PublicURL string `yaml:"public_url"`
+	// MaxPendingPerSubject bounds the pending approvals one requester may have open;
+	// beyond it requests are answered 429, so a looping agent cannot flood approvers.
+	MaxPendingPerSubject int `yaml:"max_pending_per_subject"`
 }
+
+// Defaults of approvals.
+const (
+	DefaultApprovalHold         = Duration(60 * time.Second)
+	DefaultApprovalTTL          = Duration(15 * time.Minute)
+	DefaultMaxPendingPerSubject = 20
+)
 
 // Notify configures where approval requests are announced.
 type Notify struct {

@@ -175,9 +175,10 @@ func TestLoadGood(t *testing.T) {
 				Deny:  "bulk deletion is not allowed through the gateway",
 			},
 		},
-		Recorder: &Recorder{Store: "sqlite://testdata/data/keyhole.db", Mode: "strict", BodyLimit: DefaultRecorderBodyLimit},
-		Limits:   Limits{MaxRequestBody: 1 << 20, MaxResponseBodyMasked: 2000000},
-		Path:     "testdata/good.yaml",
+		Recorder:  &Recorder{Store: "sqlite://testdata/data/keyhole.db", Mode: "strict", BodyLimit: DefaultRecorderBodyLimit},
+		Approvals: &Approvals{MaxPendingPerSubject: DefaultMaxPendingPerSubject},
+		Limits:    Limits{MaxRequestBody: 1 << 20, MaxResponseBodyMasked: 2000000},
+		Path:      "testdata/good.yaml",
 	}
 	want.lines, want.written = cfg.lines, cfg.written
 	if !reflect.DeepEqual(cfg, want) {
@@ -337,19 +338,14 @@ func TestExpandTypes(t *testing.T) {
 		env  map[string]string
 		want []string
 	}{
-		{"int", map[string]string{"N": "2"}, []string{
-			"line 13: routes[0].approval: approvals are not supported yet by this build; remove it (a route that needs approval must never forward without one)",
-		}},
+		{"int", map[string]string{"N": "2"}, nil},
 		{"not an int", map[string]string{"N": "two-planted"}, []string{
-			"line 13: routes[0].approval: approvals are not supported yet by this build; remove it (a route that needs approval must never forward without one)",
 			`line 15: routes[0].approval.min_approvals: want a whole number, got "${N}"`,
 		}},
 		{"zero", map[string]string{"N": "0"}, []string{
-			"line 13: routes[0].approval: approvals are not supported yet by this build; remove it (a route that needs approval must never forward without one)",
 			"line 15: routes[0].approval.min_approvals: min_approvals must be at least 1",
 		}},
 		{"unset", nil, []string{
-			"line 13: routes[0].approval: approvals are not supported yet by this build; remove it (a route that needs approval must never forward without one)",
 			"line 15: routes[0].approval.min_approvals: ${N} is not set",
 		}},
 	} {

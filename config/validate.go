@@ -99,9 +99,26 @@ func (v *validator) defaults() {
 		c.Recorder.BodyLimit = DefaultRecorderBodyLimit
 	}
 	for i := range c.Routes {
-		if a := c.Routes[i].Approval; a != nil && !v.set(idx("routes", i)+".approval.min_approvals") {
+		a := c.Routes[i].Approval
+		if a == nil {
+			continue
+		}
+		ap := idx("routes", i) + ".approval"
+		if !v.set(ap + ".min_approvals") {
 			a.MinApprovals = 1
 		}
+		if !v.set(ap + ".hold") {
+			a.Hold = DefaultApprovalHold
+		}
+		if !v.set(ap + ".ttl") {
+			a.TTL = max(DefaultApprovalTTL, a.Hold)
+		}
+	}
+	if c.Approvals == nil {
+		c.Approvals = &Approvals{}
+	}
+	if !v.set("approvals.max_pending_per_subject") {
+		c.Approvals.MaxPendingPerSubject = DefaultMaxPendingPerSubject
 	}
 }
 
@@ -642,10 +659,6 @@ func (v *validator) route(p string, r *Route) {
 			v.errorf(ap+".ttl", "ttl must not be shorter than hold")
 		}
 	}
-	// Shape first, then refusal: a route must never silently do less than it says.
-	if hasApproval {
-		v.errorf(p+".approval", "approvals are not supported yet by this build; remove it (a route that needs approval must never forward without one)")
-	}
 }
 
 // allow checks that a is not empty and holds no empty value. what names a in messages.
@@ -748,5 +761,7 @@ func (v *validator) approvals(a *Approvals) {
 			v.errorf("approvals.public_url", "public_url %s must be an absolute http or https URL", v.show("approvals.public_url", a.PublicURL))
 		}
 	}
-	v.errorf("approvals", "approval notifications are not supported yet by this build; remove approvals (they would never be sent)")
+	if a.MaxPendingPerSubject < 1 {
+		v.errorf("approvals.max_pending_per_subject", "max_pending_per_subject must be at least 1")
+	}
 }

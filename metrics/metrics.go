@@ -44,6 +44,13 @@ type Metrics struct {
 	// RecorderDropped counts record entries that will never be written (queue full in
 	// best-effort mode, store failure).
 	RecorderDropped prometheus.Counter
+	// ApprovalsPending is the number of approvals waiting for a decision.
+	ApprovalsPending prometheus.Gauge
+	// ApprovalsTotal counts approval events by route and outcome (requested, approved,
+	// denied, expired, used, limited).
+	ApprovalsTotal *prometheus.CounterVec
+	// ApprovalWaitSeconds is the time from an approval's request to its decision.
+	ApprovalWaitSeconds prometheus.Histogram
 }
 
 // New creates the metrics and registers them, with the Go runtime and process collectors,
@@ -113,11 +120,25 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "keyhole_recorder_dropped_total",
 			Help: "Exchange record entries lost: queue full in best-effort mode, or the store failed.",
 		}),
+		ApprovalsPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyhole_approvals_pending",
+			Help: "Approvals waiting for a decision.",
+		}),
+		ApprovalsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyhole_approvals_total",
+			Help: "Approval events by route and outcome (requested, approved, denied, expired, used, limited).",
+		}, []string{"route", "outcome"}),
+		ApprovalWaitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "keyhole_approval_wait_seconds",
+			Help:    "Time from an approval's request to its decision.",
+			Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600},
+		}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.Requests, m.RequestDuration, m.InFlight, m.UpstreamDuration, m.UpstreamErrors,
 		m.AuthFailures, m.JWKSRefresh, m.MaskedValues, m.MaskFailures, m.ConfigReloads, m.ConfigLastReloadSuccess,
 		m.RecorderQueueDepth, m.RecorderWriteSeconds, m.RecorderErrors, m.RecorderDropped,
+		m.ApprovalsPending, m.ApprovalsTotal, m.ApprovalWaitSeconds,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

@@ -41,6 +41,8 @@ type State struct {
 	upstreams map[string]*upstream
 	masks     map[string]*routeMask // by route name; only routes with mask or detect
 	maxBody   int64
+	// maxPending is approvals.max_pending_per_subject.
+	maxPending int
 }
 
 // Gateway is the data-plane http.Handler. It is safe for concurrent use; Swap may be
@@ -52,20 +54,23 @@ type Gateway struct {
 	metrics  *metrics.Metrics
 	buffers  bufferPool
 	handler  http.Handler
-	rec      Recorder // nil: exchanges are not recorded
+	rec      Recorder  // nil: exchanges are not recorded
+	ap       Approvals // nil: routes with approval are refused
 }
 
 var _ http.Handler = (*Gateway)(nil)
 
 // New returns a Gateway that serves nothing but 503 until the first Swap.
 // log receives one line per request; m receives the request metrics; rec, when not nil,
-// records every exchange (a nil rec records nothing: for tests and benchmarks only).
-func New(log *slog.Logger, m *metrics.Metrics, rec Recorder) *Gateway {
+// records every exchange (a nil rec records nothing: for tests and benchmarks only); ap
+// holds requests on routes with approval (with a nil ap they are refused with 503).
+func New(log *slog.Logger, m *metrics.Metrics, rec Recorder, ap Approvals) *Gateway {
 	g := &Gateway{
 		log:      log,
 		errorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		metrics:  m,
 		rec:      rec,
+		ap:       ap,
 	}
 	stages := []func(http.Handler) http.Handler{
 		g.begin,        // request id, panic recovery, metrics, the access-log line, the record
@@ -73,6 +78,7 @@ func New(log *slog.Logger, m *metrics.Metrics, rec Recorder) *Gateway {
 		g.authenticate, // bearer token -> Principal
 		g.decide,       // guards and route rules -> allow, or refuse
 		g.record,       // the request part of the record, durable first in strict mode
+		g.approve,      // routes with approval: hold for a human, forward only on an approval
 	}
 	var h http.Handler = http.HandlerFunc(g.forward)
 	for i := len(stages) - 1; i >= 0; i-- {
@@ -91,6 +97,9 @@ func New(log *slog.Logger, m *metrics.Metrics, rec Recorder) *Gateway {
 func (g *Gateway) NewState(cfg *config.Config, table *rules.Table, v Verifier, prev *State) (*State, error) {
 	s := &State{table: table, verifier: v, upstreams: map[string]*upstream{}, masks: map[string]*routeMask{},
 		maxBody: int64(cfg.Limits.MaxRequestBody)}
+	if cfg.Approvals != nil {
+		s.maxPending = cfg.Approvals.MaxPendingPerSubject
+	}
 	var hashKey []byte
 	if cfg.Masking != nil {
 		hashKey = []byte(cfg.Masking.HashKey.Reveal())
@@ -169,7 +178,11 @@ type reqInfo struct {
 	reason      string // why the rules decided as they did
 	refusal     *refusal
 	rec         recording
-	status      int // set when the status is not what was written (client gone: 499)
+	status      int    // set when the status is not what was written (client gone: 499)
+	approvalID  string // the approval this request waited on or was forwarded on
+	// clientReason is the client's X-Keyhole-Reason, read before client X-Keyhole-
+	// headers are removed, for approvers.
+	clientReason string
 }
 
 type infoKey struct{}
@@ -337,6 +350,9 @@ func (g *Gateway) normalise(next http.Handler) http.Handler {
 			return
 		}
 		info.path = p
+		if v := r.Header.Get("X-Keyhole-Reason"); v != "" {
+			info.clientReason = truncate(v, 2048)
+		}
 		PrepareHeaders(r.Header)
 		max := info.state.maxBody
 		if r.ContentLength > max {
@@ -413,11 +429,20 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 			}
 		}
 		d := st.table.Decide(&req, info.principal)
-		info.route, info.reason, info.rec.body = d.Route, d.Reason, req.Body
+		info.route, info.reason = d.Route, d.Reason
 		if rf := refusalFor(d); rf != nil {
+			info.rec.body = req.Body
 			g.refuse(w, info, rf)
 			return
 		}
+		if d.Route.Approval != nil && req.Body == nil {
+			// An approval covers the exact body bytes, and approvers must read them.
+			if rf := readBody(w, r, &req); rf != nil {
+				g.refuse(w, info, rf)
+				return
+			}
+		}
+		info.rec.body = req.Body
 		if up := r.Header.Get("Upgrade"); up != "" && !(d.Route.Websocket && strings.EqualFold(up, "websocket")) {
 			g.refuse(w, info, badRequest(fmt.Sprintf("protocol upgrade to %q is not allowed on route %s", up, d.Route.Name)))
 			return
@@ -469,14 +494,14 @@ func Outcome(d rules.Decision) (status int, code string) {
 const bodyReadTimeout = 30 * time.Second
 
 // readBody buffers the (already size-limited) request body for body conditions and puts
-// it back for forwarding. A compressed body is refused: conditions judge the bytes the
-// upstream will decode, and a gzip body would be judged as noise. Every Content-Encoding
+// it back for forwarding. A compressed body is refused: conditions judge (and approvers
+// read) the bytes the upstream will decode, and a gzip body would be noise to both. Every Content-Encoding
 // field counts: "identity" followed by "gzip" is still gzip.
 func readBody(w http.ResponseWriter, r *http.Request, req *rules.Request) *refusal {
 	for _, v := range r.Header.Values("Content-Encoding") {
 		for _, ce := range strings.Split(v, ",") {
 			if ce = strings.TrimSpace(ce); ce != "" && !strings.EqualFold(ce, "identity") {
-				return badRequest("compressed request bodies are not accepted on routes with body conditions")
+				return badRequest("compressed request bodies are not accepted on routes with body conditions or approval")
 			}
 		}
 	}

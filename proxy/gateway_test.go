@@ -121,6 +121,12 @@ func newHarness(t testing.TB) *harness {
 // newHarnessWith is newHarness with a recorder for the gateway.
 func newHarnessWith(t testing.TB, rec proxy.Recorder) *harness {
 	t.Helper()
+	return newHarnessFull(t, rec, nil)
+}
+
+// newHarnessFull is newHarness with a recorder and approvals for the gateway.
+func newHarnessFull(t testing.TB, rec proxy.Recorder, ap proxy.Approvals) *harness {
+	t.Helper()
 	h := &harness{iss: testkit.NewIssuer(t), crm: testkit.NewUpstream(t), billing: testkit.NewUpstream(t), logs: &testkit.Buffer{}}
 	h.billing.Respond = func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/billing/slow" {
@@ -141,7 +147,7 @@ func newHarnessWith(t testing.TB, rec proxy.Recorder) *harness {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(h.logs, nil))
-	h.gw = proxy.New(log, m, rec)
+	h.gw = proxy.New(log, m, rec, ap)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	h.v, err = identity.New(ctx, []config.Issuer{withAudience(h.iss.Config(), "api://keyhole")}, identity.Options{Logger: log})

@@ -20,6 +20,8 @@ type Recorder interface {
 	Refused(x *recorder.Exchange, extra ...string)
 	// Redacted returns x as it would be recorded: redacted.
 	Redacted(x *recorder.Exchange, extra ...string) (*recorder.Exchange, error)
+	// RedactString returns s redacted as a record would be.
+	RedactString(s string, extra ...string) string
 	BodyLimit() int64
 }
 
@@ -163,6 +165,7 @@ func (g *Gateway) finishRecord(r *http.Request, sw *statusWriter, info *reqInfo,
 	now := time.Now()
 	x.RespondedAt = &now
 	x.Decision = info.decision
+	x.ApprovalID = info.approvalID
 	if info.reason != "" {
 		x.Reason = info.reason
 	}

@@ -170,6 +170,7 @@ type completion struct {
 	RespondedAt *time.Time `json:"responded_at,omitempty"`
 	Decision    string     `json:"decision"`
 	Reason      string     `json:"reason,omitempty"`
+	ApprovalID  string     `json:"approval_id,omitempty"`
 	Response    *Response  `json:"response,omitempty"`
 	Error       string     `json:"error,omitempty"`
 	Durations   Durations  `json:"durations"`

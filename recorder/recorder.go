@@ -369,7 +369,7 @@ func requestEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 // responseEntry encodes the completion of x, redacted.
 func responseEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 	c := completion{ForwardedAt: x.ForwardedAt, RespondedAt: x.RespondedAt, Decision: x.Decision, Reason: x.Reason,
-		Error: x.Error, Durations: x.Durations}
+		ApprovalID: x.ApprovalID, Error: x.Error, Durations: x.Durations}
 	status := 0
 	if x.Response != nil {
 		resp := *x.Response
@@ -416,6 +416,11 @@ func encode(v any, red *Redactor, extra []string) ([]byte, error) {
 	}
 	out := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	return without(red.Bytes(out), extra), nil
+}
+
+// RedactString returns s with every secret value the policy knows, and extra, redacted.
+func (r *Recorder) RedactString(s string, extra ...string) string {
+	return string(without(r.policy.Load().Redactor.Bytes([]byte(s)), extra))
 }
 
 // Redacted returns x as Begin and End would record it now: with the policy's redaction.

@@ -131,6 +131,9 @@ func (c *compiler) route(cr *config.Route, field string, index int, guard bool) 
 	if cr.Allow != nil && cr.Deny == "" {
 		rt.allow = c.allow(field+".allow", cr.Name, cr.Allow)
 	}
+	if cr.Approval != nil && cr.Deny == "" {
+		rt.approvers = c.allow(field+".approval.approvers", "approvers of "+cr.Name, &cr.Approval.Approvers)
+	}
 	rt.allowReason = "allowed by route " + cr.Name
 	if cr.Rewrite != nil {
 		rt.StripPrefix, rt.AddPrefix = cr.Rewrite.StripPrefix, cr.Rewrite.AddPrefix

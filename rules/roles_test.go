@@ -45,3 +45,43 @@ func TestHasRole(t *testing.T) {
 		})
 	}
 }
+
+func TestApproves(t *testing.T) {
+	cfg := &config.Config{
+		Admin: config.Admin{Allow: groups("keyhole-admins")},
+		Routes: []config.Route{
+			{Name: "delete-customer", Match: match("/crm/customers/{id}", "DELETE"), Upstream: "crm", Allow: groups("crm-writers"),
+				Approval: &config.Approval{Approvers: config.Allow{Groups: []string{"crm-admins"}}, MinApprovals: 1}},
+			{Name: "refund", Match: match("/billing/refunds", "POST"), Upstream: "billing", Allow: groups("billing"),
+				Approval: &config.Approval{Approvers: config.Allow{Subjects: []string{"00ufinance"}}, MinApprovals: 2}},
+			{Name: "read", Match: match("/crm/customers/{id}", "GET"), Upstream: "crm", Allow: groups("crm-readers")},
+		},
+	}
+	tb := compile(t, cfg)
+	p := func(sub string, gs ...string) *identity.Principal {
+		return &identity.Principal{Subject: sub, Groups: gs}
+	}
+	tests := []struct {
+		name  string
+		p     *identity.Principal
+		route string
+		want  bool
+	}{
+		{"route's approver group", p("x", "crm-admins"), "delete-customer", true},
+		{"approver of another route", p("x", "crm-admins"), "refund", false},
+		{"approver by subject", p("00ufinance"), "refund", true},
+		{"any route", p("00ufinance"), "", true},
+		{"admin.allow decides nothing", p("x", "keyhole-admins"), "delete-customer", false},
+		{"route without approval", p("x", "crm-readers", "crm-admins"), "read", false},
+		{"unknown route", p("x", "crm-admins"), "nope", false},
+		{"outsider, any route", p("x", "crm-readers"), "", false},
+		{"no principal", nil, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tb.Approves(tt.p, tt.route); got != tt.want {
+				t.Errorf("Approves(%v, %q) = %v, want %v", tt.p, tt.route, got, tt.want)
+			}
+		})
+	}
+}

@@ -106,6 +106,7 @@ type Route struct {
 	methods     methodSet
 	when        *when
 	allow       *allow
+	approvers   *allow // approval.approvers
 	allowReason string
 	mux         *chi.Mux // guards only: a tree holding just the guard's pattern
 }
@@ -173,6 +174,21 @@ func (t *Table) HasRole(p *identity.Principal, role string) bool {
 	}
 	for _, r := range []string{role, RoleAdmins} {
 		if a := t.roles[r]; a != nil && a.missing(p) == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// Approves reports whether p may decide approvals of the route named route: p satisfies
+// its approval.approvers. With route "" it reports whether p approves any route.
+// Admin roles grant nothing here: only a route's approvers decide its approvals.
+func (t *Table) Approves(p *identity.Principal, route string) bool {
+	if t == nil || p == nil {
+		return false
+	}
+	for _, rt := range t.all {
+		if rt.approvers != nil && (route == "" || rt.Name == route) && rt.approvers.missing(p) == "" {
 			return true
 		}
 	}

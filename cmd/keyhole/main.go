@@ -49,6 +49,8 @@ Usage:
                                                     read the exchange records (token in KEYHOLE_TOKEN)
   keyhole replay   ID --server URL [--target URL] [--allow-unsafe] [--dry-run]
                                                     send a recorded request again and diff the answers
+  keyhole approvals list|show ID|approve ID|deny ID [--comment C] --server URL
+                                                    see and decide held requests (token in KEYHOLE_TOKEN)
   keyhole version
 
 Run "keyhole COMMAND --help" for the flags of a command.
@@ -79,6 +81,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdRecords(ctx, rest, getenv, stdout, stderr)
 	case "replay":
 		return cmdReplay(ctx, rest, getenv, stdout, stderr)
+	case "approvals":
+		return cmdApprovals(ctx, rest, getenv, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "keyhole", version())
 		return nil

@@ -9,14 +9,21 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyholehq/keyhole/approvals"
 	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/metrics"
 	"github.com/keyholehq/keyhole/recorder"
 	"github.com/keyholehq/keyhole/store/sqlite"
 )
 
-// openStore opens the record store a DSN names, creating it if need be.
-func openStore(ctx context.Context, dsn string) (recorder.Store, error) {
+// store is where a gateway keeps its exchange records and its approvals.
+type store interface {
+	recorder.Store
+	approvals.Store
+}
+
+// openStore opens the store a DSN names, creating it if need be.
+func openStore(ctx context.Context, dsn string) (store, error) {
 	if !strings.HasPrefix(dsn, "sqlite://") {
 		return nil, fmt.Errorf("recorder.store: only sqlite:// stores are supported by this build")
 	}
@@ -68,4 +75,21 @@ func newRecorder(cfg *config.Config, s recorder.Store, m *metrics.Metrics, log *
 			Errors: m.RecorderErrors, Dropped: m.RecorderDropped},
 		Log: log,
 	})
+}
+
+// newApprovals returns the approvals service on s and the notifier it announces new
+// approvals with, configured from cfg.
+func newApprovals(cfg *config.Config, s approvals.Store, m *metrics.Metrics, log *slog.Logger) (*approvals.Service, *approvals.Notifier) {
+	n := approvals.NewNotifier(notifyConfig(cfg), approvals.NotifierOptions{Log: log})
+	svc := approvals.New(s, approvals.Options{Notify: n.Notify, Log: log,
+		Metrics: approvals.Metrics{Pending: m.ApprovalsPending, Total: m.ApprovalsTotal, Wait: m.ApprovalWaitSeconds}})
+	return svc, n
+}
+
+// notifyConfig returns where cfg says approval requests are announced.
+func notifyConfig(cfg *config.Config) approvals.NotifyConfig {
+	if cfg.Approvals == nil {
+		return approvals.NotifyConfig{}
+	}
+	return approvals.NotifyConfig{Webhook: cfg.Approvals.Notify.Webhook, PublicURL: cfg.Approvals.PublicURL}
 }

@@ -83,7 +83,7 @@ func (s *recordsSource) do(ctx context.Context, method, path string, body io.Rea
 		return nil, err
 	}
 	if s.token == "" {
-		return nil, errors.New("KEYHOLE_TOKEN is not set: put an auditor's bearer token in it")
+		return nil, errors.New("KEYHOLE_TOKEN is not set: put your bearer token (an auditor's or an approver's) in it")
 	}
 	req.Header.Set("Authorization", "Bearer "+s.token)
 	if body != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keyholehq/keyhole/admin"
+	"github.com/keyholehq/keyhole/approvals"
 	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/identity"
 	"github.com/keyholehq/keyhole/metrics"
@@ -123,8 +124,10 @@ type gateway struct {
 	dataLn   net.Listener
 	adminLn  net.Listener
 	verifier atomic.Pointer[identity.Verifier]
-	store    recorder.Store
+	store    store
 	rec      *recorder.Recorder
+	ap       *approvals.Service
+	notifier *approvals.Notifier
 	table    atomic.Pointer[rules.Table] // the running route table, for admin roles
 
 	mu          sync.Mutex
@@ -162,8 +165,9 @@ func start(ctx context.Context, src source, log *slog.Logger, over listenOverrid
 		return nil, err
 	}
 	rec := newRecorder(cfg, st, m, log)
-	g := &gateway{src: src, log: log, reg: reg, metrics: m, proxy: proxy.New(log, m, rec), ctx: ctx,
-		cfg: cfg, issuerWait: 10 * time.Second, store: st, rec: rec}
+	ap, notifier := newApprovals(cfg, st, m, log)
+	g := &gateway{src: src, log: log, reg: reg, metrics: m, proxy: proxy.New(log, m, rec, ap), ctx: ctx,
+		cfg: cfg, issuerWait: 10 * time.Second, store: st, rec: rec, ap: ap, notifier: notifier}
 	g.lastSum = g.fingerprint(data)
 	if g.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
 		g.closeRecorder()
@@ -266,12 +270,13 @@ func (g *gateway) serve(ctx context.Context, watch time.Duration) error {
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 	}
 	opts := admin.Options{Gatherer: g.reg, Ready: g.ready, API: &admin.API{
-		Verifier: func() admin.Verifier { return g.verifier.Load() },
-		Roles:    func() admin.Roles { return g.table.Load() },
-		Store:    g.store,
-		Replayer: g.proxy,
-		Version:  version(),
-		Log:      g.log,
+		Verifier:  func() admin.Verifier { return g.verifier.Load() },
+		Roles:     func() admin.Roles { return g.table.Load() },
+		Store:     g.store,
+		Replayer:  g.proxy,
+		Approvals: g.ap,
+		Version:   version(),
+		Log:       g.log,
 	}}
 	if g.dev != nil {
 		opts.DevIssuer, opts.DevPath = g.dev.Handler(), "/dev"
@@ -296,6 +301,12 @@ func (g *gateway) serve(ctx context.Context, watch time.Duration) error {
 		errc <- err
 	}()
 	go func() { errc <- adminSrv.Serve(g.adminLn) }()
+	// Background work of approvals: sweeping expired ones, sending notifications. It
+	// stops after the servers, so a request still draining can be held and announced.
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	go g.ap.Run(bg)
+	go g.notifier.Run(bg)
 	g.log.Info("keyhole serving", "listen", g.dataLn.Addr().String(), "admin", g.adminLn.Addr().String(),
 		"tls", cfg.TLS != nil, "dev_issuer", g.dev != nil, "version", version())
 
@@ -325,7 +336,9 @@ loop:
 	g.log.Info("keyhole shutting down: draining in-flight requests")
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	g.ap.Close() // held requests answer approval_pending now rather than hold up the drain
 	shutErr := errors.Join(dataSrv.Shutdown(sctx), adminSrv.Shutdown(sctx))
+	stopBG()
 	g.verifier.Load().Close()
 	g.closeRecorder()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -406,6 +419,7 @@ func (g *gateway) reload(force bool) {
 	// The new policy redacts the old credentials too: requests still in flight under the
 	// old configuration carry them, and a rotated key must not reach a record either way.
 	g.rec.SetPolicy(recorderPolicy(cfg, old))
+	g.notifier.Set(notifyConfig(cfg))
 	g.proxy.Swap(state)
 	g.table.Store(table)
 	g.cfg, g.state = cfg, state

@@ -1,5 +1,6 @@
-// Package sqlite stores exchange records in one SQLite file: a recorder.Store for a
-// single gateway, or for several gateway processes on one host sharing the file.
+// Package sqlite stores exchange records and approvals in one SQLite file: a
+// recorder.Store and an approvals.Store for a single gateway, or for several gateway
+// processes on one host sharing the file.
 //
 // The file is in WAL mode with synchronous=FULL, so an entry is on disk once Append
 // returns and survives a killed process or a lost machine. Writes take SQLite's write
@@ -37,9 +38,9 @@ const (
 	readParams  = "_busy_timeout=5000&_foreign_keys=1&_query_only=1"
 )
 
-// Store is a recorder.Store in an SQLite file. It is safe for concurrent use, and
-// several Stores, in one process or in several, may append to one file. The zero
-// value is not usable: make one with Open or OpenPath.
+// Store is a recorder.Store and an approvals.Store in an SQLite file. It is safe for
+// concurrent use, and several Stores, in one process or in several, may write to one
+// file. The zero value is not usable: make one with Open or OpenPath.
 type Store struct {
 	w *sql.DB // one connection: SQLite has one writer per file
 	r *sql.DB // readers, concurrent with the writer in WAL mode
@@ -137,7 +138,8 @@ var errReadOnly = errors.New("sqlite: store was opened read-only")
 
 // OpenReadOnly opens an existing store for reading only, as auditors' tools do: a
 // missing file is an error (not a new, empty store), nothing is created or migrated, and
-// Append and Prune fail. The file's schema must be the one this build writes.
+// Append, Prune and every approval write fail. The file's schema must be the one this
+// build writes.
 func OpenReadOnly(ctx context.Context, dsn string) (*Store, error) {
 	path, ok := strings.CutPrefix(dsn, "sqlite://")
 	if !ok || path == "" {

@@ -1,0 +1,177 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/keyholehq/keyhole/approvals"
+	"github.com/keyholehq/keyhole/identity"
+	"github.com/keyholehq/keyhole/rules"
+)
+
+// ApprovalService lists approvals and takes approvers' decisions (approvals.Service).
+type ApprovalService interface {
+	Approval(ctx context.Context, id string) (*approvals.Approval, error)
+	Approvals(ctx context.Context, f approvals.Filter) ([]*approvals.Approval, error)
+	Decide(ctx context.Context, id string, by approvals.Identity, v approvals.Verdict, comment string) (*approvals.Approval, error)
+}
+
+// mountApprovals adds the approvers' endpoints. Listing and reading need the approvers
+// role or to be an approver of the approval's route; deciding needs the latter.
+func (a *API) mountApprovals(r chi.Router) {
+	r.Get("/approvals", a.listApprovals)
+	r.Get("/approvals/{id}", a.showApproval)
+	r.Post("/approvals/{id}/approve", a.decide(approvals.Approve))
+	r.Post("/approvals/{id}/deny", a.decide(approvals.Deny))
+}
+
+// approvalView is an approval as the API shows it: with its age and time left.
+type approvalView struct {
+	*approvals.Approval
+	AgeSeconds       float64 `json:"age_seconds"`
+	ExpiresInSeconds float64 `json:"expires_in_seconds"`
+}
+
+func view(ap *approvals.Approval, now time.Time) approvalView {
+	return approvalView{Approval: ap, AgeSeconds: now.Sub(ap.CreatedAt).Round(time.Second).Seconds(),
+		ExpiresInSeconds: max(0, ap.ExpiresAt.Sub(now).Round(time.Second).Seconds())}
+}
+
+// approvalList is the answer of GET /api/v1/approvals.
+type approvalList struct {
+	Approvals  []approvalView `json:"approvals"`
+	NextCursor string         `json:"next_cursor,omitempty"`
+}
+
+// approvalStates are the values of the state filter; "all" lists every state.
+var approvalStates = map[string]approvals.State{"pending": approvals.Pending, "approved": approvals.Approved,
+	"denied": approvals.Denied, "expired": approvals.Expired, "used": approvals.Used, "all": ""}
+
+func (a *API) listApprovals(w http.ResponseWriter, r *http.Request) {
+	p, roles := principal(r), a.Roles()
+	all := roles.HasRole(p, rules.RoleApprovers)
+	if !all && !roles.Approves(p, "") {
+		apiError(w, http.StatusForbidden, "forbidden", "listing approvals requires the approvers role or to be an approver of a route")
+		return
+	}
+	q := r.URL.Query()
+	state := q.Get("state")
+	if state == "" {
+		state = "pending"
+	}
+	st, ok := approvalStates[state]
+	if !ok {
+		apiError(w, http.StatusBadRequest, "bad_request", "state: want pending, approved, denied, expired, used or all")
+		return
+	}
+	f := approvals.Filter{State: st, Route: q.Get("route"), Subject: q.Get("subject"), Before: q.Get("cursor"), Limit: 50}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			apiError(w, http.StatusBadRequest, "bad_request", "limit: want a whole number")
+			return
+		}
+		f.Limit = min(n, 500)
+	}
+	if f.Before != "" {
+		if _, err := ulid.ParseStrict(f.Before); err != nil {
+			apiError(w, http.StatusBadRequest, "bad_request", "cursor: not a cursor this API returned")
+			return
+		}
+	}
+	list, err := a.Approvals.Approvals(r.Context(), f)
+	if err != nil {
+		a.storeError(w, err)
+		return
+	}
+	now := time.Now()
+	out := approvalList{Approvals: make([]approvalView, 0, len(list))}
+	for _, ap := range list {
+		if all || roles.Approves(p, ap.Route) {
+			out.Approvals = append(out.Approvals, view(ap, now))
+		}
+	}
+	if len(list) == f.Limit {
+		out.NextCursor = list[len(list)-1].ID
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// approval reads the approval of the request and checks that the caller may see it.
+func (a *API) approval(w http.ResponseWriter, r *http.Request) (*approvals.Approval, bool) {
+	id := chi.URLParam(r, "id")
+	ap, err := a.Approvals.Approval(r.Context(), id)
+	switch {
+	case errors.Is(err, approvals.ErrNotFound):
+		apiError(w, http.StatusNotFound, "not_found", "no approval "+id)
+		return nil, false
+	case err != nil:
+		a.storeError(w, err)
+		return nil, false
+	}
+	p, roles := principal(r), a.Roles()
+	if !roles.HasRole(p, rules.RoleApprovers) && !roles.Approves(p, ap.Route) {
+		apiError(w, http.StatusForbidden, "forbidden", "reading this approval requires the approvers role or to be an approver of route "+ap.Route)
+		return nil, false
+	}
+	return ap, true
+}
+
+func (a *API) showApproval(w http.ResponseWriter, r *http.Request) {
+	if ap, ok := a.approval(w, r); ok {
+		writeJSON(w, http.StatusOK, view(ap, time.Now()))
+	}
+}
+
+// decisionRequest is the body of POST /api/v1/approvals/{id}/approve and /deny.
+type decisionRequest struct {
+	Comment string `json:"comment"`
+}
+
+func (a *API) decide(v approvals.Verdict) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req decisionRequest
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+			apiError(w, http.StatusBadRequest, "bad_request", `body must be a JSON object: {"comment": "..."}`)
+			return
+		}
+		ap, ok := a.approval(w, r)
+		if !ok {
+			return
+		}
+		p := principal(r)
+		if !a.Roles().Approves(p, ap.Route) {
+			apiError(w, http.StatusForbidden, "forbidden", "only an approver of route "+ap.Route+" may decide this approval")
+			return
+		}
+		out, err := a.Approvals.Decide(r.Context(), ap.ID, by(p), v, req.Comment)
+		switch {
+		case errors.Is(err, approvals.ErrSelfApproval):
+			apiError(w, http.StatusForbidden, "self_approval", "a requester may not decide its own request")
+		case errors.Is(err, approvals.ErrNotPending):
+			apiError(w, http.StatusConflict, "not_pending", "approval "+ap.ID+" is no longer pending")
+		case errors.Is(err, approvals.ErrAlreadyDecided):
+			apiError(w, http.StatusConflict, "already_decided", "you have already decided approval "+ap.ID)
+		case errors.Is(err, approvals.ErrNotFound):
+			apiError(w, http.StatusNotFound, "not_found", "no approval "+ap.ID)
+		case err != nil:
+			a.storeError(w, err)
+		default:
+			writeJSON(w, http.StatusOK, view(out, time.Now()))
+		}
+	}
+}
+
+func by(p *identity.Principal) approvals.Identity {
+	return approvals.Identity{Issuer: p.Issuer, Subject: p.Subject, ClientID: p.ClientID}
+}

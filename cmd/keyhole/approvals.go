@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+const approvalsUsage = "usage: keyhole approvals list|show ID|approve ID|deny ID [--comment C] --server URL"
+
+// cmdApprovals lists and decides approvals through a running gateway's admin API, with
+// the approver's token from KEYHOLE_TOKEN.
+func cmdApprovals(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, approvalsUsage)
+		return errUsage
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlags("approvals "+sub, stderr)
+	src := recordsSource{token: getenv("KEYHOLE_TOKEN")}
+	fs.StringVar(&src.server, "server", "", "admin URL of the running gateway, e.g. http://127.0.0.1:9090 (token from KEYHOLE_TOKEN)")
+	comment := fs.String("comment", "", "approve, deny: why (the requester sees a denial's comment)")
+	state := fs.String("state", "pending", "list: pending, approved, denied, expired, used or all")
+	route := fs.String("route", "", "list: only this route")
+	subject := fs.String("subject", "", "list: only this requester")
+	asJSON := fs.Bool("json", false, "list, show: print the API's JSON")
+	want := 1
+	if sub == "list" {
+		want = 0
+	}
+	pos, rest := positional(args, want)
+	if err := parseFlags(fs, rest); err != nil {
+		return err
+	}
+	if len(pos) != want || src.server == "" {
+		fmt.Fprintln(stderr, approvalsUsage)
+		return errUsage
+	}
+	switch sub {
+	case "list":
+		q := url.Values{"state": {*state}}
+		if *route != "" {
+			q.Set("route", *route)
+		}
+		if *subject != "" {
+			q.Set("subject", *subject)
+		}
+		var page json.RawMessage
+		if err := src.api(ctx, http.MethodGet, "/api/v1/approvals?"+q.Encode(), nil, &page); err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeIndented(stdout, page)
+		}
+		return approvalTable(stdout, page)
+	case "show":
+		var a json.RawMessage
+		if err := src.api(ctx, http.MethodGet, "/api/v1/approvals/"+url.PathEscape(pos[0]), nil, &a); err != nil {
+			return err
+		}
+		return writeIndented(stdout, a)
+	case "approve", "deny":
+		var a approvalRow
+		if err := src.api(ctx, http.MethodPost, "/api/v1/approvals/"+url.PathEscape(pos[0])+"/"+sub,
+			map[string]string{"comment": *comment}, &a); err != nil {
+			return err
+		}
+		verb := map[string]string{"approve": "approved", "deny": "denied"}[sub]
+		fmt.Fprintf(stdout, "%s %s: %s %s (route %s) is now %s", verb, a.ID, a.Method, a.Path, a.Route, a.State)
+		if a.State == "pending" {
+			fmt.Fprintf(stdout, " (%d of %d approvals)", approvesIn(a), a.MinApprovals)
+		}
+		fmt.Fprintln(stdout)
+		return nil
+	}
+	fmt.Fprintf(stderr, "keyhole approvals: unknown subcommand %q\n%s\n", sub, approvalsUsage)
+	return errUsage
+}
+
+// approvalRow is the part of an API approval the CLI prints.
+type approvalRow struct {
+	ID           string  `json:"id"`
+	Route        string  `json:"route"`
+	Method       string  `json:"method"`
+	Path         string  `json:"path"`
+	Query        string  `json:"query"`
+	State        string  `json:"state"`
+	Reason       string  `json:"reason"`
+	MinApprovals int     `json:"min_approvals"`
+	Age          float64 `json:"age_seconds"`
+	ExpiresIn    float64 `json:"expires_in_seconds"`
+	Requester    struct {
+		Subject  string `json:"subject"`
+		ClientID string `json:"client_id"`
+	} `json:"requester"`
+	Decisions []struct {
+		Verdict string `json:"verdict"`
+	} `json:"decisions"`
+}
+
+func approvesIn(a approvalRow) int {
+	n := 0
+	for _, d := range a.Decisions {
+		if d.Verdict == "approve" {
+			n++
+		}
+	}
+	return n
+}
+
+func approvalTable(w io.Writer, page json.RawMessage) error {
+	var list struct {
+		Approvals []approvalRow `json:"approvals"`
+	}
+	if err := json.Unmarshal(page, &list); err != nil {
+		return fmt.Errorf("admin API answer: %w", err)
+	}
+	if len(list.Approvals) == 0 {
+		fmt.Fprintln(w, "no approvals")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tEXPIRES IN\tROUTE\tREQUEST\tREQUESTER\tREASON")
+	for _, a := range list.Approvals {
+		target := a.Path
+		if a.Query != "" {
+			target += "?" + a.Query
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s %s\t%s\t%s\n", a.ID, a.State, seconds(a.Age), seconds(a.ExpiresIn),
+			a.Route, a.Method, oneLine(target, 60), oneLine(a.Requester.Subject, 40), oneLine(a.Reason, 60))
+	}
+	return tw.Flush()
+}
+
+func seconds(s float64) string { return (time.Duration(s) * time.Second).String() }
+
+// oneLine bounds s for a table cell and keeps a tab or newline from breaking the table.
+func oneLine(s string, n int) string {
+	s = strings.NewReplacer("\t", " ", "\n", " ", "\r", " ").Replace(s)
+	if len(s) > n {
+		return s[:n-1] + "…"
+	}
+	return s
+}
+
+func writeIndented(w io.Writer, raw json.RawMessage) error {
+	var b bytes.Buffer
+	if err := json.Indent(&b, raw, "", "  "); err != nil {
+		return fmt.Errorf("admin API answer: %w", err)
+	}
+	b.WriteByte('\n')
+	_, err := b.WriteTo(w)
+	return err
+}
