@@ -408,7 +408,7 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 			g.refuse(w, info, badRequest("malformed query string"))
 			return
 		}
-		if tokens := accessTokens(query); len(tokens) > 0 {
+		if tokens := AccessTokens(query); len(tokens) > 0 {
 			info.rec.secrets = append(info.rec.secrets, tokens...)
 			// RFC 6750 query tokens are not accepted, and a token must never be forwarded.
 			g.refuse(w, info, badRequest("access tokens are accepted only in the Authorization header, not in the query string"))
@@ -614,9 +614,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// accessTokens returns the values of the query's access_token parameters (RFC 6750
-// §2.3), the name in any letter case.
-func accessTokens(q url.Values) []string {
+// AccessTokens returns the values of the query's access_token parameters (RFC 6750
+// §2.3), the name in any letter case. The gateway refuses a request that has any.
+func AccessTokens(q url.Values) []string {
 	var out []string
 	for k, vs := range q {
 		if strings.EqualFold(k, "access_token") {

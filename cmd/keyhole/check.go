@@ -3,11 +3,14 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 
+	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/identity"
 	"github.com/keyholehq/keyhole/proxy"
 	"github.com/keyholehq/keyhole/rules"
@@ -136,7 +139,7 @@ func evaluate(table *rules.Table, c policyCase) verdict {
 	if err != nil {
 		return verdict{path: p, effect: "bad_request", status: http.StatusBadRequest, code: "bad_request", reason: "malformed query string"}
 	}
-	if query.Has("access_token") {
+	if len(proxy.AccessTokens(query)) > 0 {
 		return verdict{path: p, effect: "bad_request", status: http.StatusBadRequest, code: "bad_request", reason: "access tokens are accepted only in the Authorization header"}
 	}
 	h := http.Header{}
@@ -151,6 +154,11 @@ func evaluate(table *rules.Table, c policyCase) verdict {
 	principal := c.Identity.principal()
 	d := table.Decide(&req, principal)
 	status, code := proxy.Outcome(d)
+	if d.Effect == rules.Allow && d.Route.Approval != nil {
+		// Allowed to ask: the request is held until a route approver approves it.
+		return verdict{path: p, effect: "approval", status: http.StatusForbidden, code: "approval_pending",
+			reason: d.Reason + "; it is held until approved by " + approversText(d.Route.Approval), decision: d}
+	}
 	return verdict{path: p, effect: d.Effect.String(), status: status, code: code, reason: d.Reason, decision: d}
 }
 
@@ -168,4 +176,25 @@ func (id policyIdentity) principal() *identity.Principal {
 	}
 	return &identity.Principal{Issuer: id.Issuer, Subject: id.Sub, ClientID: id.ClientID,
 		Groups: id.Groups, Scopes: id.Scopes, Claims: claims}
+}
+
+// approversText describes who approves a route's requests.
+func approversText(a *config.Approval) string {
+	var who []string
+	for _, l := range []struct {
+		what string
+		vs   []string
+	}{{"group", a.Approvers.Groups}, {"scope", a.Approvers.Scopes}, {"subject", a.Approvers.Subjects}} {
+		for _, v := range l.vs {
+			who = append(who, l.what+" "+v)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(a.Approvers.Claims)) {
+		who = append(who, "claim "+k)
+	}
+	n := "1 approver"
+	if a.MinApprovals > 1 {
+		n = fmt.Sprintf("%d approvers", a.MinApprovals)
+	}
+	return n + " (" + strings.Join(who, " or ") + ")"
 }

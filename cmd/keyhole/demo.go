@@ -133,8 +133,8 @@ Tokens (8h, from the dev issuer; mint more with: go run ./cmd/keyhole token --is
   export APPROVER=%[5]s
   export KEYHOLE_TOKEN=%[6]s
 (READER and WRITER are client-credentials agent tokens with scopes; APPROVER is a person in
-group crm-admins, for the approvals feature; KEYHOLE_TOKEN is an auditor's, which the
-records and replay commands read.)
+group crm-admins, who approves deletes; KEYHOLE_TOKEN is an auditor's, which the records and
+replay commands read.)
 
 Try:
   # allowed: the reader agent reads a customer; SSN, card number, email and phone are masked
@@ -151,6 +151,15 @@ Try:
   curl -s -H "Authorization: Bearer $READER" %[1]s/crm/admin
   # unauthenticated (401): no token
   curl -si %[1]s/crm/customers/1
+
+Deleting a customer needs a person's approval (route crm-delete-customer):
+  # approval pending (403 after a 3 s hold): the writer agent asks; note X-Keyhole-Approval
+  curl -si -X DELETE -H "Authorization: Bearer $WRITER" -H "X-Keyhole-Reason: customer asked to be forgotten" %[1]s/crm/customers/3
+  # as the approver (alice, in crm-admins); ID is the X-Keyhole-Approval value
+  KEYHOLE_TOKEN=$APPROVER go run ./cmd/keyhole approvals list --server %[2]s
+  KEYHOLE_TOKEN=$APPROVER go run ./cmd/keyhole approvals approve ID --comment "ticket 4411" --server %[2]s
+  # allowed once approved (204): the same request again is forwarded, exactly once
+  curl -si -X DELETE -H "Authorization: Bearer $WRITER" -H "X-Keyhole-Reason: customer asked to be forgotten" %[1]s/crm/customers/3
 
 Every request above is recorded (%[7]s), refusals included. As the auditor:
   go run ./cmd/keyhole records list --server %[2]s

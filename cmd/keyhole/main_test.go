@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -286,21 +287,49 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo printed %d tokens, want 4:\n%s", len(tokens), stdout.String())
 	}
 	// Every curl line the demo prints must do what its comment says.
+	// So must the approver's commands, run in between.
+	approverEnv := func(k string) string { return map[string]string{"KEYHOLE_TOKEN": tokens["APPROVER"]}[k] }
 	sc := bufio.NewScanner(strings.NewReader(stdout.String()))
-	var comment string
-	checked := 0
+	var comment, approvalID string
+	checked, approved := 0, false
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if strings.HasPrefix(line, "# ") {
 			comment = line
 			continue
 		}
+		if strings.HasPrefix(line, "KEYHOLE_TOKEN=$APPROVER go run ./cmd/keyhole approvals ") {
+			args := strings.Fields(strings.TrimPrefix(line, "KEYHOLE_TOKEN=$APPROVER go run ./cmd/keyhole "))
+			for i, a := range args {
+				switch {
+				case a == "ID":
+					args[i] = approvalID
+				case strings.HasPrefix(a, "http://"):
+					args[i] = "http://" + adm
+				}
+			}
+			args = regroupQuoted(args)
+			out, errOut, err := runCmd(t, approverEnv, args...)
+			if err != nil || !strings.Contains(out, approvalID) {
+				t.Errorf("%s = %v %s\n%s", line, err, errOut, out)
+			}
+			approved = approved || args[1] == "approve"
+			continue
+		}
 		if !strings.HasPrefix(line, "curl ") {
 			continue
 		}
-		status := curlLike(t, line, tokens)
-		want := map[string]int{"# allowed": 200, "# forbidden": 403, "# denied": 403, "# no route": 404, "# unauthenticated": 401}
+		status, header := curlLike(t, line, tokens)
+		if strings.HasPrefix(comment, "# approval pending") {
+			approvalID = header.Get("X-Keyhole-Approval")
+		}
+		want := map[string]int{"# allowed": 200, "# forbidden": 403, "# denied": 403, "# no route": 404, "# unauthenticated": 401, "# approval pending": 403}
 		matched := false
+		if m := regexp.MustCompile(`\((\d{3})\b`).FindStringSubmatch(comment); m != nil {
+			// The comment names the status: that is the one to get.
+			code, _ := strconv.Atoi(m[1])
+			want = map[string]int{comment: code}
+		}
 		for prefix, code := range want {
 			if strings.HasPrefix(comment, prefix) {
 				matched = true
@@ -316,6 +345,9 @@ func TestDemo(t *testing.T) {
 	}
 	if checked < 5 {
 		t.Errorf("checked %d curl lines, want at least 5", checked)
+	}
+	if approvalID == "" || !approved {
+		t.Errorf("the demo's approval walk-through did not run: approval %q, approved %v", approvalID, approved)
 	}
 
 	s, b := get("http://"+data+"/crm/customers/1", tokens["READER"])
@@ -388,7 +420,7 @@ func TestDemo(t *testing.T) {
 }
 
 // curlLike performs one of the demo's curl lines with Go's client and returns the status.
-func curlLike(t *testing.T, line string, tokens map[string]string) int {
+func curlLike(t *testing.T, line string, tokens map[string]string) (int, http.Header) {
 	t.Helper()
 	method := "GET"
 	if m := regexp.MustCompile(`-X (\w+)`).FindStringSubmatch(line); m != nil {
@@ -406,12 +438,35 @@ func curlLike(t *testing.T, line string, tokens map[string]string) int {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	for _, m := range regexp.MustCompile(`-H "(X-[\w-]+): ([^"]*)"`).FindAllStringSubmatch(line, -1) {
+		req.Header.Set(m[1], m[2])
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp.StatusCode, resp.Header
+}
+
+// regroupQuoted joins shell words split inside double quotes ("ticket 4411") back into
+// one argument, without the quotes.
+func regroupQuoted(words []string) []string {
+	var out []string
+	for i := 0; i < len(words); i++ {
+		w := words[i]
+		if strings.HasPrefix(w, `"`) && !strings.HasSuffix(w, `"`) {
+			for i+1 < len(words) {
+				i++
+				w += " " + words[i]
+				if strings.HasSuffix(words[i], `"`) {
+					break
+				}
+			}
+		}
+		out = append(out, strings.Trim(w, `"`))
+	}
+	return out
 }
 
 func grepLines(s, sub string) string {

@@ -46,7 +46,7 @@ type policyIdentity struct {
 }
 
 type policyExpect struct {
-	// Decision is allow, forbidden, denied, no_route or bad_request.
+	// Decision is allow, approval (allowed once approved), forbidden, denied, no_route or bad_request.
 	Decision string `yaml:"decision"`
 	// Route, when set, is the name of the route or guard that must decide.
 	Route string `yaml:"route"`
@@ -54,7 +54,7 @@ type policyExpect struct {
 	Reason string `yaml:"reason"`
 }
 
-var decisions = map[string]bool{"allow": true, "forbidden": true, "denied": true, "no_route": true, "bad_request": true}
+var decisions = map[string]bool{"allow": true, "approval": true, "forbidden": true, "denied": true, "no_route": true, "bad_request": true}
 
 func cmdTest(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlags("test", stderr)
@@ -105,7 +105,7 @@ func runPolicyFile(file, override string, getenv func(string) string, stdout, st
 	}
 	for i, c := range pf.Cases {
 		if !decisions[c.Expect.Decision] {
-			return 0, 0, fmt.Errorf("%s: cases[%d].expect.decision: %q is not one of allow, forbidden, denied, no_route, bad_request", file, i, c.Expect.Decision)
+			return 0, 0, fmt.Errorf("%s: cases[%d].expect.decision: %q is not one of allow, approval, forbidden, denied, no_route, bad_request", file, i, c.Expect.Decision)
 		}
 	}
 	cfgData, err := os.ReadFile(cfgPath)
