@@ -1,0 +1,244 @@
+package approvals_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keyholehq/keyhole/approvals"
+	"github.com/keyholehq/keyhole/internal/testkit"
+	"github.com/keyholehq/keyhole/store/sqlite"
+)
+
+func openStore(t *testing.T, path string) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), "sqlite://"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+var requester = approvals.Identity{Issuer: "https://idp.example", Subject: "agent-1", ClientID: "agent-1-client"}
+
+func request(hold time.Duration) approvals.Request {
+	return approvals.Request{Requester: requester, Route: "purge", Method: "POST", Path: "/customers/1/purge",
+		Body: []byte(`{"x":1}`), ExchangeID: "01JD00000000000000000000XX", MinApprovals: 1, Hold: hold, TTL: 15 * time.Minute}
+}
+
+func TestBind(t *testing.T) {
+	base := approvals.Bind(requester, "purge", "POST", "/a", "q=1", approvals.BodyHash([]byte("b")))
+	other := requester
+	other.ClientID = "other"
+	for name, b := range map[string]string{
+		"client id": approvals.Bind(other, "purge", "POST", "/a", "q=1", approvals.BodyHash([]byte("b"))),
+		"route":     approvals.Bind(requester, "purge2", "POST", "/a", "q=1", approvals.BodyHash([]byte("b"))),
+		"method":    approvals.Bind(requester, "purge", "PUT", "/a", "q=1", approvals.BodyHash([]byte("b"))),
+		"path":      approvals.Bind(requester, "purge", "POST", "/b", "q=1", approvals.BodyHash([]byte("b"))),
+		"query":     approvals.Bind(requester, "purge", "POST", "/a", "q=2", approvals.BodyHash([]byte("b"))),
+		"body":      approvals.Bind(requester, "purge", "POST", "/a", "q=1", approvals.BodyHash([]byte("c"))),
+		// Field boundaries count: "/a" + "q=1" is not "/aq" + "=1".
+		"boundary": approvals.Bind(requester, "purge", "POST", "/aq", "=1", approvals.BodyHash([]byte("b"))),
+	} {
+		if b == base {
+			t.Errorf("a different %s binds alike", name)
+		}
+	}
+	if again := approvals.Bind(requester, "purge", "POST", "/a", "q=1", approvals.BodyHash([]byte("b"))); again != base {
+		t.Error("the same request binds differently")
+	}
+}
+
+// TestHoldSeesDecisionFromAnotherGateway runs two Services on one store file, as two
+// gateway processes: a request held on one is released by a decision taken on the other.
+func TestHoldSeesDecisionFromAnotherGateway(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k.db")
+	a := approvals.New(openStore(t, path), approvals.Options{Poll: 20 * time.Millisecond})
+	b := approvals.New(openStore(t, path), approvals.Options{Poll: 20 * time.Millisecond})
+	done := make(chan approvals.Admission, 1)
+	go func() {
+		adm, err := a.Admit(context.Background(), request(10*time.Second))
+		if err != nil {
+			t.Error(err)
+		}
+		done <- adm
+	}()
+	var id string
+	for deadline := time.Now().Add(5 * time.Second); id == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if list, _ := b.Approvals(context.Background(), approvals.Filter{State: approvals.Pending}); len(list) == 1 {
+			id = list[0].ID
+		}
+	}
+	if id == "" {
+		t.Fatal("no pending approval")
+	}
+	if _, err := b.Decide(context.Background(), id, approvals.Identity{Subject: "alice"}, approvals.Approve, ""); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case adm := <-done:
+		if adm.Outcome != approvals.AdmitForward || adm.Approval.ID != id {
+			t.Errorf("held request = %+v, want forwarded on %s", adm, id)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the decision on the other gateway did not release the held request")
+	}
+}
+
+func TestCloseEndsHolds(t *testing.T) {
+	s := approvals.New(openStore(t, filepath.Join(t.TempDir(), "k.db")), approvals.Options{})
+	done := make(chan approvals.Admission, 1)
+	go func() {
+		adm, _ := s.Admit(context.Background(), request(time.Minute))
+		done <- adm
+	}()
+	time.Sleep(50 * time.Millisecond)
+	s.Close()
+	select {
+	case adm := <-done:
+		if adm.Outcome != approvals.AdmitPending {
+			t.Errorf("hold ended by Close = %v, want AdmitPending", adm.Outcome)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end the hold")
+	}
+}
+
+func TestHoldEndsWithClient(t *testing.T) {
+	s := approvals.New(openStore(t, filepath.Join(t.TempDir(), "k.db")), approvals.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := s.Admit(ctx, request(time.Minute)); err == nil {
+		t.Error("Admit after the client went away = nil error, want the context's")
+	}
+	if list, _ := s.Approvals(context.Background(), approvals.Filter{State: approvals.Pending}); len(list) != 1 {
+		t.Errorf("pending approvals = %d, want the one the gone client asked for", len(list))
+	}
+}
+
+func TestSweepExpires(t *testing.T) {
+	now := time.Now()
+	clock := func() time.Time { return now }
+	s := approvals.New(openStore(t, filepath.Join(t.TempDir(), "k.db")), approvals.Options{Now: clock})
+	if adm, err := s.Admit(context.Background(), request(0)); err != nil || adm.Outcome != approvals.AdmitPending {
+		t.Fatalf("Admit = %+v, %v", adm, err)
+	}
+	now = now.Add(16 * time.Minute)
+	s.Sweep(context.Background())
+	list, _ := s.Approvals(context.Background(), approvals.Filter{State: approvals.Expired})
+	if len(list) != 1 {
+		t.Fatalf("expired approvals after the sweep = %d, want 1", len(list))
+	}
+	// The requester still learns of the expiry once, then may ask again.
+	if adm, _ := s.Admit(context.Background(), request(0)); adm.Outcome != approvals.AdmitTimedOut {
+		t.Errorf("retry after the sweep = %v, want AdmitTimedOut", adm.Outcome)
+	}
+	if adm, _ := s.Admit(context.Background(), request(0)); adm.Outcome != approvals.AdmitPending || adm.Approval.ID == list[0].ID {
+		t.Errorf("next retry = %+v, want a new pending approval", adm)
+	}
+}
+
+func TestMessage(t *testing.T) {
+	a := &approvals.Approval{ID: "01JDAPPROVAL", Route: "purge", Method: "DELETE", Path: "/customers/<@U123>",
+		Requester: approvals.Identity{Subject: "agent&co", ClientID: "bot"}, Reason: "urgent <https://evil.example|click>",
+		ExpiresAt: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	msg := approvals.Message(a, "https://keyhole.example:9090/")
+	for _, want := range []string{"DELETE /customers/&lt;@U123&gt; (route purge)", "agent&amp;co (client bot)",
+		"Reason: urgent &lt;https://evil.example|click&gt;", "https://keyhole.example:9090/api/v1/approvals/01JDAPPROVAL",
+		"keyhole approvals approve 01JDAPPROVAL", "2026-11-25T12:00:00Z"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.ContainsAny(strings.ReplaceAll(msg, "&lt;", ""), "<>") {
+		t.Errorf("message holds raw angle brackets, which Slack reads as links:\n%s", msg)
+	}
+}
+
+func TestCleanText(t *testing.T) {
+	tests := []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"plain", 100, "plain"},
+		{"two\nlines\r\n", 100, "two lines"},
+		{"bidi \u202eevil", 100, "bidi  evil"},
+		{"bad \xff utf8", 100, "bad \uFFFD utf8"},
+		{strings.Repeat("é", 10), 9, "éééé"}, // never half a character
+	}
+	for _, tt := range tests {
+		if got := approvals.CleanText(tt.in, tt.max); got != tt.want {
+			t.Errorf("CleanText(%q, %d) = %q, want %q", tt.in, tt.max, got, tt.want)
+		}
+	}
+}
+
+func TestNotifier(t *testing.T) {
+	hook := testkit.NewUpstream(t)
+	var fails atomic.Int32
+	fails.Store(1)
+	hook.Respond = func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/redirect":
+			http.Redirect(w, r, "/elsewhere", http.StatusTemporaryRedirect)
+		case fails.Add(-1) >= 0:
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}
+	logs := &testkit.Buffer{}
+	n := approvals.NewNotifier(approvals.NotifyConfig{Webhook: hook.URL + "/hook?token=PLANTED-HOOK-SECRET", PublicURL: "https://k.example"},
+		approvals.NotifierOptions{Attempts: 3, Backoff: 5 * time.Millisecond, Log: slogTo(logs)})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go n.Run(ctx)
+	a := &approvals.Approval{ID: "01JDA", Route: "purge", Method: "POST", Path: "/p", Requester: requester}
+
+	n.Notify(a)
+	waitRequests(t, hook, 2) // one failure, then delivered
+	var body struct{ Text string }
+	if err := json.Unmarshal([]byte(hook.Requests()[1].Body), &body); err != nil || !strings.Contains(body.Text, "/p") {
+		t.Errorf("delivered body %q: %v", hook.Requests()[1].Body, err)
+	}
+
+	hook.Reset()
+	n.Set(approvals.NotifyConfig{Webhook: hook.URL + "/redirect"})
+	n.Notify(a)
+	waitRequests(t, hook, 3) // a redirect is a failure; it is never followed
+	time.Sleep(50 * time.Millisecond)
+	for _, r := range hook.Requests() {
+		if r.RequestURI != "/redirect" {
+			t.Errorf("the notifier followed a redirect to %s", r.RequestURI)
+		}
+	}
+	if !strings.Contains(logs.String(), "not delivered") || strings.Contains(logs.String(), "PLANTED-HOOK-SECRET") {
+		t.Errorf("logs: %s", logs.String())
+	}
+
+	hook.Reset()
+	n.Set(approvals.NotifyConfig{})
+	n.Notify(a)
+	time.Sleep(50 * time.Millisecond)
+	if got := len(hook.Requests()); got != 0 {
+		t.Errorf("without a webhook, %d notifications were sent", got)
+	}
+}
+
+func waitRequests(t *testing.T, u *testkit.Upstream, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if len(u.Requests()) >= n {
+			return
+		}
+	}
+	t.Fatalf("webhook received %d requests, want %d", len(u.Requests()), n)
+}
+
+func slogTo(w *testkit.Buffer) *slog.Logger { return slog.New(slog.NewJSONHandler(w, nil)) }
