@@ -409,7 +409,10 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 			return
 		}
 		if tokens := AccessTokens(query); len(tokens) > 0 {
-			info.rec.secrets = append(info.rec.secrets, tokens...)
+			for _, t := range tokens {
+				// The decoded value and its encoded forms, as they may appear elsewhere.
+				info.rec.secrets = append(info.rec.secrets, t, url.QueryEscape(t), url.PathEscape(t))
+			}
 			// RFC 6750 query tokens are not accepted, and a token must never be forwarded.
 			g.refuse(w, info, badRequest("access tokens are accepted only in the Authorization header, not in the query string"))
 			return

@@ -11,10 +11,10 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/masking"
+	"github.com/keyholehq/keyhole/recorder"
 )
 
 // maskHeaders are request headers never forwarded on a masked route: the upstream must
@@ -121,10 +121,11 @@ func (g *Gateway) maskResponse(resp *http.Response, info *reqInfo) error {
 
 // decodedBody returns resp's body without its content coding. The gateway does not ask for
 // compression on masked routes, but an upstream may send it unasked; a coding the gateway
-// cannot decode is refused rather than passed on unmasked.
+// cannot decode, or a stack of codings, is refused rather than passed on unmasked. Every
+// Content-Encoding field counts: "identity" in one and "gzip" in the next is gzip.
 func decodedBody(resp *http.Response) (io.Reader, error) {
-	switch ce := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding"))); ce {
-	case "", "identity":
+	switch ce := recorder.ContentCoding(resp.Header.Values("Content-Encoding")); ce {
+	case "":
 		return resp.Body, nil
 	case "gzip", "x-gzip":
 		zr, err := gzip.NewReader(resp.Body)
@@ -155,7 +156,7 @@ func (g *Gateway) maskDocument(info *reqInfo, doc []byte) ([]byte, error) {
 	out, n, err := info.mask.masker.Apply(make([]byte, 0, len(doc)+64), doc)
 	if err != nil {
 		switch {
-		case errors.Is(err, masking.ErrNotJSON) && info.mask.passNonJSON:
+		case errors.Is(err, masking.ErrNotJSON) && info.mask.passNonJSON && !compressed(doc):
 			return doc, nil
 		case errors.Is(err, masking.ErrNotJSON):
 			return nil, &maskError{msg: "response body is not JSON and the route does not pass non-JSON"}
@@ -165,6 +166,13 @@ func (g *Gateway) maskDocument(info *reqInfo, doc []byte) ([]byte, error) {
 	}
 	g.countMasked(info.route.Name, n)
 	return out, nil
+}
+
+// compressed reports whether doc starts as a gzip or zlib stream does: a compressed body
+// labelled as uncompressed is not "non-JSON" to pass on, but JSON the masker cannot see.
+func compressed(doc []byte) bool {
+	return bytes.HasPrefix(doc, []byte{0x1f, 0x8b}) ||
+		len(doc) >= 2 && doc[0]&0x0f == 8 && (uint16(doc[0])<<8|uint16(doc[1]))%31 == 0
 }
 
 // countMasked adds what one document had masked to keyhole_masked_values_total.

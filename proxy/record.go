@@ -130,21 +130,36 @@ func (g *Gateway) exchange(r *http.Request, info *reqInfo) *recorder.Exchange {
 	return x
 }
 
-// recordedQuery returns the query for the record, bounded, with the value of any
-// access_token (which the gateway refuses, but a client may still send, its name in any
-// case or percent-encoding) replaced.
+// recordedQuery returns the query for the record with the value of any access_token
+// (which the gateway refuses, but a client may still send, its name in any case or
+// encoding) replaced. It is kept whole (the server bounds it with the request line): a
+// cut query would replay as a different request.
 func recordedQuery(raw string) string {
-	if !strings.Contains(raw, "%") && !strings.Contains(strings.ToLower(raw), "access_token") {
-		return truncate(raw, 8192)
+	if plainASCII(raw) && !strings.Contains(strings.ToLower(raw), "access_token") {
+		return raw // the common case: no name can decode or case-fold to access_token
 	}
 	parts := strings.Split(raw, "&")
+	changed := false
 	for i, p := range parts {
 		k, _, _ := strings.Cut(p, "=")
 		if dk, err := url.QueryUnescape(k); err != nil || strings.EqualFold(dk, "access_token") {
-			parts[i] = k + "=" + recorder.Redacted
+			parts[i], changed = k+"="+recorder.Redacted, true
 		}
 	}
-	return truncate(strings.Join(parts, "&"), 8192)
+	if !changed {
+		return raw
+	}
+	return strings.Join(parts, "&")
+}
+
+// plainASCII reports whether s is ASCII without percent-encoding.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 || s[i] == '%' {
+			return false
+		}
+	}
+	return true
 }
 
 func truncate(s string, n int) string {

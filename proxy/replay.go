@@ -44,8 +44,13 @@ func (g *Gateway) Replay(ctx context.Context, x *recorder.Exchange, target strin
 	}
 	st := g.state.Load()
 	body := x.Request.Body.Bytes()
+	// The headers the data plane judged and forwarded, without those recorded as
+	// redacted (by name: credentials the gateway replaces or the client's cookies).
 	judged := make(http.Header, len(x.Request.Header))
 	for k, vs := range x.Request.Header {
+		if len(vs) > 0 && vs[0] == recorder.Redacted {
+			continue // replayable made sure every value is
+		}
 		judged[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 	}
 	PrepareHeaders(judged)
@@ -127,7 +132,8 @@ func (g *Gateway) Replay(ctx context.Context, x *recorder.Exchange, target strin
 // replayable refuses what no configuration makes replayable: a request that never
 // reached an upstream, a replay (its identity is the auditor's; replay the original),
 // and a request whose recorded form is not what was sent — a truncated body, or a
-// credential redacted out of its body, query or headers.
+// credential redacted out of anything the replay would send or be judged by (method,
+// path, query, body, a header that is not wholly redacted, the caller's identity).
 func replayable(x *recorder.Exchange) error {
 	switch {
 	case x.ReplayOf != "":
@@ -136,17 +142,41 @@ func replayable(x *recorder.Exchange) error {
 		return notReplayable("this exchange was never forwarded to an upstream")
 	case x.Request.Body.Truncated:
 		return notReplayable("the recorded request body was truncated at the body limit; it cannot be replayed faithfully")
-	case strings.Contains(x.Request.Body.Text, recorder.Redacted) || x.Request.Body.Encoding == "base64" && bytes.Contains(x.Request.Body.Bytes(), []byte(recorder.Redacted)):
-		return notReplayable("a credential was redacted from the recorded request body; it cannot be replayed faithfully")
-	case strings.Contains(x.Request.Query, recorder.Redacted):
-		return notReplayable("a credential was redacted from the recorded query; it cannot be replayed faithfully")
+	}
+	redacted := func(s string) bool { return strings.Contains(s, recorder.Redacted) }
+	where := ""
+	switch {
+	case redacted(x.Request.Method) || redacted(x.Request.Path) || redacted(x.Request.ForwardPath):
+		where = "path"
+	case redacted(x.Request.Query):
+		where = "query"
+	case redacted(x.Request.Body.Text) || x.Request.Body.Encoding == "base64" && bytes.Contains(x.Request.Body.Bytes(), []byte(recorder.Redacted)):
+		where = "body"
+	case x.Identity != nil && (redacted(x.Identity.Issuer) || redacted(x.Identity.Subject) || redacted(x.Identity.ClientID) ||
+		redacted(strings.Join(x.Identity.Groups, "\x00")) || redacted(strings.Join(x.Identity.Scopes, "\x00"))):
+		where = "caller's identity"
 	}
 	for k, vs := range x.Request.Header {
+		if redacted(k) {
+			where = "headers"
+		}
+		whole := 0
 		for _, v := range vs {
-			if v != recorder.Redacted && strings.Contains(v, recorder.Redacted) {
-				return notReplayable("a credential was redacted from the recorded header " + k + "; it cannot be replayed faithfully")
+			switch {
+			case v == recorder.Redacted:
+				whole++
+			case redacted(v):
+				where = "header " + k
 			}
 		}
+		if whole > 0 && whole < len(vs) {
+			// Some values of the header were redacted by name and some not: dropping it
+			// or sending it would both change the request.
+			where = "header " + k
+		}
+	}
+	if where != "" {
+		return notReplayable("a credential was redacted from the recorded " + where + "; the request cannot be replayed faithfully")
 	}
 	return nil
 }
@@ -181,9 +211,8 @@ func (st *State) replayRoute(x *recorder.Exchange, h http.Header, body []byte) (
 }
 
 // replayHeader returns the headers a replay sends, from judged (the recorded headers the
-// data plane would forward): without hop-by-hop ones, headers recorded as redacted, the
-// content coding of a body the record holds decoded, and on a masked route the headers
-// masking drops.
+// data plane would forward): without hop-by-hop ones, the content coding of a body the
+// record holds decoded, and on a masked route the headers masking drops.
 func replayHeader(judged http.Header, decoded, masked bool) http.Header {
 	h := judged.Clone()
 	drop := replayDropped
@@ -195,11 +224,6 @@ func replayHeader(judged http.Header, decoded, masked bool) http.Header {
 	}
 	for _, k := range drop {
 		delete(h, k)
-	}
-	for k, vs := range h {
-		if len(vs) > 0 && vs[0] == recorder.Redacted {
-			delete(h, k)
-		}
 	}
 	return h
 }

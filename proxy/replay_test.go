@@ -143,6 +143,9 @@ func TestReplay(t *testing.T) {
 	keyInQuery := h.recorded(t, "GET", "/crm/customers/42?key="+crmKey, reader, "", nil)
 	maskedJSON := h.recorded(t, "GET", "/masked/json", reader, "", nil)
 	maskedSSE := h.recorded(t, "GET", "/masked/sse", reader, "", nil)
+	keyInPath := h.recorded(t, "GET", "/crm/customers/"+crmKey, reader, "", nil)
+	keyInHeader := h.recorded(t, "GET", "/crm/customers/42", reader, "", http.Header{"X-Trace": {"t-1", "k=" + crmKey}})
+	longQuery := h.recorded(t, "GET", "/crm/customers/42?pad="+strings.Repeat("x", 9000)+"&last=1", reader, "", nil)
 	version = "v2"
 
 	t.Run("the upstream changed its answer", func(t *testing.T) {
@@ -225,6 +228,8 @@ func TestReplay(t *testing.T) {
 		{"truncated body", long, `{"allow_unsafe":true}`, 409, "not_replayable"},
 		{"never forwarded", forbidden, `{"allow_unsafe":true}`, 409, "not_replayable"},
 		{"credential redacted from the query", keyInQuery, `{}`, 409, "not_replayable"},
+		{"credential redacted from the path", keyInPath, `{}`, 409, "not_replayable"},
+		{"credential redacted from one header value", keyInHeader, `{}`, 409, "not_replayable"},
 		{"target nobody configured", get, `{"target":"http://attacker.example:8080"}`, 400, "bad_target"},
 		{"unknown exchange", "01JD0000000000000000000000", `{}`, 404, "not_found"},
 		{"not a JSON object", get, `[1]`, 400, "bad_request"},
@@ -242,6 +247,23 @@ func TestReplay(t *testing.T) {
 		})
 	}
 
+	t.Run("a long query is replayed whole", func(t *testing.T) {
+		h.crm.Reset()
+		status, _ := h.replay(t, longQuery, `{}`)
+		if got := h.crm.Requests(); status != 200 || len(got) != 1 || !strings.HasSuffix(got[0].RequestURI, "&last=1") {
+			t.Errorf("replay of a 9 KB query = %d, upstream got %d", status, len(got))
+		}
+	})
+	t.Run("a route that now needs approval", func(t *testing.T) {
+		held := strings.Replace(replayConfig(true, "crm-readers"), "allow: { groups: [crm-readers], scopes: [crm.read] }",
+			"allow: { groups: [crm-readers], scopes: [crm.read] }\n    approval: { approvers: { groups: [crm-admins] } }", 1)
+		h.load(t, held)
+		defer h.load(t, replayConfig(true, "crm-readers"))
+		h.crm.Reset()
+		if status, a := h.replay(t, get, `{}`); status != 409 || a.Error != "not_replayable" || !strings.Contains(a.Msg, "approval") || len(h.crm.Requests()) != 0 {
+			t.Errorf("replay on a route that needs approval = %d %+v", status, a)
+		}
+	})
 	t.Run("replay target from replay_targets", func(t *testing.T) {
 		h.crm.Reset()
 		status, a := h.replay(t, get, fmt.Sprintf(`{"target":%q}`, h.crm.URL+"/staging/"))

@@ -115,7 +115,7 @@ func NewBody(p []byte, size int64) Body {
 // decoded and Truncated set unless that is the whole body; any other coding, or a stack
 // of codings, keeps no bytes.
 func NewCodedBody(p []byte, size int64, codings []string, limit int64) Body {
-	coding := contentCoding(codings)
+	coding := ContentCoding(codings)
 	if coding == "" || size == 0 {
 		return NewBody(p, size)
 	}
@@ -142,9 +142,10 @@ func NewCodedBody(p []byte, size int64, codings []string, limit int64) Body {
 	return b
 }
 
-// contentCoding returns the content coding of Content-Encoding values, lower case: "" for
-// none or identity, the one coding there is, or the whole list when codings are stacked.
-func contentCoding(values []string) string {
+// ContentCoding returns the content coding that Content-Encoding field values (every
+// field, every list element) name, lower case: "" for none or identity, the one coding
+// there is, or the comma-joined list when codings are stacked.
+func ContentCoding(values []string) string {
 	var cs []string
 	for _, v := range values {
 		for _, c := range strings.Split(v, ",") {

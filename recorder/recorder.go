@@ -169,10 +169,15 @@ func (r *Recorder) End(x *Exchange, extra ...string) {
 
 // Refused records an exchange that was answered without reaching an upstream (401,
 // 403, 404, 400 ...): both entries are queued and Refused returns. It never waits for a
-// place in the queue, in strict mode either: strict mode's promise is about requests
-// that are forwarded, and a flood of refused requests (unauthenticated ones included)
-// must not hold handlers. A refusal the full queue cannot take is counted as dropped.
+// place in the queue, in strict mode either, and takes only the first half of it: strict
+// mode's promise is about requests that are forwarded, and a flood of refused requests
+// (unauthenticated ones included) must neither hold handlers nor crowd out the records
+// that forwarding waits for. A refusal the queue cannot take is counted as dropped.
 func (r *Recorder) Refused(x *Exchange, extra ...string) {
+	if len(r.queue) >= cap(r.queue)/2 {
+		r.lose(2, errors.New("queue half full: refusals yield to forwarded requests"))
+		return
+	}
 	p := r.policy.Load()
 	req, err := requestEntry(x, p.Redactor, extra)
 	if err != nil {

@@ -165,7 +165,11 @@ func openReadOnly(ctx context.Context, path string) (*Store, error) {
 	} else if !fi.Mode().IsRegular() {
 		return nil, errors.New("not a regular file")
 	}
-	r, err := sql.Open("sqlite", abs+"?"+readParams)
+	// mode=ro: SQLite opens the file read-only, so neither a write nor the WAL
+	// checkpoint of a last connection changes it, and a file that vanished is not
+	// created again. (SQLite may still create the -shm and -wal files it reads through.)
+	uri := "file:" + strings.NewReplacer("%", "%25", "#", "%23").Replace(abs)
+	r, err := sql.Open("sqlite", uri+"?mode=ro&"+readParams)
 	if err != nil {
 		return nil, err
 	}

@@ -929,14 +929,36 @@ func TestOpenReadOnly(t *testing.T) {
 	s, path := open(t)
 	appendPairs(t, s, 0, 10, 8)
 
-	ro, err := OpenReadOnly(t.Context(), "sqlite://"+path)
+	// An auditor's read of a copy taken while the gateway ran (or of a crashed
+	// gateway's files) leaves the file as it was: SQLite would otherwise checkpoint the
+	// WAL into it when the last connection closes.
+	evidence := filepath.Join(t.TempDir(), "evidence.db")
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		b, err := os.ReadFile(path + suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(evidence+suffix, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, _ := os.ReadFile(evidence)
+	ro, err := OpenReadOnly(t.Context(), "sqlite://"+evidence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := recorder.Verify(t.Context(), ro, nil); err != nil || !rep.OK || rep.Entries != 20 {
+		t.Errorf("Verify read-only = %+v, %v; want OK, 20 entries", rep, err)
+	}
+	ro.Close()
+	if after, _ := os.ReadFile(evidence); !bytes.Equal(before, after) {
+		t.Error("a read-only open changed the store file")
+	}
+	ro, err = OpenReadOnly(t.Context(), "sqlite://"+path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ro.Close()
-	if rep, err := recorder.Verify(t.Context(), ro, nil); err != nil || !rep.OK || rep.Entries != 20 {
-		t.Errorf("Verify read-only = %+v, %v; want OK, 20 entries", rep, err)
-	}
 	req, _ := pair(99, "alice", "items", "allowed", 200)
 	if err := ro.Append(t.Context(), []*recorder.Entry{req}); err == nil {
 		t.Error("Append on a read-only store = nil error, want one")
