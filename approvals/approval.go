@@ -10,6 +10,9 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"maps"
+	"net/http"
+	"slices"
 	"time"
 )
 
@@ -54,20 +57,22 @@ type Approval struct {
 	Method  string `json:"method"`
 	Path    string `json:"path"`
 	Query   string `json:"query,omitempty"`
-	// Body is the request body as approvers see it: redacted of credentials, at most
-	// the store's limit, Truncated when longer. BodyHash is the SHA-256 of the exact
-	// bytes, which is what the approval covers.
-	Body          string    `json:"body,omitempty"`
-	BodySize      int64     `json:"body_size"`
-	BodyTruncated bool      `json:"body_truncated,omitempty"`
-	BodyHash      string    `json:"body_sha256"`
-	Requester     Identity  `json:"requester"`
-	Reason        string    `json:"reason,omitempty"` // the client's X-Keyhole-Reason
-	ExchangeID    string    `json:"exchange_id"`      // the exchange that asked
-	CreatedAt     time.Time `json:"created_at"`
-	ExpiresAt     time.Time `json:"expires_at"`
-	MinApprovals  int       `json:"min_approvals"`
-	State         State     `json:"state"`
+	// Headers are the request headers the approval covers (BoundHeaders), as approvers
+	// see them: credentials redacted.
+	Headers http.Header `json:"headers,omitempty"`
+	// Body is the whole request body (at most MaxBody) as approvers see it: redacted of
+	// credentials. BodyHash is the SHA-256 of the exact bytes, which is what the
+	// approval covers.
+	Body         string    `json:"body,omitempty"`
+	BodySize     int64     `json:"body_size"`
+	BodyHash     string    `json:"body_sha256"`
+	Requester    Identity  `json:"requester"`
+	Reason       string    `json:"reason,omitempty"` // the client's X-Keyhole-Reason
+	ExchangeID   string    `json:"exchange_id"`      // the exchange that asked
+	CreatedAt    time.Time `json:"created_at"`
+	ExpiresAt    time.Time `json:"expires_at"`
+	MinApprovals int       `json:"min_approvals"`
+	State        State     `json:"state"`
 	// Closed is set once the binding is free again: the approval was used, or its
 	// denial or expiry was reported after ExpiresAt. A new identical request then asks
 	// for a new approval.
@@ -102,16 +107,20 @@ var (
 	ErrNotPending = errors.New("approval is no longer pending")
 	// ErrAlreadyDecided is returned by Decide when the approver has decided this approval before.
 	ErrAlreadyDecided = errors.New("approver has already decided this approval")
-	// ErrOpen is returned by Create when another open approval holds the same binding.
+	// ErrOpen is returned by CreateApproval when another open approval holds the same binding.
 	ErrOpen = errors.New("an open approval holds this binding")
+	// ErrTooMany is returned by CreateApproval when the requester has too many pending approvals.
+	ErrTooMany = errors.New("requester has too many pending approvals")
 )
 
 // Store keeps approvals. Every method is atomic: concurrent callers, in one process or
 // in several sharing the store, see each change whole and in one order.
 type Store interface {
 	// CreateApproval inserts a (state Pending, not closed) unless an open (not closed)
-	// approval with a.Binding exists: then it returns ErrOpen and inserts nothing.
-	CreateApproval(ctx context.Context, a *Approval) error
+	// approval with a.Binding exists (ErrOpen) or, when maxPending > 0, a's requester
+	// subject has maxPending open Pending approvals unexpired at a.CreatedAt
+	// (ErrTooMany); then it inserts nothing. Check and insert are atomic together.
+	CreateApproval(ctx context.Context, a *Approval, maxPending int) error
 	// OpenApproval returns the open approval with binding, or ErrNotFound.
 	OpenApproval(ctx context.Context, binding string) (*Approval, error)
 	// Approval returns the approval with id, with its decisions in order, or ErrNotFound.
@@ -143,17 +152,59 @@ type Store interface {
 
 // Bind returns the binding of a request: a hash over everything an approval covers —
 // the requester (issuer, subject, client id), the route, the method, the canonical path,
-// the raw query and the hash of the exact body bytes. Any difference is a new approval.
-func Bind(requester Identity, route, method, path, query, bodyHash string) string {
+// the raw query, the bound headers (HeadersHash) and the hash of the exact body bytes.
+// Any difference is a new approval.
+func Bind(requester Identity, route, method, path, query, headersHash, bodyHash string) string {
 	h := sha256.New()
 	var n [8]byte
-	for _, f := range []string{requester.Issuer, requester.Subject, requester.ClientID, route, method, path, query, bodyHash} {
+	for _, f := range []string{requester.Issuer, requester.Subject, requester.ClientID, route, method, path, query, headersHash, bodyHash} {
 		// Length-prefixed, so that no two field lists hash alike.
 		binary.BigEndian.PutUint64(n[:], uint64(len(f)))
 		h.Write(n[:])
 		h.Write([]byte(f))
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// unboundHeaders are request headers an approval does not cover: they describe the
+// client or the connection (User-Agent, content negotiation, tracing), not what the
+// request does. Every other header forwarded is bound: tenant selectors, Prefer,
+// If-Match, idempotency keys and the like change what an upstream does.
+var unboundHeaders = map[string]bool{"User-Agent": true, "Accept": true, "Accept-Encoding": true,
+	"Accept-Language": true, "Traceparent": true, "Tracestate": true, "Baggage": true, "X-Request-Id": true,
+	"Content-Length": true, "Transfer-Encoding": true, "Connection": true, "Keep-Alive": true, "Te": true,
+	"Host": true, "Via": true}
+
+// BoundHeaders returns the headers of h an approval covers: all but unboundHeaders.
+func BoundHeaders(h http.Header) http.Header {
+	out := http.Header{}
+	for k, vs := range h {
+		if k = http.CanonicalHeaderKey(k); !unboundHeaders[k] {
+			out[k] = append(out[k], vs...)
+		}
+	}
+	return out
+}
+
+// HeadersHash returns the hex SHA-256 of a canonical encoding of h (names in order,
+// each value length-prefixed, in the order received).
+func HeadersHash(h http.Header) string {
+	sum := sha256.New()
+	var n [8]byte
+	write := func(s string) {
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		sum.Write(n[:])
+		sum.Write([]byte(s))
+	}
+	for _, k := range slices.Sorted(maps.Keys(h)) {
+		write(k)
+		binary.BigEndian.PutUint64(n[:], uint64(len(h[k])))
+		sum.Write(n[:])
+		for _, v := range h[k] {
+			write(v)
+		}
+	}
+	return hex.EncodeToString(sum.Sum(nil))
 }
 
 // BodyHash returns the hex SHA-256 of body.

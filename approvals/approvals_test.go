@@ -30,29 +30,85 @@ var requester = approvals.Identity{Issuer: "https://idp.example", Subject: "agen
 
 func request(hold time.Duration) approvals.Request {
 	return approvals.Request{Requester: requester, Route: "purge", Method: "POST", Path: "/customers/1/purge",
-		Body: []byte(`{"x":1}`), ExchangeID: "01JD00000000000000000000XX", MinApprovals: 1, Hold: hold, TTL: 15 * time.Minute}
+		Header: http.Header{"X-Tenant": {"acme"}}, Body: []byte(`{"x":1}`), ExchangeID: "01JD00000000000000000000XX",
+		MinApprovals: 1, Hold: hold, TTL: 15 * time.Minute}
+}
+
+// TestHoldsAreBounded sends many identical requests at once: only a few are held open,
+// the others are answered at once, and all wait on one approval.
+func TestHoldsAreBounded(t *testing.T) {
+	s := approvals.New(openStore(t, filepath.Join(t.TempDir(), "k.db")), approvals.Options{})
+	defer s.Close()
+	results := make(chan approvals.Admission, 20)
+	for range 20 {
+		go func() {
+			adm, err := s.Admit(context.Background(), request(time.Minute))
+			if err != nil {
+				t.Error(err)
+			}
+			results <- adm
+		}()
+	}
+	ids := map[string]bool{}
+	for range 16 { // all but the held ones answer at once
+		select {
+		case adm := <-results:
+			if adm.Outcome != approvals.AdmitPending {
+				t.Errorf("outcome %v, want AdmitPending", adm.Outcome)
+			}
+			ids[adm.Approval.ID] = true
+		case <-time.After(5 * time.Second):
+			t.Fatal("more than 4 identical requests are held open")
+		}
+	}
+	if len(ids) != 1 {
+		t.Errorf("identical requests wait on %d approvals, want 1", len(ids))
+	}
+	big := request(time.Minute)
+	big.Body = make([]byte, approvals.MaxBody+1)
+	if adm, _ := s.Admit(context.Background(), big); adm.Outcome != approvals.AdmitTooLarge {
+		t.Errorf("body of MaxBody+1 bytes = %v, want AdmitTooLarge", adm.Outcome)
+	}
 }
 
 func TestBind(t *testing.T) {
-	base := approvals.Bind(requester, "purge", "POST", "/a", "q=1", approvals.BodyHash([]byte("b")))
-	other := requester
-	other.ClientID = "other"
+	h := func(kv ...string) string {
+		hdr := http.Header{}
+		for i := 0; i < len(kv); i += 2 {
+			hdr.Add(kv[i], kv[i+1])
+		}
+		return approvals.HeadersHash(approvals.BoundHeaders(hdr))
+	}
+	body := approvals.BodyHash([]byte("b"))
+	base := approvals.Bind(requester, "purge", "POST", "/a", "q=1", h("X-Tenant", "acme"), body)
+	with := func(f func(*approvals.Identity)) approvals.Identity {
+		id := requester
+		f(&id)
+		return id
+	}
 	for name, b := range map[string]string{
-		"client id": approvals.Bind(other, "purge", "POST", "/a", "q=1", approvals.BodyHash([]byte("b"))),
-		"route":     approvals.Bind(requester, "purge2", "POST", "/a", "q=1", approvals.BodyHash([]byte("b"))),
-		"method":    approvals.Bind(requester, "purge", "PUT", "/a", "q=1", approvals.BodyHash([]byte("b"))),
-		"path":      approvals.Bind(requester, "purge", "POST", "/b", "q=1", approvals.BodyHash([]byte("b"))),
-		"query":     approvals.Bind(requester, "purge", "POST", "/a", "q=2", approvals.BodyHash([]byte("b"))),
-		"body":      approvals.Bind(requester, "purge", "POST", "/a", "q=1", approvals.BodyHash([]byte("c"))),
+		"issuer":             approvals.Bind(with(func(i *approvals.Identity) { i.Issuer = "https://other.example" }), "purge", "POST", "/a", "q=1", h("X-Tenant", "acme"), body),
+		"subject":            approvals.Bind(with(func(i *approvals.Identity) { i.Subject = "agent-2" }), "purge", "POST", "/a", "q=1", h("X-Tenant", "acme"), body),
+		"client id":          approvals.Bind(with(func(i *approvals.Identity) { i.ClientID = "other" }), "purge", "POST", "/a", "q=1", h("X-Tenant", "acme"), body),
+		"route":              approvals.Bind(requester, "purge2", "POST", "/a", "q=1", h("X-Tenant", "acme"), body),
+		"method":             approvals.Bind(requester, "purge", "PUT", "/a", "q=1", h("X-Tenant", "acme"), body),
+		"path":               approvals.Bind(requester, "purge", "POST", "/b", "q=1", h("X-Tenant", "acme"), body),
+		"query":              approvals.Bind(requester, "purge", "POST", "/a", "q=2", h("X-Tenant", "acme"), body),
+		"header":             approvals.Bind(requester, "purge", "POST", "/a", "q=1", h("X-Tenant", "megacorp"), body),
+		"header added":       approvals.Bind(requester, "purge", "POST", "/a", "q=1", h("X-Tenant", "acme", "If-Match", "*"), body),
+		"header value added": approvals.Bind(requester, "purge", "POST", "/a", "q=1", h("X-Tenant", "acme", "X-Tenant", "b"), body),
+		"body":               approvals.Bind(requester, "purge", "POST", "/a", "q=1", h("X-Tenant", "acme"), approvals.BodyHash([]byte("c"))),
 		// Field boundaries count: "/a" + "q=1" is not "/aq" + "=1".
-		"boundary": approvals.Bind(requester, "purge", "POST", "/aq", "=1", approvals.BodyHash([]byte("b"))),
+		"boundary": approvals.Bind(requester, "purge", "POST", "/aq", "=1", h("X-Tenant", "acme"), body),
 	} {
 		if b == base {
 			t.Errorf("a different %s binds alike", name)
 		}
 	}
-	if again := approvals.Bind(requester, "purge", "POST", "/a", "q=1", approvals.BodyHash([]byte("b"))); again != base {
-		t.Error("the same request binds differently")
+	same := approvals.Bind(requester, "purge", "POST", "/a", "q=1",
+		h("x-tenant", "acme", "User-Agent", "curl/8", "Traceparent", "00-abc-def-01", "Accept", "*/*"), body)
+	if same != base {
+		t.Error("the same request binds differently (header case, or headers that describe only the client)")
 	}
 }
 
@@ -150,8 +206,8 @@ func TestMessage(t *testing.T) {
 		Requester: approvals.Identity{Subject: "agent&co", ClientID: "bot"}, Reason: "urgent <https://evil.example|click>",
 		ExpiresAt: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
 	msg := approvals.Message(a, "https://keyhole.example:9090/")
-	for _, want := range []string{"DELETE /customers/&lt;@U123&gt; (route purge)", "agent&amp;co (client bot)",
-		"Reason: urgent &lt;https://evil.example|click&gt;", "https://keyhole.example:9090/api/v1/approvals/01JDAPPROVAL",
+	for _, want := range []string{"DELETE `/customers/&lt;@U123&gt;` (route `purge`)", "`agent&amp;co` (client `bot`)",
+		"Reason: `urgent &lt;https://evil.example|click&gt;`", "https://keyhole.example:9090/api/v1/approvals/01JDAPPROVAL",
 		"keyhole approvals approve 01JDAPPROVAL", "2026-11-25T12:00:00Z"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("message lacks %q:\n%s", want, msg)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -83,16 +84,28 @@ func (n *Notifier) Notify(a *Approval) {
 	}
 }
 
+// notifyWorkers send notifications side by side, so that one slow delivery (a webhook
+// that hangs costs Attempts × Timeout) does not hold up the ones behind it.
+const notifyWorkers = 4
+
 // Run sends queued notifications until ctx ends.
 func (n *Notifier) Run(ctx context.Context) {
-	for {
-		select {
-		case a := <-n.queue:
-			n.send(ctx, a)
-		case <-ctx.Done():
-			return
-		}
+	var wg sync.WaitGroup
+	for range notifyWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case a := <-n.queue:
+					n.send(ctx, a)
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
 	}
+	wg.Wait()
 }
 
 // send posts a's message, retrying a failed attempt with backoff.
@@ -145,19 +158,20 @@ func (n *Notifier) post(ctx context.Context, url string, body []byte) error {
 }
 
 // Message is the text announcing a: who asks for what, why, and where to decide. Every
-// part a requester controls is escaped for Slack's markup, so a crafted path or reason
-// cannot forge a link; nothing in it is a secret (path and reason were redacted when
-// the approval was made; the query and body are not sent).
+// part a requester controls is set in a code span and escaped for Slack's markup, so a
+// crafted path or reason can neither forge a link nor be auto-linked; nothing in it is a
+// secret (path and reason were redacted when the approval was made; the query, headers
+// and body are not sent).
 func Message(a *Approval, publicURL string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Keyhole approval needed: %s %s (route %s)\n", a.Method, slackEscape(a.Path), slackEscape(a.Route))
-	who := slackEscape(a.Requester.Subject)
+	fmt.Fprintf(&b, "Keyhole approval needed: %s %s (route %s)\n", a.Method, code(a.Path), code(a.Route))
+	who := code(a.Requester.Subject)
 	if a.Requester.ClientID != "" && a.Requester.ClientID != a.Requester.Subject {
-		who += " (client " + slackEscape(a.Requester.ClientID) + ")"
+		who += " (client " + code(a.Requester.ClientID) + ")"
 	}
 	fmt.Fprintf(&b, "Requested by %s\n", who)
 	if a.Reason != "" {
-		fmt.Fprintf(&b, "Reason: %s\n", slackEscape(a.Reason))
+		fmt.Fprintf(&b, "Reason: %s\n", code(a.Reason))
 	}
 	if publicURL != "" {
 		fmt.Fprintf(&b, "Review: %s/api/v1/approvals/%s\n", strings.TrimSuffix(publicURL, "/"), a.ID)
@@ -167,8 +181,9 @@ func Message(a *Approval, publicURL string) string {
 	return b.String()
 }
 
-// slackEscape escapes the three characters Slack's mrkdwn gives meaning to in links and
-// mentions (https://api.slack.com/reference/surfaces/formatting#escaping).
-func slackEscape(s string) string {
-	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+// code sets s in a Slack code span: the three characters mrkdwn gives meaning to in
+// links and mentions escaped (https://api.slack.com/reference/surfaces/formatting#escaping),
+// and backticks, which would end the span, replaced.
+func code(s string) string {
+	return "`" + strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", "`", "'").Replace(s) + "`"
 }

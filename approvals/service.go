@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -29,17 +30,24 @@ const (
 	AdmitTimedOut
 	// AdmitTooMany: the requester has too many pending approvals already.
 	AdmitTooMany
+	// AdmitTooLarge: the body is longer than approvers can be shown (MaxBody); an
+	// approval must never cover bytes nobody saw.
+	AdmitTooLarge
 )
+
+// MaxBody is the longest request body an approval covers: approvers are shown all of it.
+const MaxBody = 64 << 10
 
 // Request is a request on an approval route, as Admit needs it.
 type Request struct {
 	Requester Identity
 	Route     string
 	Method    string
-	Path      string // canonical
-	Query     string // raw
-	Body      []byte // the exact bytes that will be forwarded
-	Reason    string // the client's X-Keyhole-Reason
+	Path      string      // canonical
+	Query     string      // raw
+	Header    http.Header // the headers that will be forwarded; BoundHeaders of them are bound
+	Body      []byte      // the exact bytes that will be forwarded
+	Reason    string      // the client's X-Keyhole-Reason
 	// ExchangeID is the request's exchange: the approval links to it, and a consumed
 	// approval names it as used by.
 	ExchangeID   string
@@ -51,7 +59,8 @@ type Request struct {
 	Redact func(s string) string
 }
 
-// Admission is Admit's answer: the outcome, and the approval it concerns (nil for AdmitTooMany).
+// Admission is Admit's answer: the outcome, and the approval it concerns (nil for
+// AdmitTooMany and AdmitTooLarge).
 type Admission struct {
 	Outcome  Outcome
 	Approval *Approval
@@ -90,6 +99,7 @@ type Service struct {
 
 	mu      sync.Mutex
 	waiters map[string]map[chan struct{}]struct{} // approval id → held requests to wake
+	holding map[string]int                        // binding or "subject:"+subject → requests held now
 	closing chan struct{}                         // closed by Close: held requests answer at once
 	once    sync.Once
 }
@@ -112,7 +122,8 @@ func New(s Store, o Options) *Service {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{store: s, opts: o, waiters: map[string]map[chan struct{}]struct{}{}, closing: make(chan struct{})}
+	return &Service{store: s, opts: o, waiters: map[string]map[chan struct{}]struct{}{}, holding: map[string]int{},
+		closing: make(chan struct{})}
 }
 
 // Close ends every hold, now and later, with AdmitPending: a gateway shutting down
@@ -127,9 +138,16 @@ func (s *Service) Close() {
 // holds r up to r.Hold for a decision; without one, a new approval is created and r
 // is held. An error means the store failed or ctx ended: the request must be refused.
 func (s *Service) Admit(ctx context.Context, r Request) (Admission, error) {
-	binding := Bind(r.Requester, r.Route, r.Method, r.Path, r.Query, BodyHash(r.Body))
+	if len(r.Body) > MaxBody {
+		return Admission{Outcome: AdmitTooLarge}, nil
+	}
+	bound := BoundHeaders(r.Header)
+	binding := Bind(r.Requester, r.Route, r.Method, r.Path, r.Query, HeadersHash(bound), BodyHash(r.Body))
+	r.Header = bound
 	// A loop, because the approval found may change under us: consumed or closed by a
 	// concurrent identical request, which then leaves the binding to a new approval.
+	// A request is held at most once, however often it loops.
+	held := false
 	for range 8 {
 		a, err := s.store.OpenApproval(ctx, binding)
 		if errors.Is(err, ErrNotFound) {
@@ -137,16 +155,16 @@ func (s *Service) Admit(ctx context.Context, r Request) (Admission, error) {
 			switch {
 			case errors.Is(err, ErrOpen):
 				continue
-			case err != nil:
-				return Admission{}, err
-			case a == nil:
+			case errors.Is(err, ErrTooMany):
 				s.count(r.Route, "limited")
 				return Admission{Outcome: AdmitTooMany}, nil
+			case err != nil:
+				return Admission{}, err
 			}
 		} else if err != nil {
 			return Admission{}, fmt.Errorf("approvals: find approval: %w", err)
 		}
-		adm, again, err := s.settle(ctx, a, r)
+		adm, again, err := s.settle(ctx, a, r, binding, &held)
 		if !again {
 			return adm, err
 		}
@@ -154,34 +172,30 @@ func (s *Service) Admit(ctx context.Context, r Request) (Admission, error) {
 	return Admission{}, errors.New("approvals: the approval of this request kept changing")
 }
 
-// create makes a new pending approval for r, or returns nil when r's requester has
-// too many pending already, or ErrOpen when a concurrent identical request made one.
+// create makes a new pending approval for r: ErrTooMany when r's requester has too
+// many pending already, ErrOpen when a concurrent identical request made one.
 func (s *Service) create(ctx context.Context, r Request, binding string) (*Approval, error) {
 	now := s.opts.Now()
-	if r.MaxPending > 0 {
-		n, err := s.store.PendingApprovals(ctx, r.Requester.Subject, now)
-		if err != nil {
-			return nil, fmt.Errorf("approvals: count pending: %w", err)
-		}
-		if n >= r.MaxPending {
-			return nil, nil
-		}
-	}
 	redact := r.Redact
 	if redact == nil {
 		redact = func(s string) string { return s }
 	}
-	body, truncated := r.Body, false
-	if len(body) > maxShownBody {
-		body, truncated = body[:maxShownBody], true
+	var shown http.Header
+	if len(r.Header) > 0 {
+		shown = make(http.Header, len(r.Header))
+		for k, vs := range r.Header {
+			for _, v := range vs {
+				shown[k] = append(shown[k], redact(v))
+			}
+		}
 	}
 	a := &Approval{ID: ulid.Make().String(), Binding: binding, Route: r.Route, Method: r.Method,
-		Path: redact(r.Path), Query: redact(r.Query), Body: redact(strings.ToValidUTF8(string(body), "\uFFFD")),
-		BodySize: int64(len(r.Body)), BodyTruncated: truncated, BodyHash: BodyHash(r.Body),
+		Path: redact(r.Path), Query: redact(r.Query), Headers: shown, Body: redact(strings.ToValidUTF8(string(r.Body), "\uFFFD")),
+		BodySize: int64(len(r.Body)), BodyHash: BodyHash(r.Body),
 		Requester: r.Requester, Reason: redact(CleanText(r.Reason, maxReason)), ExchangeID: r.ExchangeID,
 		CreatedAt: now, ExpiresAt: now.Add(r.TTL), MinApprovals: max(1, r.MinApprovals), State: Pending}
-	if err := s.store.CreateApproval(ctx, a); err != nil {
-		if errors.Is(err, ErrOpen) {
+	if err := s.store.CreateApproval(ctx, a, r.MaxPending); err != nil {
+		if errors.Is(err, ErrOpen) || errors.Is(err, ErrTooMany) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("approvals: create approval: %w", err)
@@ -194,16 +208,19 @@ func (s *Service) create(ctx context.Context, r Request, binding string) (*Appro
 	return a, nil
 }
 
-// Limits on what approvers are shown.
+// Limits on the text people write.
 const (
-	maxShownBody = 64 << 10
-	maxReason    = 500
-	maxComment   = 1000
+	maxReason  = 500
+	maxComment = 1000
 )
+
+// maxHoldsPerBinding bounds how many identical requests are held open at once; more
+// are answered AdmitPending at once (each holds a goroutine and its body).
+const maxHoldsPerBinding = 4
 
 // settle answers r with open approval a; again means a changed under us and the caller
 // should look again.
-func (s *Service) settle(ctx context.Context, a *Approval, r Request) (adm Admission, again bool, err error) {
+func (s *Service) settle(ctx context.Context, a *Approval, r Request, binding string, held *bool) (adm Admission, again bool, err error) {
 	now := s.opts.Now()
 	switch {
 	case a.State == Denied && !now.Before(a.ExpiresAt):
@@ -242,17 +259,24 @@ func (s *Service) settle(ctx context.Context, a *Approval, r Request) (adm Admis
 		a.State, a.Closed, a.UsedBy = Used, true, r.ExchangeID
 		return Admission{Outcome: AdmitForward, Approval: a}, false, nil
 	case a.State == Pending:
-		return s.hold(ctx, a, r)
+		if *held {
+			return Admission{Outcome: AdmitPending, Approval: a}, false, nil
+		}
+		*held = true
+		return s.hold(ctx, a, r, binding)
 	}
 	return Admission{}, false, fmt.Errorf("approvals: approval %s in unexpected state %q", a.ID, a.State)
 }
 
 // hold waits up to r.Hold (and never past a's expiry) for a decision on pending a.
-func (s *Service) hold(ctx context.Context, a *Approval, r Request) (Admission, bool, error) {
+// Beyond maxHoldsPerBinding identical requests, or r.MaxPending requests of one
+// requester, held at once, it answers AdmitPending without waiting.
+func (s *Service) hold(ctx context.Context, a *Approval, r Request, binding string) (Admission, bool, error) {
 	wait := min(r.Hold, a.ExpiresAt.Sub(s.opts.Now()))
-	if wait <= 0 {
+	if wait <= 0 || !s.acquire(binding, r.Requester.Subject, r.MaxPending) {
 		return Admission{Outcome: AdmitPending, Approval: a}, false, nil
 	}
+	defer s.release(binding, r.Requester.Subject)
 	wake := s.subscribe(a.ID)
 	defer s.unsubscribe(a.ID, wake)
 	deadline := time.NewTimer(wait)
@@ -278,7 +302,31 @@ func (s *Service) hold(ctx context.Context, a *Approval, r Request) (Admission, 
 			if cur.Closed {
 				return Admission{}, true, nil
 			}
-			return s.settle(ctx, cur, r)
+			held := true
+			return s.settle(ctx, cur, r, binding, &held)
+		}
+	}
+}
+
+// acquire counts a hold of binding by subject, unless either is at its limit.
+func (s *Service) acquire(binding, subject string, perSubject int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := "subject:" + subject
+	if s.holding[binding] >= maxHoldsPerBinding || perSubject > 0 && s.holding[key] >= perSubject {
+		return false
+	}
+	s.holding[binding]++
+	s.holding[key]++
+	return true
+}
+
+func (s *Service) release(binding, subject string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range []string{binding, "subject:" + subject} {
+		if s.holding[k]--; s.holding[k] <= 0 {
+			delete(s.holding, k)
 		}
 	}
 }

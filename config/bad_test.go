@@ -52,6 +52,7 @@ var badFiles = []struct {
 			"line 21: routes[1].approval.approvers: approvers must set at least one of groups, scopes, subjects or claims",
 			"line 22: routes[1].approval.min_approvals: min_approvals must be at least 1",
 			"line 24: routes[1].approval.ttl: ttl must not be shorter than hold",
+			"line 28: routes[2].websocket: a websocket route cannot need approval: an approval would cover the handshake, not the messages after it",
 		},
 	},
 	{

@@ -612,6 +612,9 @@ func (v *validator) route(p string, r *Route) {
 	if r.Websocket && masks {
 		v.errorf(p+".websocket", "a websocket route cannot be masked: its messages are not JSON responses")
 	}
+	if r.Websocket && hasApproval {
+		v.errorf(p+".websocket", "a websocket route cannot need approval: an approval would cover the handshake, not the messages after it")
+	}
 	for j, m := range r.Mask {
 		mp := idx(p+".mask", j)
 		if m.Field == "" {

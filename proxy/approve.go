@@ -50,6 +50,7 @@ func (g *Gateway) approve(next http.Handler) http.Handler {
 			Method:       r.Method,
 			Path:         info.path,
 			Query:        r.URL.RawQuery,
+			Header:       r.Header,
 			Body:         info.rec.body,
 			Reason:       info.clientReason,
 			ExchangeID:   info.id,
@@ -91,6 +92,9 @@ func (g *Gateway) approve(next http.Handler) http.Handler {
 		case approvals.AdmitTimedOut:
 			g.refuse(w, info, &refusal{status: http.StatusForbidden, code: "approval_timeout", decision: labelApprovalTimeout, header: hdr,
 				msg: fmt.Sprintf("approval %s expired before it was decided or used; send the request again to ask anew", info.approvalID)})
+		case approvals.AdmitTooLarge:
+			g.refuse(w, info, &refusal{status: http.StatusRequestEntityTooLarge, code: "body_too_large", decision: labelError,
+				msg: fmt.Sprintf("a request that needs approval may carry at most %d bytes of body: approvers must see all of it", approvals.MaxBody)})
 		default: // approvals.AdmitTooMany
 			g.refuse(w, info, &refusal{status: http.StatusTooManyRequests, code: "too_many_approvals", decision: labelApprovalPending,
 				header: http.Header{"Retry-After": {"60"}},

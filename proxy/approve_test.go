@@ -52,6 +52,14 @@ var approvalConfig = strings.Replace(testConfig, "limits:\n", `  - name: purge
     rewrite: { strip_prefix: /crm }
     allow: { scopes: [crm.write] }
     approval: { approvers: { groups: [crm-admins] }, min_approvals: 2, hold: 150ms, ttl: 15m }
+  - name: refund
+    match: { methods: [POST], path: "/billing/refunds" }
+    upstream: billing
+    allow: { scopes: [crm.write] }
+    approval: { approvers: { groups: [billing-admins] }, hold: 150ms, ttl: 15m }
+admin:
+  roles:
+    approvers: { groups: [approval-viewers] }
 approvals:
   notify: { webhook: "${WEBHOOK}" }
   public_url: https://keyhole.example:9090
@@ -226,9 +234,11 @@ func TestApprovals(t *testing.T) {
 	t.Run("approve after the hold, then retry once", func(t *testing.T) {
 		agent := h.agent(t, "agent-retry")
 		h.crm.Reset()
-		status, code, id := h.send(t, "POST", "/crm/customers/1/purge", agent, `{"why":"gdpr"}`, http.Header{"X-Keyhole-Reason": {"GDPR erasure request #4411"}})
-		if status != 403 || code != "approval_pending" || id == "" {
-			t.Fatalf("held request = %d %s approval %q, want 403 approval_pending with an approval id", status, code, id)
+		resp, body := h.do(t, "POST", "/crm/customers/1/purge", agent, `{"why":"gdpr"}`, http.Header{"X-Keyhole-Reason": {"GDPR erasure request #4411"}})
+		id := resp.Header.Get("X-Keyhole-Approval")
+		if resp.StatusCode != 403 || !strings.Contains(string(body), `"error":"approval_pending"`) || id == "" || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("held request = %d %s approval %q Retry-After %q, want 403 approval_pending with an approval id",
+				resp.StatusCode, body, id, resp.Header.Get("Retry-After"))
 		}
 		if n := len(h.crm.Requests()); n != 0 {
 			t.Fatalf("upstream received %d requests before approval", n)
@@ -300,6 +310,20 @@ func TestApprovals(t *testing.T) {
 		}
 	})
 
+	t.Run("a denial stands for its ttl, then the request may ask again", func(t *testing.T) {
+		agent := h.agent(t, "agent-deny-ttl")
+		_, _, id := h.send(t, "POST", "/crm/customers/30/purge", agent, "", nil)
+		h.decide(t, h.approver, id, "deny", "no")
+		clock.Advance(10 * time.Minute)
+		if status, code, _ := h.send(t, "POST", "/crm/customers/30/purge", agent, "", nil); status != 403 || code != "approval_denied" {
+			t.Errorf("retry within ttl = %d %s, want approval_denied", status, code)
+		}
+		clock.Advance(6 * time.Minute)
+		if status, code, got := h.send(t, "POST", "/crm/customers/30/purge", agent, "", nil); status != 403 || code != "approval_pending" || got == id {
+			t.Errorf("retry after ttl = %d %s %q, want a new pending approval", status, code, got)
+		}
+	})
+
 	t.Run("expiry, on the injected clock", func(t *testing.T) {
 		agent := h.agent(t, "agent-expiry")
 		_, _, id := h.send(t, "POST", "/crm/customers/4/purge", agent, "", nil)
@@ -352,6 +376,22 @@ func TestApprovals(t *testing.T) {
 		if status, _, _ := h.send(t, "POST", "/crm/customers/7/purge", self, "", nil); status != 403 {
 			t.Errorf("self-approved request forwarded: %d", status)
 		}
+		// The approvers role reads every approval but decides none; a route's approvers
+		// see and decide only their routes' approvals.
+		viewer := h.token(t, map[string]any{"sub": "victor@example.com", "groups": []string{"approval-viewers"}})
+		if status, _ := h.apiGet(t, viewer, "/api/v1/approvals/"+id); status != 200 {
+			t.Errorf("approvers role reads an approval: %d, want 200", status)
+		}
+		if status, out := h.decide(t, viewer, id, "approve", ""); status != 403 || out["error"] != "forbidden" {
+			t.Errorf("approvers role decides = %d %v, want 403 forbidden", status, out)
+		}
+		billing := h.token(t, map[string]any{"sub": "bill@example.com", "groups": []string{"billing-admins"}})
+		if status, out := h.apiGet(t, billing, "/api/v1/approvals?subject=agent-who"); status != 200 || len(out["approvals"].([]any)) != 0 {
+			t.Errorf("another route's approver lists purge approvals: %d %v", status, out)
+		}
+		if status, out := h.decide(t, billing, id, "approve", ""); status != 403 || out["error"] != "forbidden" {
+			t.Errorf("another route's approver decides = %d %v, want 403 forbidden", status, out)
+		}
 	})
 
 	t.Run("min_approvals 2", func(t *testing.T) {
@@ -396,6 +436,48 @@ func TestApprovals(t *testing.T) {
 		}
 		if status, _, _ := h.send(t, "POST", "/crm/customers/9/purge?mode=soft", agent, `{"a":1}`, nil); status != 200 {
 			t.Errorf("the approved request itself = %d, want 200", status)
+		}
+	})
+
+	t.Run("headers are part of the approval", func(t *testing.T) {
+		agent := h.agent(t, "agent-headers")
+		h.crm.Reset()
+		_, _, id := h.send(t, "POST", "/crm/customers/31/purge", agent, "", http.Header{"X-Tenant": {"acme"}})
+		_, shown := h.apiGet(t, h.approver, "/api/v1/approvals/"+id)
+		if !strings.Contains(fmt.Sprint(shown["headers"]), "acme") {
+			t.Errorf("approvers are not shown the headers: %v", shown["headers"])
+		}
+		h.decide(t, h.approver, id, "approve", "")
+		for _, hdr := range []http.Header{{"X-Tenant": {"megacorp"}}, {"X-Tenant": {"acme"}, "If-Match": {"*"}}, {}} {
+			if status, code, got := h.send(t, "POST", "/crm/customers/31/purge", agent, "", hdr); status != 403 || got == id {
+				t.Errorf("retry with headers %v = %d %s approval %q, want a new approval", hdr, status, code, got)
+			}
+		}
+		if status, _, _ := h.send(t, "POST", "/crm/customers/31/purge", agent, "", http.Header{"X-Tenant": {"acme"}, "User-Agent": {"other/1"}}); status != 200 {
+			t.Errorf("the approved request (another User-Agent) = %d, want 200", status)
+		}
+		if n := len(h.crm.Requests()); n != 1 {
+			t.Errorf("upstream received %d requests, want 1", n)
+		}
+	})
+
+	t.Run("the body is bound without a body guard too", func(t *testing.T) {
+		// testConfig's guard reads every body; without it, only the approval does.
+		a, b := strings.Index(approvalConfig, "guards:\n"), strings.Index(approvalConfig, "routes:\n")
+		h.load(t, approvalConfig[:a]+approvalConfig[b:])
+		defer h.load(t, approvalConfig)
+		agent := h.agent(t, "agent-noguard")
+		h.crm.Reset()
+		_, _, id := h.send(t, "POST", "/crm/customers/32/purge", agent, `{"amount":1}`, nil)
+		h.decide(t, h.approver, id, "approve", "")
+		if status, _, got := h.send(t, "POST", "/crm/customers/32/purge", agent, `{"amount":1000000}`, nil); status != 403 || got == id {
+			t.Errorf("another body on the approval = %d %q, want a new approval", status, got)
+		}
+		if status, _, _ := h.send(t, "POST", "/crm/customers/32/purge", agent, `{"amount":1}`, nil); status != 200 {
+			t.Errorf("the approved body = %d, want 200", status)
+		}
+		if got := h.crm.Requests(); len(got) != 1 || got[0].Body != `{"amount":1}` {
+			t.Errorf("upstream received %+v, want the approved body once", got)
 		}
 	})
 

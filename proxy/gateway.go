@@ -438,11 +438,15 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 			g.refuse(w, info, rf)
 			return
 		}
-		if d.Route.Approval != nil && req.Body == nil {
-			// An approval covers the exact body bytes, and approvers must read them.
-			if rf := readBody(w, r, &req); rf != nil {
-				g.refuse(w, info, rf)
-				return
+		if d.Route.Approval != nil {
+			// Recorded as held until it is forwarded on an approval.
+			info.decision = labelApprovalPending
+			if req.Body == nil {
+				// An approval covers the exact body bytes, and approvers must read them.
+				if rf := readBody(w, r, &req); rf != nil {
+					g.refuse(w, info, rf)
+					return
+				}
 			}
 		}
 		info.rec.body = req.Body
@@ -464,7 +468,9 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 			}
 			w.(*statusWriter).drop1xx = true
 		}
-		info.decision = labelAllowed
+		if d.Route.Approval == nil {
+			info.decision = labelAllowed
+		}
 		next.ServeHTTP(w, r)
 	})
 }

@@ -73,7 +73,7 @@ func cmdApprovals(ctx context.Context, args []string, getenv func(string) string
 			return err
 		}
 		verb := map[string]string{"approve": "approved", "deny": "denied"}[sub]
-		fmt.Fprintf(stdout, "%s %s: %s %s (route %s) is now %s", verb, a.ID, a.Method, a.Path, a.Route, a.State)
+		fmt.Fprintf(stdout, "%s %s: %s %s (route %s, %d-byte body) is now %s", verb, a.ID, a.Method, target(a), a.Route, a.BodySize, a.State)
 		if a.State == "pending" {
 			fmt.Fprintf(stdout, " (%d of %d approvals)", approvesIn(a), a.MinApprovals)
 		}
@@ -94,6 +94,7 @@ type approvalRow struct {
 	State        string  `json:"state"`
 	Reason       string  `json:"reason"`
 	MinApprovals int     `json:"min_approvals"`
+	BodySize     int64   `json:"body_size"`
 	Age          float64 `json:"age_seconds"`
 	ExpiresIn    float64 `json:"expires_in_seconds"`
 	Requester    struct {
@@ -127,16 +128,25 @@ func approvalTable(w io.Writer, page json.RawMessage) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tEXPIRES IN\tROUTE\tREQUEST\tREQUESTER\tREASON")
+	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tEXPIRES IN\tROUTE\tREQUESTER\tREASON\tREQUEST")
 	for _, a := range list.Approvals {
-		target := a.Path
-		if a.Query != "" {
-			target += "?" + a.Query
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s %s\t%s\t%s\n", a.ID, a.State, seconds(a.Age), seconds(a.ExpiresIn),
-			a.Route, a.Method, oneLine(target, 60), oneLine(a.Requester.Subject, 40), oneLine(a.Reason, 60))
+		// The request comes last and whole: what is approved must not be cut from view.
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s %s (%d-byte body)\n", a.ID, a.State, seconds(a.Age), seconds(a.ExpiresIn),
+			a.Route, oneLine(a.Requester.Subject, 40), oneLine(a.Reason, 60), a.Method, oneLine(target(a), 1<<20), a.BodySize)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w, "Read headers and body with: keyhole approvals show ID")
+	return err
+}
+
+// target is an approval's path and query.
+func target(a approvalRow) string {
+	if a.Query != "" {
+		return a.Path + "?" + a.Query
+	}
+	return a.Path
 }
 
 func seconds(s float64) string { return (time.Duration(s) * time.Second).String() }

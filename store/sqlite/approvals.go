@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -26,7 +27,7 @@ const decisionChunk = 500
 
 const (
 	// approvalColumns are the columns scanApproval reads, in its order.
-	approvalColumns = `id, binding, route, method, path, query, body, body_size, body_truncated, body_hash,
+	approvalColumns = `id, binding, route, method, path, query, headers, body, body_size, body_hash,
 		requester_issuer, requester_subject, requester_client_id, requester_groups, requester_scopes,
 		reason, exchange_id, created_ns, expires_ns, min_approvals, state, closed, decided_ns, used_ns, used_by`
 	insertApproval = `INSERT INTO approvals (` + approvalColumns + `)
@@ -39,15 +40,17 @@ const (
 )
 
 // CreateApproval inserts a as a new approval, Pending and open, unless an open
-// approval holds a.Binding: then it returns an error wrapping approvals.ErrOpen and
-// inserts nothing. a's State, Closed, DecidedAt, UsedAt, UsedBy and Decisions are not
+// approval holds a.Binding (an error wrapping approvals.ErrOpen) or, when maxPending >
+// 0, a's requester already has maxPending open pending approvals unexpired at
+// a.CreatedAt (approvals.ErrTooMany); then it inserts nothing. The check and the insert
+// are one transaction, so concurrent requests cannot exceed the cap together. a's State, Closed, DecidedAt, UsedAt, UsedBy and Decisions are not
 // read; on a nil return they are set as stored (Pending, open, none). a must have an
 // ID, a Binding, CreatedAt and ExpiresAt, and MinApprovals of at least 1.
-func (s *Store) CreateApproval(ctx context.Context, a *approvals.Approval) error {
+func (s *Store) CreateApproval(ctx context.Context, a *approvals.Approval, maxPending int) error {
 	if s.w == nil {
 		return errReadOnly
 	}
-	if err := s.createApproval(ctx, a); err != nil {
+	if err := s.createApproval(ctx, a, maxPending); err != nil {
 		return fmt.Errorf("sqlite: create approval: %w", err)
 	}
 	a.State, a.Closed = approvals.Pending, false
@@ -55,7 +58,7 @@ func (s *Store) CreateApproval(ctx context.Context, a *approvals.Approval) error
 	return nil
 }
 
-func (s *Store) createApproval(ctx context.Context, a *approvals.Approval) error {
+func (s *Store) createApproval(ctx context.Context, a *approvals.Approval, maxPending int) error {
 	switch {
 	case a == nil:
 		return errors.New("approval is nil")
@@ -77,13 +80,18 @@ func (s *Store) createApproval(ctx context.Context, a *approvals.Approval) error
 	if err != nil {
 		return err
 	}
+	headers, err := jsonHeaders(a.Headers)
+	if err != nil {
+		return err
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
 	// The transaction holds the write lock from its start, so no other writer can
-	// open an approval with this binding between this check and the insert.
+	// open an approval with this binding, or for this requester, between these checks
+	// and the insert.
 	var open bool
 	if err := tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM approvals WHERE binding = ? AND closed = 0)", a.Binding).Scan(&open); err != nil {
 		return err
@@ -91,8 +99,19 @@ func (s *Store) createApproval(ctx context.Context, a *approvals.Approval) error
 	if open {
 		return approvals.ErrOpen
 	}
+	if maxPending > 0 {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM approvals
+			WHERE requester_subject = ? AND state = ? AND closed = 0 AND expires_ns > ?`,
+			a.Requester.Subject, approvals.Pending, a.CreatedAt.UnixNano()).Scan(&n); err != nil {
+			return err
+		}
+		if n >= maxPending {
+			return approvals.ErrTooMany
+		}
+	}
 	if _, err := tx.ExecContext(ctx, insertApproval,
-		a.ID, a.Binding, a.Route, a.Method, a.Path, a.Query, blob(a.Body), a.BodySize, a.BodyTruncated, a.BodyHash,
+		a.ID, a.Binding, a.Route, a.Method, a.Path, a.Query, headers, blob(a.Body), a.BodySize, a.BodyHash,
 		a.Requester.Issuer, a.Requester.Subject, a.Requester.ClientID, groups, scopes,
 		a.Reason, a.ExchangeID, a.CreatedAt.UnixNano(), a.ExpiresAt.UnixNano(), a.MinApprovals, approvals.Pending); err != nil {
 		return err
@@ -248,8 +267,8 @@ func (s *Store) decideApproval(ctx context.Context, id string, d approvals.Decis
 	// transaction began keeps the answer true until the insert.
 	var decided bool
 	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM approval_decisions
-		WHERE approval_id = ? AND approver_issuer = ? AND approver_subject = ?)`,
-		id, d.Approver.Issuer, d.Approver.Subject).Scan(&decided); err != nil {
+		WHERE approval_id = ? AND approver_subject = ?)`,
+		id, d.Approver.Subject).Scan(&decided); err != nil {
 		return nil, err
 	}
 	if decided {
@@ -265,7 +284,7 @@ func (s *Store) decideApproval(ctx context.Context, id string, d approvals.Decis
 	case approvals.Deny:
 		next = approvals.Denied
 	case approvals.Approve:
-		// Approvers are distinct by the UNIQUE constraint on their issuer and subject.
+		// Approvers are distinct by the UNIQUE constraint on their subject.
 		var n int
 		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM approval_decisions WHERE approval_id = ? AND verdict = ?",
 			id, approvals.Approve).Scan(&n); err != nil {
@@ -492,10 +511,10 @@ func scanDecisions(ctx context.Context, tx *sql.Tx, q string, args []any, byID m
 // scanApproval scans a row of approvalColumns.
 func scanApproval(sc scanner) (*approvals.Approval, error) {
 	var a approvals.Approval
-	var groups, scopes string
+	var groups, scopes, headers string
 	var created, expires int64
 	var decided, used sql.NullInt64
-	if err := sc.Scan(&a.ID, &a.Binding, &a.Route, &a.Method, &a.Path, &a.Query, &a.Body, &a.BodySize, &a.BodyTruncated, &a.BodyHash,
+	if err := sc.Scan(&a.ID, &a.Binding, &a.Route, &a.Method, &a.Path, &a.Query, &headers, &a.Body, &a.BodySize, &a.BodyHash,
 		&a.Requester.Issuer, &a.Requester.Subject, &a.Requester.ClientID, &groups, &scopes,
 		&a.Reason, &a.ExchangeID, &created, &expires, &a.MinApprovals, &a.State, &a.Closed, &decided, &used, &a.UsedBy); err != nil {
 		return nil, fmt.Errorf("read approval: %w", err)
@@ -506,6 +525,9 @@ func scanApproval(sc scanner) (*approvals.Approval, error) {
 	}
 	if a.Requester.Scopes, err = parseList(scopes); err != nil {
 		return nil, fmt.Errorf("approval %q: requester scopes: %w", a.ID, err)
+	}
+	if a.Headers, err = parseHeaders(headers); err != nil {
+		return nil, fmt.Errorf("approval %q: headers: %w", a.ID, err)
 	}
 	a.CreatedAt = time.Unix(0, created).UTC()
 	a.ExpiresAt = time.Unix(0, expires).UTC()
@@ -540,6 +562,30 @@ func jsonList(v []string) (string, error) {
 		return "", err
 	}
 	return string(b), nil
+}
+
+// jsonHeaders encodes request headers as a JSON object, "{}" when there are none.
+func jsonHeaders(h http.Header) (string, error) {
+	if len(h) == 0 {
+		return "{}", nil
+	}
+	b, err := json.Marshal(h)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+// parseHeaders decodes jsonHeaders; no headers is nil.
+func parseHeaders(s string) (http.Header, error) {
+	var h http.Header
+	if err := json.Unmarshal([]byte(s), &h); err != nil {
+		return nil, err
+	}
+	if len(h) == 0 {
+		return nil, nil
+	}
+	return h, nil
 }
 
 // parseList decodes a jsonList; an empty list is nil.

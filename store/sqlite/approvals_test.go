@@ -3,6 +3,7 @@ package sqlite
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -26,7 +27,7 @@ func newApproval(i int, subject, route string) *approvals.Approval {
 	path := fmt.Sprintf("/v1/items/%d", i)
 	created := base.Add(time.Duration(i) * time.Second)
 	return &approvals.Approval{
-		ID: aid(i), Binding: approvals.Bind(req, route, "POST", path, "", hash),
+		ID: aid(i), Binding: approvals.Bind(req, route, "POST", path, "", approvals.HeadersHash(nil), hash),
 		Route: route, Method: "POST", Path: path,
 		Body: body, BodySize: int64(len(body)), BodyHash: hash,
 		Requester: req, ExchangeID: xid(i),
@@ -38,7 +39,7 @@ func newApproval(i int, subject, route string) *approvals.Approval {
 func create(t *testing.T, s *Store, as ...*approvals.Approval) {
 	t.Helper()
 	for _, a := range as {
-		if err := s.CreateApproval(t.Context(), a); err != nil {
+		if err := s.CreateApproval(t.Context(), a, 0); err != nil {
 			t.Fatalf("CreateApproval(%s): %v", a.ID, err)
 		}
 	}
@@ -77,16 +78,16 @@ func TestApprovalRoundTrip(t *testing.T) {
 	cet := time.FixedZone("CET", 3600)
 	created := time.Date(2025, 3, 1, 13, 0, 0, 123456789, cet)
 	full := &approvals.Approval{
-		ID:            "01JNK3ZQ7Y8X6W5V4T3S2R1Q0P",
-		Binding:       approvals.Bind(approvals.Identity{Subject: "alice"}, "payments", "POST", "/v1/pay", "a=1&b=%20", approvals.BodyHash([]byte("x"))),
-		Route:         "payments",
-		Method:        "POST",
-		Path:          "/v1/pay",
-		Query:         "a=1&b=%20",
-		Body:          "{\"amount\":100,\"card\":\"<redacted>\"}\xff\x00", // not UTF-8, with a NUL
-		BodySize:      70000,
-		BodyTruncated: true,
-		BodyHash:      approvals.BodyHash([]byte("x")),
+		ID:       "01JNK3ZQ7Y8X6W5V4T3S2R1Q0P",
+		Binding:  approvals.Bind(approvals.Identity{Subject: "alice"}, "payments", "POST", "/v1/pay", "a=1&b=%20", approvals.HeadersHash(nil), approvals.BodyHash([]byte("x"))),
+		Route:    "payments",
+		Method:   "POST",
+		Path:     "/v1/pay",
+		Query:    "a=1&b=%20",
+		Body:     "{\"amount\":100,\"card\":\"<redacted>\"}\xff\x00", // not UTF-8, with a NUL
+		BodySize: 70000,
+		Headers:  http.Header{"X-Tenant": {"acme"}, "Idempotency-Key": {"k-1", "k-2"}},
+		BodyHash: approvals.BodyHash([]byte("x")),
 		Requester: approvals.Identity{Issuer: "https://issuer.test", Subject: "alice", ClientID: "cli",
 			Groups: []string{"payments", "ops"}, Scopes: []string{"pay:write"}},
 		Reason:       "refund ticket 42",
@@ -189,18 +190,18 @@ func TestCreateApprovalInvalid(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			a := newApproval(i, "alice", "items")
 			tt.change(a)
-			if err := s.CreateApproval(t.Context(), a); err == nil {
+			if err := s.CreateApproval(t.Context(), a, 0); err == nil {
 				t.Error("CreateApproval = nil error, want one")
 			}
 		})
 	}
-	if err := s.CreateApproval(t.Context(), nil); err == nil {
+	if err := s.CreateApproval(t.Context(), nil, 0); err == nil {
 		t.Error("CreateApproval(nil) = nil error, want one")
 	}
 	create(t, s, newApproval(0, "alice", "items"))
 	dup := newApproval(1, "alice", "items")
 	dup.ID = aid(0)
-	if err := s.CreateApproval(t.Context(), dup); err == nil || errors.Is(err, approvals.ErrOpen) {
+	if err := s.CreateApproval(t.Context(), dup, 0); err == nil || errors.Is(err, approvals.ErrOpen) {
 		t.Errorf("CreateApproval of a taken id = %v, want an error other than ErrOpen", err)
 	}
 	if list, err := s.Approvals(t.Context(), approvals.Filter{}); err != nil || len(list) != 1 {
@@ -253,7 +254,7 @@ func TestCreateApprovalOpen(t *testing.T) {
 
 			again := newApproval(2, "alice", "items")
 			again.Binding = first.Binding
-			err := s.CreateApproval(t.Context(), again)
+			err := s.CreateApproval(t.Context(), again, 0)
 			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
 				t.Fatalf("second CreateApproval = %v, want %v", err, tt.wantErr)
 			}
@@ -290,7 +291,7 @@ func TestCreateApprovalRace(t *testing.T) {
 		wg.Go(func() {
 			a := newApproval(i, "alice", "items")
 			a.Binding = binding
-			err := []*Store{s, other}[i%2].CreateApproval(t.Context(), a)
+			err := []*Store{s, other}[i%2].CreateApproval(t.Context(), a, 0)
 			switch {
 			case err == nil:
 				created.Add(1)
@@ -339,9 +340,10 @@ func TestDecideApproval(t *testing.T) {
 			// Another client of the same person is the same approver.
 			{d: approvals.Decision{Approver: approvals.Identity{Issuer: "https://issuer.test", Subject: "carol", ClientID: "cli"}, Verdict: approvals.Approve},
 				wantErr: approvals.ErrAlreadyDecided},
-			// The same subject at another issuer is someone else.
+			// The same subject at another issuer is the same person, too.
 			{d: approvals.Decision{Approver: approvals.Identity{Issuer: "https://other.test", Subject: "carol"}, Verdict: approvals.Approve},
-				wantState: approvals.Approved},
+				wantErr: approvals.ErrAlreadyDecided},
+			{d: approve("dave"), wantState: approvals.Approved},
 		}},
 		{name: "deny", min: 1, steps: []step{
 			{d: deny("carol"), wantState: approvals.Denied},
@@ -844,10 +846,10 @@ func TestApprovalsLimit(t *testing.T) {
 	// Written behind the store's back: 501 approvals one by one would take a sync each.
 	db := raw(t, path)
 	exec(t, db, `WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
-		INSERT INTO approvals (id, binding, route, method, path, query, body, body_size, body_truncated, body_hash,
+		INSERT INTO approvals (id, binding, route, method, path, query, headers, body, body_size, body_hash,
 			requester_issuer, requester_subject, requester_client_id, requester_groups, requester_scopes,
 			reason, exchange_id, created_ns, expires_ns, min_approvals, state, closed, decided_ns, used_ns, used_by)
-		SELECT printf('a%06d', i), printf('b%d', i), 'items', 'GET', '/', '', x'', 0, 0, '', '', 'alice', '', '[]', '[]',
+		SELECT printf('a%06d', i), printf('b%d', i), 'items', 'GET', '/', '', '{}', x'', 0, '', '', 'alice', '', '[]', '[]',
 			'', '', 0, 1, 1, 'pending', 0, NULL, NULL, '' FROM n`, maxApprovalLimit)
 	tests := []struct {
 		limit, want int
@@ -917,7 +919,7 @@ func TestApprovalsReadOnly(t *testing.T) {
 		name string
 		call func() error
 	}{
-		{"CreateApproval", func() error { return ro.CreateApproval(t.Context(), newApproval(9, "alice", "items")) }},
+		{"CreateApproval", func() error { return ro.CreateApproval(t.Context(), newApproval(9, "alice", "items"), 0) }},
 		{"DecideApproval", func() error {
 			_, err := ro.DecideApproval(t.Context(), aid(0), verdict("carol", approvals.Approve, soon), soon)
 			return err
@@ -991,10 +993,10 @@ func TestOpenBindingIndex(t *testing.T) {
 	s, path := open(t)
 	first := newApproval(0, "alice", "items")
 	create(t, s, first)
-	insert := `INSERT INTO approvals (id, binding, route, method, path, query, body, body_size, body_truncated, body_hash,
+	insert := `INSERT INTO approvals (id, binding, route, method, path, query, headers, body, body_size, body_hash,
 		requester_issuer, requester_subject, requester_client_id, requester_groups, requester_scopes,
 		reason, exchange_id, created_ns, expires_ns, min_approvals, state, closed, decided_ns, used_ns, used_by)
-		VALUES (?, ?, '', '', '', '', x'', 0, 0, '', '', '', '', '[]', '[]', '', '', 0, 1, 1, ?, ?, NULL, NULL, '')`
+		VALUES (?, ?, '', '', '', '', '{}', x'', 0, '', '', '', '', '[]', '[]', '', '', 0, 1, 1, ?, ?, NULL, NULL, '')`
 	db := raw(t, path)
 	if _, err := db.ExecContext(t.Context(), insert, aid(1), first.Binding, approvals.Pending, 0); err == nil {
 		t.Error("second open row with one binding inserted, want a constraint error")
@@ -1003,5 +1005,42 @@ func TestOpenBindingIndex(t *testing.T) {
 	exec(t, db, insert, aid(3), first.Binding, approvals.Expired, 1)
 	if a, err := s.OpenApproval(t.Context(), first.Binding); err != nil || a.ID != first.ID {
 		t.Errorf("OpenApproval = %+v, %v; want %s", a, err, first.ID)
+	}
+}
+
+// TestCreateApprovalCapRace sends many different approval requests of one requester at
+// once, from two stores on one file: the per-requester cap holds exactly.
+func TestCreateApprovalCapRace(t *testing.T) {
+	s, path := open(t)
+	other, err := Open(t.Context(), "sqlite://"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	var wg sync.WaitGroup
+	var created, limited atomic.Int32
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a := newApproval(i, "flooder", "items")
+			a.CreatedAt = base // all pending at once
+			switch err := []*Store{s, other}[i%2].CreateApproval(t.Context(), a, 3); {
+			case err == nil:
+				created.Add(1)
+			case errors.Is(err, approvals.ErrTooMany):
+				limited.Add(1)
+			default:
+				t.Errorf("CreateApproval: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if created.Load() != 3 || limited.Load() != 37 {
+		t.Errorf("created %d, limited %d; want 3 and 37", created.Load(), limited.Load())
+	}
+	// Another requester is not limited by the first one's approvals.
+	if err := s.CreateApproval(t.Context(), newApproval(100, "someone-else", "items"), 3); err != nil {
+		t.Errorf("another requester: %v", err)
 	}
 }

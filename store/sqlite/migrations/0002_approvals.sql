@@ -3,9 +3,10 @@
 -- it to approved or denied, a request consumes an approved one (used, closed), and
 -- expiry moves pending and approved ones to expired. closed is 1 once the binding is
 -- free for a new approval of the same request.
--- body is BLOB because a redacted, truncated body need not be valid UTF-8, which a
+-- body is BLOB because a redacted body need not be valid UTF-8, which a
 -- PostgreSQL TEXT column would refuse. requester_groups and requester_scopes are JSON
--- arrays of strings ('[]' when empty). decided_ns and used_ns are NULL until then.
+-- arrays of strings ('[]' when empty); headers is the JSON object of the request
+-- headers the approval covers. decided_ns and used_ns are NULL until then.
 -- Types are plain so that a PostgreSQL schema can mirror this one column for column
 -- (INTEGER -> BIGINT, BLOB -> BYTEA), the partial index included.
 CREATE TABLE approvals (
@@ -15,9 +16,9 @@ CREATE TABLE approvals (
     method              TEXT    NOT NULL,
     path                TEXT    NOT NULL,
     query               TEXT    NOT NULL,
+    headers             TEXT    NOT NULL,
     body                BLOB    NOT NULL,
     body_size           INTEGER NOT NULL,
-    body_truncated      INTEGER NOT NULL,
     body_hash           TEXT    NOT NULL,
     requester_issuer    TEXT    NOT NULL,
     requester_subject   TEXT    NOT NULL,
@@ -49,8 +50,8 @@ CREATE INDEX approvals_subject ON approvals (requester_subject, id);
 CREATE INDEX approvals_due ON approvals (state, closed, expires_ns);
 
 -- approval_decisions holds each approver's verdict, seq numbering them 1, 2, ... within
--- their approval in the order the store accepted them. An approver (issuer and
--- subject) decides an approval once. approver_groups and approver_scopes are JSON
+-- their approval in the order the store accepted them. An approver (by subject, whatever
+-- the issuer: one person known to two issuers is still one person) decides an approval once. approver_groups and approver_scopes are JSON
 -- arrays like the requester's.
 CREATE TABLE approval_decisions (
     approval_id        TEXT    NOT NULL REFERENCES approvals (id) ON DELETE CASCADE,
@@ -64,5 +65,5 @@ CREATE TABLE approval_decisions (
     comment            TEXT    NOT NULL,
     at_ns              INTEGER NOT NULL,
     PRIMARY KEY (approval_id, seq),
-    UNIQUE (approval_id, approver_issuer, approver_subject)
+    UNIQUE (approval_id, approver_subject)
 );
