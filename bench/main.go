@@ -45,6 +45,7 @@ func main() {
 	flag.StringVar(&o.jsonOut, "json", "bench-results.json", "write the results here too")
 	flag.IntVar(&o.tokens, "tokens", 15000, "distinct tokens per round for the token-per-request run")
 	flag.StringVar(&o.only, "only", "", "run only scenarios whose name contains this")
+	flag.StringVar(&o.recordMode, "record-mode", "strict", "Keyhole's recorder.mode (strict, best_effort), to see what recording costs")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -53,11 +54,12 @@ func main() {
 }
 
 type options struct {
-	rounds   int
-	duration time.Duration
-	jsonOut  string
-	tokens   int
-	only     string
+	rounds     int
+	duration   time.Duration
+	jsonOut    string
+	tokens     int
+	only       string
+	recordMode string
 }
 
 // target is one thing under load: a process, its base URL, and the path prefix that
@@ -159,7 +161,7 @@ func run(o options, out io.Writer) error {
 		return fmt.Errorf("go build ./cmd/keyhole (run the harness from the repository root): %w\n%s", err, b)
 	}
 	cfg := filepath.Join(dir, "keyhole.yaml")
-	if err := os.WriteFile(cfg, []byte(keyholeConfig(addrs["keyhole"], addrs["keyhole-admin"], dev.Config(), backendURL, dir)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(keyholeConfig(addrs["keyhole"], addrs["keyhole-admin"], dev.Config(), backendURL, dir, o.recordMode)), 0o600); err != nil {
 		return err
 	}
 	khProc, err := launch(khBin, "serve", "--config", cfg, "--watch-interval", "0")
@@ -197,7 +199,8 @@ func run(o options, out io.Writer) error {
 		}
 	}
 
-	rep := report{Machine: machine(), Commit: commit(), Started: time.Now().UTC(), Rounds: o.rounds, Duration: o.duration.String()}
+	rep := report{Machine: machine(), Commit: commit(), Started: time.Now().UTC(), Rounds: o.rounds, Duration: o.duration.String(),
+		RecordMode: o.recordMode}
 	fmt.Fprintf(out, "warming up ...\n")
 	for _, name := range []string{"direct", "nginx", "go-proxy", "go-proxy+rs256", "keyhole"} {
 		t := targets[name]
@@ -253,7 +256,7 @@ func run(o options, out io.Writer) error {
 // keyholeConfig is the gateway under test: verification (with its token cache), route
 // rules, credential injection, strict recording to SQLite, and a route that masks two
 // fields and runs detectors.
-func keyholeConfig(listen, admin string, iss config.Issuer, backendURL, dir string) string {
+func keyholeConfig(listen, admin string, iss config.Issuer, backendURL, dir, recordMode string) string {
 	return fmt.Sprintf(`listen: %q
 admin: { listen: %q }
 identity:
@@ -286,11 +289,11 @@ routes:
     allow: { groups: [api-admins] }
 recorder:
   store: "sqlite://%s"
-  mode: strict
+  mode: %s
   body_limit: 64KiB
 limits:
   max_response_body_masked: 4MiB
-`, listen, admin, iss.Issuer, iss.Audiences[0], iss.JWKSURL, backendURL, benchAPIKey, filepath.Join(dir, "records.db"))
+`, listen, admin, iss.Issuer, iss.Audiences[0], iss.JWKSURL, backendURL, benchAPIKey, filepath.Join(dir, "records.db"), recordMode)
 }
 
 // startNginx runs nginx in front of the backend with a keep-alive upstream and the

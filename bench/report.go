@@ -10,14 +10,15 @@ import (
 
 // report is everything one harness run measured, as printed and as written to JSON.
 type report struct {
-	Machine  string    `json:"machine"`
-	Commit   string    `json:"commit"`
-	Started  time.Time `json:"started"`
-	Rounds   int       `json:"rounds"`
-	Duration string    `json:"duration"`
-	Runs     []run1    `json:"runs"`
-	Medians  []median  `json:"medians"`
-	Targets  []check   `json:"targets"`
+	Machine    string    `json:"machine"`
+	Commit     string    `json:"commit"`
+	Started    time.Time `json:"started"`
+	Rounds     int       `json:"rounds"`
+	Duration   string    `json:"duration"`
+	RecordMode string    `json:"record_mode"`
+	Runs       []run1    `json:"runs"`
+	Medians    []median  `json:"medians"`
+	Targets    []check   `json:"targets"`
 }
 
 // run1 is one wrk run of one target in one round.
@@ -132,7 +133,8 @@ func (r *report) summarise() {
 
 // print writes the table of medians and the target checks.
 func (r *report) print(w io.Writer) {
-	fmt.Fprintf(w, "\nKeyhole load harness — %s — commit %s — %d rounds of %s, medians\n\n", r.Machine, r.Commit, r.Rounds, r.Duration)
+	fmt.Fprintf(w, "\nKeyhole load harness — %s — commit %s — recorder %s — %d rounds of %s, medians\n\n",
+		r.Machine, r.Commit, r.RecordMode, r.Rounds, r.Duration)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\ttarget\treq/s\t× direct\t× nginx\tp50 ms\tp99 ms\tp99 × nginx\tCPU µs/req\tpeak RSS MB\tnon-2xx\t")
 	ratio := func(v float64) string {
