@@ -6,6 +6,7 @@ package admin
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,9 @@ type Options struct {
 	DevPath   string
 	// API, when not nil, serves the auditor API under /api/v1.
 	API *API
+	// Pprof serves Go's profiles under /debug/pprof/ (keyhole serve --pprof): for
+	// measuring the gateway under load, off by default.
+	Pprof bool
 }
 
 // New returns the admin plane's handler. It is safe for concurrent use.
@@ -45,6 +49,16 @@ func New(o Options) http.Handler {
 	}
 	if o.API != nil {
 		o.API.mount(r)
+	}
+	if o.Pprof {
+		r.HandleFunc("/debug/pprof/", pprof.Index)
+		r.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		r.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		r.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		r.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		r.Handle("/debug/pprof/{name}", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			pprof.Handler(chi.URLParam(req, "name")).ServeHTTP(w, req)
+		}))
 	}
 	return r
 }

@@ -82,3 +82,21 @@ func TestAdminPlane(t *testing.T) {
 		t.Errorf("POST /dev/token = %d %v %q, want a JWT", resp.StatusCode, err, tok.AccessToken)
 	}
 }
+
+// TestPprof checks that Go's profiles are served only when asked for.
+func TestPprof(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		srv := httptest.NewServer(admin.New(admin.Options{Gatherer: prometheus.NewRegistry(), Ready: func() error { return nil }, Pprof: on}))
+		for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/goroutine?debug=1"} {
+			resp, err := http.Get(srv.URL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if want := map[bool]int{false: 404, true: 200}[on]; resp.StatusCode != want {
+				t.Errorf("pprof %v: GET %s = %d, want %d", on, path, resp.StatusCode, want)
+			}
+		}
+		srv.Close()
+	}
+}

@@ -46,6 +46,7 @@ func main() {
 	flag.IntVar(&o.tokens, "tokens", 15000, "distinct tokens per round for the token-per-request run")
 	flag.StringVar(&o.only, "only", "", "run only scenarios whose name contains this")
 	flag.StringVar(&o.recordMode, "record-mode", "strict", "Keyhole's recorder.mode (strict, best_effort), to see what recording costs")
+	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of Keyhole during each scenario's first round into this directory")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -60,6 +61,7 @@ type options struct {
 	tokens     int
 	only       string
 	recordMode string
+	profile    string
 }
 
 // target is one thing under load: a process, its base URL, and the path prefix that
@@ -164,7 +166,7 @@ func run(o options, out io.Writer) error {
 	if err := os.WriteFile(cfg, []byte(keyholeConfig(addrs["keyhole"], addrs["keyhole-admin"], dev.Config(), backendURL, dir, o.recordMode)), 0o600); err != nil {
 		return err
 	}
-	khProc, err := launch(khBin, "serve", "--config", cfg, "--watch-interval", "0")
+	khProc, err := launch(khBin, "serve", "--config", cfg, "--watch-interval", "0", "--pprof="+fmt.Sprint(o.profile != ""))
 	if err != nil {
 		return err
 	}
@@ -230,9 +232,22 @@ func run(o options, out io.Writer) error {
 					tokensFile: tokensFile, forbidEvery: sc.forbidEvery, forbidPath: "/forbidden"}
 				t.proc.resetPeak()
 				before := t.proc.cpuTicks()
+				var profiled chan error
+				if o.profile != "" && round == 1 && t.proc == khProc {
+					profiled = make(chan error, 1)
+					go func() {
+						profiled <- cpuProfile("http://"+addrs["keyhole-admin"], o.duration-time.Second,
+							filepath.Join(o.profile, strings.NewReplacer(" ", "-", "=", "", "%", "pct").Replace(sc.name+" "+name)+".pprof"))
+					}()
+				}
 				r, err := runWrk(dir, l)
 				if err != nil {
 					return fmt.Errorf("%s, %s: %w", sc.name, name, err)
+				}
+				if profiled != nil {
+					if err := <-profiled; err != nil {
+						return fmt.Errorf("profile %s, %s: %w", sc.name, name, err)
+					}
 				}
 				if r.Requests > 0 {
 					r.CPUusPerReq = float64(t.proc.cpuTicks()-before) * (1e6 / clockTick) / float64(r.Requests)
@@ -388,4 +403,28 @@ func commit() string {
 		return "unknown"
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// cpuProfile fetches a CPU profile of d from Keyhole's admin listener into path.
+func cpuProfile(admin string, d time.Duration, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", admin, max(1, int(d.Seconds()))))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("pprof answered %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -42,6 +42,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	path := fs.String("config", defaultConfig, "config file")
 	watch := fs.Duration("watch-interval", 2*time.Second, "how often to check the config file (and the files it names) for changes; 0: only on SIGHUP")
 	issuerWait := fs.Duration("reload-issuer-wait", 10*time.Second, "how long a reload that changes identity.issuers waits for their keys before it is refused")
+	pprof := fs.Bool("pprof", false, "serve Go's profiles under /debug/pprof/ on the admin listener (for load tests; keep the admin listener private)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -51,7 +52,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return reportLoad(stderr, *path, err)
 	}
-	g.issuerWait = *issuerWait
+	g.issuerWait, g.pprof = *issuerWait, *pprof
 	return g.serve(ctx, *watch)
 }
 
@@ -136,6 +137,7 @@ type gateway struct {
 	lastSum     [32]byte      // fingerprint of the configuration last tried
 	lastReadErr string        // the last error reading the file, reported once
 	issuerWait  time.Duration // how long a reload waits for changed issuers' keys
+	pprof       bool          // serve /debug/pprof/ on the admin listener
 }
 
 // start loads the configuration, opens the listeners and builds the data plane. It does
@@ -269,7 +271,7 @@ func (g *gateway) serve(ctx context.Context, watch time.Duration) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 	}
-	opts := admin.Options{Gatherer: g.reg, Ready: g.ready, API: &admin.API{
+	opts := admin.Options{Gatherer: g.reg, Ready: g.ready, Pprof: g.pprof, API: &admin.API{
 		Verifier:  func() admin.Verifier { return g.verifier.Load() },
 		Roles:     func() admin.Roles { return g.table.Load() },
 		Store:     g.store,
