@@ -54,9 +54,11 @@ func (g *Gateway) approve(next http.Handler) http.Handler {
 			Body:         info.rec.body,
 			Reason:       info.clientReason,
 			ExchangeID:   info.id,
-			MinApprovals: ap.MinApprovals, Hold: time.Duration(ap.Hold), TTL: time.Duration(ap.TTL),
-			MaxPending: info.state.maxPending,
-			Redact:     g.redactor(info),
+			MinApprovals: ap.MinApprovals,
+			Hold:         time.Duration(ap.Hold),
+			TTL:          time.Duration(ap.TTL),
+			MaxPending:   info.state.maxPending,
+			Redact:       g.redactor(info),
 		}
 		adm, err := g.ap.Admit(r.Context(), req)
 		if err != nil {
