@@ -32,12 +32,13 @@ CREATE TABLE exchanges (
     status       INTEGER,
     request_seq  INTEGER NOT NULL,
     response_seq INTEGER
-);
+) WITHOUT ROWID;
 
--- List pages newest first by id; each equality filter has an index ending in id so a
--- filtered page is read in order without a sort.
+-- WITHOUT ROWID: the table is its primary key's B-tree, one B-tree fewer to write per
+-- exchange. List pages newest first by id; each common equality filter has an index
+-- ending in id so a filtered page is read in order without a sort. A status filter walks
+-- the id order instead: an index on it would cost every completion an index update.
 CREATE INDEX exchanges_received ON exchanges (received_ns);
 CREATE INDEX exchanges_subject ON exchanges (subject, id);
 CREATE INDEX exchanges_route ON exchanges (route, id);
 CREATE INDEX exchanges_decision ON exchanges (decision, id);
-CREATE INDEX exchanges_status ON exchanges (status, id);
