@@ -502,10 +502,10 @@ func Outcome(d rules.Decision) (status int, code string) {
 // bodyReadTimeout bounds how long the gateway waits for a body it must buffer to judge.
 const bodyReadTimeout = 30 * time.Second
 
-// readBody buffers the (already size-limited) request body for body conditions and puts
-// it back for forwarding. A compressed body is refused: conditions judge (and approvers
-// read) the bytes the upstream will decode, and a gzip body would be noise to both. Every Content-Encoding
-// field counts: "identity" followed by "gzip" is still gzip.
+// readBody buffers the (already size-limited) request body for body conditions and
+// approvals, and puts it back for forwarding. A compressed body is refused: conditions
+// judge (and approvers read) the bytes the upstream will decode, and a gzip body would be
+// noise to both. Every Content-Encoding field counts: "identity" then "gzip" is gzip.
 func readBody(w http.ResponseWriter, r *http.Request, req *rules.Request) *refusal {
 	for _, v := range r.Header.Values("Content-Encoding") {
 		for _, ce := range strings.Split(v, ",") {
