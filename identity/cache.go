@@ -28,10 +28,11 @@ type cacheShard struct {
 // generation, so tokens verified before it are verified again (and refused if their
 // key is gone).
 type cacheEntry struct {
-	p    *Principal
-	exp  int64 // Unix nanoseconds
-	keys *keySet
-	gen  uint64
+	p      *Principal
+	exp    int64 // Unix nanoseconds
+	keys   *keySet
+	gen    uint64
+	claims *claimSet // the claim set p.Claims was trimmed to
 }
 
 func (e *cacheEntry) live(now int64) bool {
@@ -55,13 +56,13 @@ func (c *tokenCache) shard(k *[32]byte) *cacheShard {
 	return &c.shards[binary.LittleEndian.Uint32(k[:4])&c.mask]
 }
 
-// get returns the live Principal cached under k, or nil.
-func (c *tokenCache) get(k *[32]byte, now int64) *Principal {
+// get returns the live Principal cached under k whose claims were trimmed to cs, or nil.
+func (c *tokenCache) get(k *[32]byte, now int64, cs *claimSet) *Principal {
 	s := c.shard(k)
 	s.mu.RLock()
 	e, ok := s.m[*k]
 	s.mu.RUnlock()
-	if !ok || !e.live(now) {
+	if !ok || !e.live(now) || e.claims != cs {
 		return nil
 	}
 	return e.p

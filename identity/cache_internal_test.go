@@ -40,7 +40,7 @@ func TestTokenCacheEvictsExpiredFirst(t *testing.T) {
 	c.put(cacheKey(100), cacheEntry{p: live, exp: 1000, keys: ks}, 0)
 	// At time 20 the three expired entries go, the live one stays.
 	c.put(cacheKey(200), cacheEntry{p: &Principal{}, exp: 1000, keys: ks}, 20)
-	if got := c.get(cacheKey(100), 20); got != live {
+	if got := c.get(cacheKey(100), 20, nil); got != live {
 		t.Errorf("live entry evicted while expired ones were present")
 	}
 	if n := c.len(); n != 2 {
@@ -53,14 +53,14 @@ func TestTokenCacheGeneration(t *testing.T) {
 	ks := &keySet{}
 	p := &Principal{}
 	c.put(cacheKey(1), cacheEntry{p: p, exp: 100, keys: ks, gen: ks.gen.Load()}, 0)
-	if got := c.get(cacheKey(1), 50); got != p {
+	if got := c.get(cacheKey(1), 50, nil); got != p {
 		t.Fatalf("get = %v, want the entry", got)
 	}
-	if got := c.get(cacheKey(1), 100); got != nil {
+	if got := c.get(cacheKey(1), 100, nil); got != nil {
 		t.Errorf("get at exp = %v, want nil", got)
 	}
 	ks.gen.Add(1) // a refresh removed a key
-	if got := c.get(cacheKey(1), 50); got != nil {
+	if got := c.get(cacheKey(1), 50, nil); got != nil {
 		t.Errorf("get after key removal = %v, want nil", got)
 	}
 }

@@ -463,6 +463,32 @@ func TestCachedTokenExpires(t *testing.T) {
 	checkRefusal(t, tok, err, identity.ReasonExpired)
 }
 
+// TestSetClaims checks that principals keep only the claims the rules read once told
+// which, that the subject, groups and scopes are unaffected, and that a change of the set
+// re-verifies cached tokens rather than serve principals missing a claim.
+func TestSetClaims(t *testing.T) {
+	iss := testkit.NewIssuer(t)
+	v := newVerifier(t, iss.Config(), identity.Options{})
+	tok := iss.Token(t, map[string]any{"sub": "ada", "groups": []string{"g"}, "scp": []string{"s"}, "tenant": "acme", "dept": "ops"})
+	p, err := v.Verify(t.Context(), tok)
+	if err != nil || p.Claims["tenant"] != "acme" || p.Claims["jti"] == nil && p.Claims["iss"] == nil {
+		t.Fatalf("before SetClaims: %v %v, want every claim", p, err)
+	}
+	v.SetClaims([]string{"tenant"})
+	p, _ = v.Verify(t.Context(), tok)
+	if len(p.Claims) != 1 || p.Claims["tenant"] != "acme" || p.Subject != "ada" || len(p.Groups) != 1 || len(p.Scopes) != 1 {
+		t.Errorf("with claims [tenant]: %+v, want only tenant among the claims, identity whole", p)
+	}
+	v.SetClaims([]string{"dept", "tenant", "tenant"})
+	if p, _ = v.Verify(t.Context(), tok); p.Claims["dept"] != "ops" || p.Claims["tenant"] != "acme" {
+		t.Errorf("after adding dept: claims %v, want the cached principal verified again with dept", p.Claims)
+	}
+	v.SetClaims(nil)
+	if p, _ = v.Verify(t.Context(), tok); p.Claims != nil {
+		t.Errorf("with no claims read by any rule: claims %v, want none kept", p.Claims)
+	}
+}
+
 func TestJWKSFailureKeepsLastGoodKeys(t *testing.T) {
 	for _, mode := range []testkit.FailMode{testkit.Fail500, testkit.Hang} {
 		t.Run(fmt.Sprint(mode), func(t *testing.T) {

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/keyholehq/keyhole/config"
@@ -83,5 +84,31 @@ func TestApproves(t *testing.T) {
 				t.Errorf("Approves(%v, %q) = %v, want %v", tt.p, tt.route, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestClaimNames(t *testing.T) {
+	claims := func(names ...string) *config.Allow {
+		a := &config.Allow{Claims: map[string]config.Scalars{}}
+		for _, n := range names {
+			a.Claims[n] = str("x")
+		}
+		return a
+	}
+	cfg := &config.Config{
+		Admin: config.Admin{Allow: claims("admin_claim"), Roles: map[string]*config.Allow{RoleAuditors: claims("audit_claim")}},
+		Routes: []config.Route{
+			{Name: "a", Match: match("/a", "GET"), Upstream: "u", Allow: claims("tenant", "dept")},
+			{Name: "b", Match: match("/b", "GET"), Upstream: "u", Allow: groups("g"),
+				Approval: &config.Approval{Approvers: *claims("tenant", "level"), MinApprovals: 1}},
+		},
+	}
+	got := compile(t, cfg).ClaimNames()
+	want := []string{"admin_claim", "audit_claim", "dept", "level", "tenant"}
+	if !slices.Equal(got, want) {
+		t.Errorf("ClaimNames = %v, want %v", got, want)
+	}
+	if got := compile(t, &config.Config{}).ClaimNames(); len(got) != 0 {
+		t.Errorf("ClaimNames of an empty table = %v, want none", got)
 	}
 }

@@ -10,6 +10,7 @@
 package rules
 
 import (
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -178,6 +179,31 @@ func (t *Table) HasRole(p *identity.Principal, role string) bool {
 		}
 	}
 	return false
+}
+
+// ClaimNames returns, sorted, the name of every token claim some allow of the table
+// reads (routes, approvers, admin roles): the claims a verifier must keep for it.
+func (t *Table) ClaimNames() []string {
+	if t == nil {
+		return nil
+	}
+	set := map[string]bool{}
+	add := func(a *allow) {
+		if a != nil {
+			for _, c := range a.claims {
+				set[c.name] = true
+			}
+		}
+	}
+	for _, rt := range t.all {
+		add(rt.allow)
+		add(rt.approvers)
+	}
+	add(t.adminAllow)
+	for _, a := range t.roles {
+		add(a)
+	}
+	return slices.Sorted(maps.Keys(set))
 }
 
 // Approves reports whether p may decide approvals of the route named route: p satisfies

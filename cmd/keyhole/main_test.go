@@ -245,6 +245,20 @@ func TestServeReloads(t *testing.T) {
 	if strings.Contains(m, secret) {
 		t.Error("metrics contain the planted credential")
 	}
+
+	// A reload to rules that read a claim: a token verified (and cached, with only the
+	// claims the old rules read) before it must now be judged with that claim.
+	tenantTok := iss.Token(t, map[string]any{"aud": "api://keyhole", "sub": "bob", "tenant": "acme"})
+	if s, _ := get("http://"+data+"/customers/1", tenantTok); s != 403 {
+		t.Fatalf("tenant token under the group rule: %d, want 403", s)
+	}
+	byClaim := strings.Replace(fmt.Sprintf(serveConfig, data, adm, iss.Config().Issuer, up.URL, "readers"),
+		"allow: { groups: [readers] }", "allow: { claims: { tenant: acme } }", 1)
+	os.WriteFile(path, []byte(byClaim), 0o600)
+	waitFor(t, "rules on a claim", func() bool { s, _ := get("http://"+data+"/customers/1", tenantTok); return s == 200 })
+	if s, _ := get("http://"+data+"/customers/1", tok); s != 403 {
+		t.Errorf("token without the claim under the claim rule: %d, want 403", s)
+	}
 }
 
 func TestServeReloadsOnSIGHUP(t *testing.T) {

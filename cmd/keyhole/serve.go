@@ -190,6 +190,7 @@ func start(ctx context.Context, src source, log *slog.Logger, over listenOverrid
 		g.close()
 		return nil, err
 	}
+	v.SetClaims(table.ClaimNames())
 	g.verifier.Store(v)
 	g.table.Store(table)
 	if g.state, err = g.proxy.NewState(cfg, table, v, nil); err != nil {
@@ -415,6 +416,9 @@ func (g *gateway) reload(force bool) {
 		g.reloadFailed(err)
 		return
 	}
+	// Principals keep the claims both the old and the new rules read: requests still in
+	// flight under the old rules must not find a claim missing.
+	v.SetClaims(slices.Concat(g.table.Load().ClaimNames(), table.ClaimNames()))
 	if newVerifier {
 		g.verifier.Swap(v).Close()
 	}
