@@ -104,7 +104,7 @@ func (b *prefixedBody) Close() error { return b.c.Close() }
 func (g *Gateway) exchange(r *http.Request, info *reqInfo) *recorder.Exchange {
 	x := &recorder.Exchange{ID: info.id, ReceivedAt: info.start, Decision: info.decision, Reason: info.reason}
 	if p := info.principal; p != nil {
-		x.Identity = &recorder.Identity{Issuer: p.Issuer, Subject: p.Subject, ClientID: p.ClientID, Groups: p.Groups, Scopes: p.Scopes}
+		x.Identity = &recorder.Identity{Issuer: p.Issuer, Subject: p.Subject, ClientID: p.ClientID, Groups: p.Groups, Scopes: p.Scopes, Claims: p.Claims}
 	}
 	if info.route != nil {
 		x.Route = info.route.Name

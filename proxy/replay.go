@@ -198,7 +198,7 @@ func (st *State) replayRoute(x *recorder.Exchange, h http.Header, body []byte) (
 	}
 	var p *identity.Principal
 	if id := x.Identity; id != nil {
-		p = &identity.Principal{Issuer: id.Issuer, Subject: id.Subject, ClientID: id.ClientID, Groups: id.Groups, Scopes: id.Scopes}
+		p = &identity.Principal{Issuer: id.Issuer, Subject: id.Subject, ClientID: id.ClientID, Groups: id.Groups, Scopes: id.Scopes, Claims: id.Claims}
 	}
 	d := st.table.Decide(&req, p)
 	if d.Effect != rules.Allow {

@@ -254,6 +254,18 @@ func TestReplay(t *testing.T) {
 			t.Errorf("replay of a 9 KB query = %d, upstream got %d", status, len(got))
 		}
 	})
+	t.Run("a route judged on a claim", func(t *testing.T) {
+		byClaim := strings.Replace(replayConfig(true, "crm-readers"), "allow: { groups: [crm-readers], scopes: [crm.read] }",
+			"allow: { claims: { tenant: acme } }", 1)
+		h.load(t, byClaim)
+		defer h.load(t, replayConfig(true, "crm-readers"))
+		tenant := h.token(t, map[string]any{"sub": "agent-t", "tenant": "acme"})
+		id := h.recorded(t, "GET", "/crm/customers/7", tenant, "", nil)
+		h.crm.Reset()
+		if status, a := h.replay(t, id, `{}`); status != 200 || len(h.crm.Requests()) != 1 {
+			t.Errorf("replay of a request allowed by its tenant claim = %d %+v, want it judged with the recorded claim", status, a)
+		}
+	})
 	t.Run("a route that now needs approval", func(t *testing.T) {
 		held := strings.Replace(replayConfig(true, "crm-readers"), "allow: { groups: [crm-readers], scopes: [crm.read] }",
 			"allow: { groups: [crm-readers], scopes: [crm.read] }\n    approval: { approvers: { groups: [crm-admins] } }", 1)

@@ -49,6 +49,9 @@ type Identity struct {
 	ClientID string   `json:"client_id,omitempty"`
 	Groups   []string `json:"groups,omitempty"`
 	Scopes   []string `json:"scopes,omitempty"`
+	// Claims are the token claims the route rules read (tenant, ...), so that a replay
+	// is judged as the request was.
+	Claims map[string]any `json:"claims,omitempty"`
 }
 
 // Request is the client's request as the gateway judged it.
