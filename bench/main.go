@@ -10,6 +10,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -18,10 +19,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/keyholehq/keyhole/config"
@@ -48,7 +51,15 @@ func main() {
 	flag.StringVar(&o.recordMode, "record-mode", "strict", "Keyhole's recorder.mode (strict, best_effort), to see what recording costs")
 	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of Keyhole during each scenario's first round into this directory")
 	flag.Parse()
-	if err := run(o, os.Stdout); err != nil {
+	if o.duration < time.Second {
+		fmt.Fprintln(os.Stderr, "bench: -duration must be at least 1s (wrk counts whole seconds)")
+		os.Exit(2)
+	}
+	// Ctrl-C ends the run, and run's deferred stops end every process it started.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, o, os.Stdout)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -93,8 +104,8 @@ var scenarios = []scenario{
 	{name: "1MB masked c=50", path: "/huge", conns: 50, rounds: 1, targets: []string{"keyhole masked"}},
 }
 
-// run is the whole harness.
-func run(o options, out io.Writer) error {
+// run is the whole harness. It stops when ctx ends, stopping what it started.
+func run(ctx context.Context, o options, out io.Writer) error {
 	for _, tool := range []string{"wrk", "nginx"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s is not installed: apt-get install -y wrk nginx-light", tool)
@@ -206,7 +217,7 @@ func run(o options, out io.Writer) error {
 	fmt.Fprintf(out, "warming up ...\n")
 	for _, name := range []string{"direct", "nginx", "go-proxy", "go-proxy+rs256", "keyhole"} {
 		t := targets[name]
-		if _, err := runWrk(dir, load{url: t.base, path: "/small", conns: 32, duration: time.Second, token: token}); err != nil {
+		if _, err := runWrk(ctx, dir, load{url: t.base, path: "/small", conns: 32, duration: time.Second, token: token}); err != nil {
 			return err
 		}
 	}
@@ -236,13 +247,23 @@ func run(o options, out io.Writer) error {
 				if o.profile != "" && round == 1 && t.proc == khProc {
 					profiled = make(chan error, 1)
 					go func() {
-						profiled <- cpuProfile("http://"+addrs["keyhole-admin"], o.duration-time.Second,
+						profiled <- cpuProfile(ctx, "http://"+addrs["keyhole-admin"], o.duration-time.Second,
 							filepath.Join(o.profile, strings.NewReplacer(" ", "-", "=", "", "%", "pct").Replace(sc.name+" "+name)+".pprof"))
 					}()
 				}
-				r, err := runWrk(dir, l)
+				r, err := runWrk(ctx, dir, l)
 				if err != nil {
 					return fmt.Errorf("%s, %s: %w", sc.name, name, err)
+				}
+				// A target that answers fast because it refuses or drops would look good:
+				// only the mixed scenario may see non-2xx answers (its forbidden share), and
+				// no run more than 1% socket errors.
+				if sc.forbidEvery == 0 && r.Non2xx > 0 || r.Errors*100 > r.Requests {
+					return fmt.Errorf("%s, %s: %d non-2xx answers and %d socket errors of %d requests", sc.name, name, r.Non2xx, r.Errors, r.Requests)
+				}
+				if sc.perRequest && r.Requests > int64(o.tokens) {
+					r.TokensReused = true
+					fmt.Fprintf(out, "  warning: %s sent %d requests with %d tokens: tokens were reused (raise -tokens)\n", name, r.Requests, o.tokens)
 				}
 				if profiled != nil {
 					if err := <-profiled; err != nil {
@@ -406,11 +427,17 @@ func commit() string {
 }
 
 // cpuProfile fetches a CPU profile of d from Keyhole's admin listener into path.
-func cpuProfile(admin string, d time.Duration, path string) error {
+func cpuProfile(ctx context.Context, admin string, d time.Duration, path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", admin, max(1, int(d.Seconds()))))
+	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", admin, max(1, int(d.Seconds()))), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -11,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -19,14 +19,38 @@ import (
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	log  *bytes.Buffer
+	log  *tailBuffer
 }
 
-// start runs name args... with its output kept for when it fails, in its own process group.
+// tailBuffer keeps the last 64 KiB written to it, for a process's failure message; it
+// is safe for the copying goroutine exec starts and a reader at once.
+type tailBuffer struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > 64<<10 {
+		t.b = append(t.b[:0], t.b[len(t.b)-64<<10:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
+
+// start runs name args... with its output kept for when it fails, in its own process
+// group, killed should the harness die first.
 func start(name string, args ...string) (*proc, error) {
-	p := &proc{name: filepath.Base(name), cmd: exec.Command(name, args...), log: &bytes.Buffer{}}
+	p := &proc{name: filepath.Base(name), cmd: exec.Command(name, args...), log: &tailBuffer{}}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -59,7 +83,7 @@ func (p *proc) pids() []int {
 		if err != nil {
 			continue
 		}
-		if f := statFields(pid); len(f) > 3 && f[3] == strconv.Itoa(root) {
+		if f := statFields(pid); len(f) > 4 && f[4] == strconv.Itoa(root) {
 			out = append(out, pid)
 		}
 	}
@@ -77,8 +101,9 @@ func statFields(pid int) []string {
 	if i < 0 {
 		return nil
 	}
-	// Index 0 is the pid and 1 the name, so that field numbers match proc(5).
-	return append([]string{"", ""}, strings.Fields(s[i+1:])...)
+	// After the name come fields 3 (state), 4 (ppid), ... of proc(5); three blanks in
+	// front make f[n] field n.
+	return append([]string{"", "", ""}, strings.Fields(s[i+1:])...)
 }
 
 // cpuTicks is the user + system CPU time of the process and its children so far, in
@@ -88,8 +113,8 @@ func (p *proc) cpuTicks() int64 {
 	for _, pid := range p.pids() {
 		f := statFields(pid)
 		if len(f) > 15 {
-			u, _ := strconv.ParseInt(f[14], 10, 64)
-			s, _ := strconv.ParseInt(f[15], 10, 64)
+			u, _ := strconv.ParseInt(f[14], 10, 64) // utime
+			s, _ := strconv.ParseInt(f[15], 10, 64) // stime
 			total += u + s
 		}
 	}

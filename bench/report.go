@@ -58,6 +58,9 @@ func med(vs []float64) float64 {
 	}
 	s := slices.Clone(vs)
 	slices.Sort(s)
+	if len(s)%2 == 0 {
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
 	return s[len(s)/2]
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -34,18 +35,24 @@ type result struct {
 	Errors      int64   `json:"socket_errors"`
 	CPUusPerReq float64 `json:"cpu_us_per_req"`
 	PeakRSSMB   float64 `json:"peak_rss_mb"`
+	// TokensReused is set when a token-per-request run sent more requests than it had
+	// tokens: some were then answered from the verified-token cache.
+	TokensReused bool `json:"tokens_reused,omitempty"`
 }
 
 // runWrk drives l with wrk (one thread: the harness measures the target, not wrk) and
-// parses its report. wrk stops by itself after l.duration.
-func runWrk(dir string, l load) (result, error) {
+// parses its report. wrk stops by itself after l.duration; it is killed 30 s later, or
+// when ctx ends, if it has not.
+func runWrk(ctx context.Context, dir string, l load) (result, error) {
 	script := filepath.Join(dir, "request.lua")
 	if err := os.WriteFile(script, []byte(luaScript(l)), 0o600); err != nil {
 		return result{}, err
 	}
 	args := []string{"-t1", fmt.Sprintf("-c%d", l.conns), fmt.Sprintf("-d%ds", int(l.duration.Seconds())),
 		"--latency", "--timeout", "10s", "-s", script, l.url + l.path}
-	out, err := exec.Command("wrk", args...).CombinedOutput()
+	ctx, cancel := context.WithTimeout(ctx, l.duration+30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
 	if err != nil {
 		return result{}, fmt.Errorf("wrk: %w\n%s", err, out)
 	}

@@ -153,7 +153,8 @@ func replayable(x *recorder.Exchange) error {
 	case redacted(x.Request.Body.Text) || x.Request.Body.Encoding == "base64" && bytes.Contains(x.Request.Body.Bytes(), []byte(recorder.Redacted)):
 		where = "body"
 	case x.Identity != nil && (redacted(x.Identity.Issuer) || redacted(x.Identity.Subject) || redacted(x.Identity.ClientID) ||
-		redacted(strings.Join(x.Identity.Groups, "\x00")) || redacted(strings.Join(x.Identity.Scopes, "\x00"))):
+		redacted(strings.Join(x.Identity.Groups, "\x00")) || redacted(strings.Join(x.Identity.Scopes, "\x00")) ||
+		redacted(fmt.Sprint(x.Identity.Claims))):
 		where = "caller's identity"
 	}
 	for k, vs := range x.Request.Header {
