@@ -82,3 +82,25 @@ func BenchmarkRedactorBytes(b *testing.B) {
 		r.Bytes(text)
 	}
 }
+
+// TestPrefixFilterShortStrings covers prefixes shorter than a word (redaction itself only
+// searches for strings of 8 bytes or more): a string is found wherever it is, the end of
+// the text included, and a text without it is let through.
+func TestPrefixFilterShortStrings(t *testing.T) {
+	f := newPrefixFilter([]string{"abcd", "wxyz1"})
+	for _, c := range []struct {
+		text string
+		want bool
+	}{
+		{"abcd", true}, {"..abcd", true}, {"abcd..", true}, {"0123456789wxyz1", true},
+		{"abc", false}, {"abce wxy1 xyz1", false}, {"", false},
+		{"wxyz", true}, // a prefix is enough: the Replacer decides
+	} {
+		if got := f.mayHold([]byte(c.text)); got != c.want {
+			t.Errorf("mayHold(%q) = %v, want %v", c.text, got, c.want)
+		}
+	}
+	if newPrefixFilter([]string{"abc"}) != nil {
+		t.Error("a filter for a 3-byte string, want none (always replace)")
+	}
+}
