@@ -3,25 +3,41 @@ package main
 import (
 	"os"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
 
 // TestStatFields checks the /proc/pid/stat fields the harness reads: the parent pid, and
-// user CPU time, which must grow by what a busy loop spends.
+// user CPU time, which must agree with what getrusage says a busy loop spent.
 func TestStatFields(t *testing.T) {
 	f := statFields(os.Getpid())
 	if len(f) < 16 || f[4] != strconv.Itoa(os.Getppid()) {
 		t.Fatalf("statFields(self)[4] = %q, want the parent pid %d", f[4], os.Getppid())
 	}
+	userTime := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano())
+	}
 	before, _ := strconv.ParseInt(f[14], 10, 64)
+	ruBefore := userTime()
 	x := 0
-	for start := time.Now(); time.Since(start) < 300*time.Millisecond; {
-		x++
+	// Spin until 300 ms of user time are spent, however busy the machine is.
+	for start := time.Now(); time.Since(start) < 20*time.Second; {
+		for range 1 << 20 {
+			x++
+		}
+		if userTime()-ruBefore >= 300*time.Millisecond {
+			break
+		}
 	}
 	after, _ := strconv.ParseInt(statFields(os.Getpid())[14], 10, 64)
-	if after-before < 15 { // 300 ms of user time is 30 ticks; leave room for a busy machine
-		t.Errorf("utime grew by %d ticks over a 300 ms busy loop (x=%d), want about 30", after-before, x)
+	spent := (userTime() - ruBefore).Milliseconds() / 10 // ticks of 10 ms
+	if got := after - before; got < spent-5 || got > spent+5 {
+		t.Errorf("utime grew by %d ticks while getrusage counted %d (x=%d)", got, spent, x)
 	}
 }
 
