@@ -590,7 +590,8 @@ func TestApprovals(t *testing.T) {
 		if status, code, _ := h.send(t, "POST", "/crm/customers/15/purge", agent, "", nil); status != 403 || code != "approval_pending" {
 			t.Errorf("request while the webhook hangs = %d %s", status, code)
 		}
-		if d := time.Since(start); d > time.Second {
+		// The webhook hangs for 2 s: a request that waited for it would take longer.
+		if d := time.Since(start); d > 1800*time.Millisecond {
 			t.Errorf("request took %s while the webhook hung; the hold is 150ms", d)
 		}
 	})
