@@ -131,7 +131,7 @@ func (h *approvalHarness) start(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	notifier := approvals.NewNotifier(approvals.NotifyConfig{Webhook: h.webhook.URL + "/hook", PublicURL: "https://keyhole.example:9090"},
-		approvals.NotifierOptions{Timeout: 500 * time.Millisecond, Attempts: 2, Backoff: 10 * time.Millisecond})
+		approvals.NotifierOptions{Timeout: 5 * time.Second, Attempts: 2, Backoff: 10 * time.Millisecond})
 	go notifier.Run(ctx)
 	svc := approvals.New(st, approvals.Options{Now: h.clock.Now, Poll: 20 * time.Millisecond, Notify: notifier.Notify,
 		Metrics: approvals.Metrics{Pending: m.ApprovalsPending, Total: m.ApprovalsTotal, Wait: m.ApprovalWaitSeconds}})
@@ -590,7 +590,8 @@ func TestApprovals(t *testing.T) {
 		if status, code, _ := h.send(t, "POST", "/crm/customers/15/purge", agent, "", nil); status != 403 || code != "approval_pending" {
 			t.Errorf("request while the webhook hangs = %d %s", status, code)
 		}
-		// The webhook hangs for 2 s: a request that waited for it would take longer.
+		// The webhook hangs for 2 s (the notifier waits up to 5 s): a request that waited
+		// for the notification would take longer.
 		if d := time.Since(start); d > 1800*time.Millisecond {
 			t.Errorf("request took %s while the webhook hung; the hold is 150ms", d)
 		}
