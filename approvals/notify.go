@@ -59,7 +59,8 @@ func NewNotifier(c NotifyConfig, o NotifierOptions) *Notifier {
 	if o.Client == nil {
 		// A webhook that redirects elsewhere is not followed: the message goes where
 		// the configuration says, or nowhere.
-		o.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		o.Client = &http.Client{Timeout: o.Timeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

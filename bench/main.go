@@ -431,13 +431,11 @@ func cpuProfile(ctx context.Context, admin string, d time.Duration, path string)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
-	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", admin, max(1, int(d.Seconds()))), nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Timeout: d + 30*time.Second}).Do(req)
 	if err != nil {
 		return err
 	}

@@ -160,6 +160,9 @@ func freePort() (string, error) {
 	return l.Addr().String(), nil
 }
 
+// probeClient asks whether a process is up: one probe never outlasts 2 s.
+var probeClient = &http.Client{Timeout: 2 * time.Second}
+
 // waitHTTP waits until url answers with a status below 500, or the time is up.
 func waitHTTP(p *proc, url string, header http.Header) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -167,7 +170,7 @@ func waitHTTP(p *proc, url string, header http.Header) error {
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		req.Header = header
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := probeClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode < 500 {

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -89,7 +90,7 @@ func (s *recordsSource) do(ctx context.Context, method, path string, body io.Rea
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := adminClient.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("admin API at %s: %w", s.server, err)
 	}
@@ -104,6 +105,17 @@ func (s *recordsSource) do(ctx context.Context, method, path string, body io.Rea
 	}
 	return resp, nil
 }
+
+// adminClient talks to a gateway's admin API. Connecting and each answer's headers are
+// bounded; a body is not, since an export of many records streams for as long as it takes
+// (Ctrl-C, through ctx, ends it). The headers' bound is generous: verify answers once it
+// has walked the whole chain.
+var adminClient = &http.Client{Transport: &http.Transport{
+	Proxy:                 http.ProxyFromEnvironment,
+	DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	TLSHandshakeTimeout:   10 * time.Second,
+	ResponseHeaderTimeout: 10 * time.Minute,
+}}
 
 // openRecords opens the --store for reading.
 func (s *recordsSource) openRecords(ctx context.Context) (recorder.Store, error) {
