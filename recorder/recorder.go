@@ -30,6 +30,10 @@ const (
 	BestEffort = "best_effort"
 )
 
+// maxUnsynced bounds how long entries no request waits for may stay committed but not
+// yet synced to disk (see UnsyncedAppender): what a lost machine can take with it.
+const maxUnsynced = time.Second
+
 // DefaultBodyLimit is the longest body a record holds when the configuration sets none.
 const DefaultBodyLimit = 1 << 20
 
@@ -246,6 +250,8 @@ func (r *Recorder) write() {
 	defer close(r.done)
 	batch := make([]item, 0, r.opts.BatchSize)
 	entries := make([]*Entry, 0, r.opts.BatchSize)
+	unsynced, _ := r.store.(UnsyncedAppender)
+	synced := time.Now()
 	for first := range r.queue {
 		batch = append(batch[:0], first)
 	fill:
@@ -262,12 +268,24 @@ func (r *Recorder) write() {
 		}
 		r.depth()
 		entries = entries[:0]
+		waiting := 0
 		for _, it := range batch {
 			entries = append(entries, it.e)
+			if it.done != nil {
+				waiting++
+			}
 		}
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := r.store.Append(ctx, entries)
+		var err error
+		// A batch no request waits for (responses, refusals, best-effort requests) need
+		// not wait for the disk: the next synced commit makes it durable with its own,
+		// which spares a lone request the wait for its predecessor's response sync.
+		if unsynced != nil && waiting == 0 && start.Sub(synced) < maxUnsynced {
+			err = unsynced.AppendUnsynced(ctx, entries)
+		} else if err = r.store.Append(ctx, entries); err == nil {
+			synced = start
+		}
 		cancel()
 		if o := r.opts.Metrics.WriteSeconds; o != nil {
 			o.Observe(time.Since(start).Seconds())
@@ -275,12 +293,6 @@ func (r *Recorder) write() {
 		if err != nil {
 			if c := r.opts.Metrics.Errors; c != nil {
 				c.Inc()
-			}
-			waiting := 0
-			for _, it := range batch {
-				if it.done != nil {
-					waiting++
-				}
 			}
 			if n := len(batch) - waiting; n > 0 {
 				r.lose(n, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -153,5 +154,83 @@ func TestRecorderRetention(t *testing.T) {
 	rep, err := recorder.Verify(context.Background(), st, nil)
 	if err != nil || !rep.OK || rep.Pruned != 10 {
 		t.Errorf("Verify after retention = %+v, %v; want OK with 10 entries pruned", rep, err)
+	}
+}
+
+// syncLog is a real store that notes, batch by batch, whether the recorder asked for
+// a synced or an unsynced commit.
+type syncLog struct {
+	*sqlite.Store
+	mu    sync.Mutex
+	calls []string // "sync:<kinds>" or "unsynced:<kinds>"
+}
+
+func (s *syncLog) note(how string, es []*recorder.Entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kinds := ""
+	for _, e := range es {
+		kinds += e.Kind[:3]
+	}
+	s.calls = append(s.calls, how+":"+kinds)
+}
+
+func (s *syncLog) Append(ctx context.Context, es []*recorder.Entry) error {
+	s.note("sync", es)
+	return s.Store.Append(ctx, es)
+}
+
+func (s *syncLog) AppendUnsynced(ctx context.Context, es []*recorder.Entry) error {
+	s.note("unsynced", es)
+	return s.Store.AppendUnsynced(ctx, es)
+}
+
+func (s *syncLog) last() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[len(s.calls)-1]
+}
+
+// TestRecorderSyncsWhatRequestsWaitFor checks that a strict request entry is committed
+// synced, that a batch nobody waits for (a response) is committed without the sync, and
+// that the recorder syncs again once a second has passed without a synced commit.
+func TestRecorderSyncsWhatRequestsWaitFor(t *testing.T) {
+	st := &syncLog{Store: openStore(t)}
+	rec := recorder.New(st, recorder.Policy{}, recorder.Options{})
+	flush := func() {
+		// A strict Begin returns after its own commit, which follows every entry queued before.
+		t.Helper()
+		if err := rec.Begin(context.Background(), exchange(99)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x := exchange(1)
+	if err := rec.Begin(context.Background(), x); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.last(); got != "sync:req" {
+		t.Errorf("strict request committed as %q, want sync:req", got)
+	}
+	rec.End(x)
+	flush()
+	st.mu.Lock()
+	calls := slices.Clone(st.calls)
+	st.mu.Unlock()
+	if !slices.Contains(calls, "unsynced:res") && !slices.Contains(calls, "sync:resreq") {
+		t.Errorf("calls %q: the response was neither committed unsynced nor with the next request", calls)
+	}
+	if slices.Contains(calls, "sync:res") {
+		t.Errorf("calls %q: a response alone was committed synced", calls)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	rec.End(exchange(99))
+	if err := rec.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.last(); got != "sync:res" {
+		t.Errorf("after a second without a sync, a response batch committed as %q, want sync:res", got)
+	}
+	if c, _ := st.Count(context.Background()); c != 4 {
+		t.Errorf("store holds %d entries, want 4", c)
 	}
 }

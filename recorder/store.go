@@ -59,6 +59,15 @@ type Filter struct {
 	Limit  int // at most this many; a store caps it
 }
 
+// UnsyncedAppender is a Store that can also commit entries without waiting for the
+// disk. They must survive a crash of the process at once and a crash of the machine
+// once a later Append has returned (a synced commit makes every earlier one durable
+// too), so the chain never has a gap. The recorder uses it for batches no request
+// waits for, and still syncs at least once a second.
+type UnsyncedAppender interface {
+	AppendUnsynced(ctx context.Context, entries []*Entry) error
+}
+
 // ErrNotFound is returned by Store.Get for an exchange the store does not hold.
 var ErrNotFound = errors.New("exchange not found")
 

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -184,6 +185,37 @@ func TestPragmas(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("PRAGMA %s = %s, want %s", tt.pragma, got, tt.want)
 		}
+	}
+}
+
+// TestAppendUnsynced checks that an unsynced append joins the one chain like any other
+// and leaves the write connection synchronous=FULL for every write after it, an
+// approval's included.
+func TestAppendUnsynced(t *testing.T) {
+	s, _ := open(t)
+	req, resp := pair(1, "alice", "items", "allowed", 200)
+	if err := s.Append(t.Context(), []*recorder.Entry{req}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendUnsynced(t.Context(), []*recorder.Entry{resp}); err != nil {
+		t.Fatal(err)
+	}
+	if resp.Seq != 2 || resp.PrevHash != req.Hash {
+		t.Errorf("unsynced entry Seq %d PrevHash %.8s, want 2 linked to %.8s", resp.Seq, resp.PrevHash, req.Hash)
+	}
+	var sync string
+	if err := s.w.QueryRowContext(t.Context(), "PRAGMA synchronous").Scan(&sync); err != nil {
+		t.Fatal(err)
+	}
+	if sync != "2" {
+		t.Errorf("after AppendUnsynced the write connection is synchronous=%s, want 2 (FULL)", sync)
+	}
+	rec, err := s.Get(t.Context(), req.ExchangeID)
+	if err != nil || rec.Response == nil || rec.Response.Status != 200 {
+		t.Errorf("Get = %+v, %v; want the exchange completed by the unsynced response", rec, err)
+	}
+	if rep, err := recorder.Verify(t.Context(), s, nil); err != nil || !rep.OK {
+		t.Errorf("Verify = %+v, %v", rep, err)
 	}
 }
 
@@ -1017,4 +1049,68 @@ func BenchmarkAppend(b *testing.B) {
 			b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "entries/s")
 		})
 	}
+}
+
+// BenchmarkAppendExchanges appends what the recorder appends: each batch holds n new
+// exchanges' request entries and the response entries of the n before, with records
+// of a realistic size (n = 1 for a lone client, 8 under load). It reports the read and write system calls per
+// entry (from /proc/self/io), which dominate the cost on machines with slow syscalls.
+func BenchmarkAppendExchanges(b *testing.B) {
+	req := bytes.Repeat([]byte("q"), 900)
+	resp := bytes.Repeat([]byte("r"), 1100)
+	for _, n := range []int{1, 8} {
+		b.Run(fmt.Sprintf("exchanges=%d", n), func(b *testing.B) {
+			s, _ := open(b)
+			var prev []string
+			es := make([]*recorder.Entry, 0, 2*n)
+			calls0, cpu0 := ioCalls(b), cpuTime(b)
+			for b.Loop() {
+				es = es[:0]
+				ids := make([]string, n)
+				for i := range ids {
+					ids[i] = ulid.Make().String()
+					es = append(es, &recorder.Entry{Kind: recorder.KindRequest, ExchangeID: ids[i], At: time.Now(),
+						Data: req, Subject: "alice", Route: "items", Decision: "allowed", Method: "GET", Path: "/v1/items"})
+				}
+				for _, id := range prev {
+					es = append(es, &recorder.Entry{Kind: recorder.KindResponse, ExchangeID: id, At: time.Now(),
+						Data: resp, Subject: "alice", Route: "items", Decision: "allowed", Method: "GET", Path: "/v1/items", Status: 200})
+				}
+				prev = ids
+				if err := s.Append(b.Context(), es); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*2*n)/b.Elapsed().Seconds(), "entries/s")
+			b.ReportMetric(float64(ioCalls(b)-calls0)/float64(b.N*2*n), "syscalls/entry")
+			b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N*2*n), "cpu-µs/entry")
+		})
+	}
+}
+
+// ioCalls is the process's read and write system calls so far.
+func ioCalls(b *testing.B) int64 {
+	raw, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		b.Skip("no /proc/self/io")
+	}
+	var n int64
+	for _, line := range strings.Split(string(raw), "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if ok && (k == "syscr" || k == "syscw") {
+			var c int64
+			fmt.Sscan(v, &c)
+			n += c
+		}
+	}
+	return n
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"time"
@@ -11,6 +12,7 @@ import (
 )
 
 const (
+	selectHead  = "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1"
 	insertEntry = `INSERT INTO entries (seq, kind, exchange_id, at_ns, data, prev_hash, hash,
 		subject, route, decision, method, path, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	// A second request entry with an id already indexed is kept in the chain but not
@@ -36,6 +38,19 @@ const (
 // Append waits as long as ctx allows for this Store's other writes, and up to five
 // seconds for the write lock another Store or process holds on the file.
 func (s *Store) Append(ctx context.Context, entries []*recorder.Entry) error {
+	return s.appendChecked(ctx, entries, true)
+}
+
+// AppendUnsynced appends like Append but returns once the transaction has committed,
+// without waiting for it to reach the disk (SQLite's synchronous=NORMAL for this one
+// transaction): the entries survive a killed process at once, and a lost machine from
+// the next Append, which syncs them with its own entries, or the next WAL checkpoint.
+// Every other write of the store stays synchronous.
+func (s *Store) AppendUnsynced(ctx context.Context, entries []*recorder.Entry) error {
+	return s.appendChecked(ctx, entries, false)
+}
+
+func (s *Store) appendChecked(ctx context.Context, entries []*recorder.Entry, sync bool) error {
 	if s.w == nil {
 		return errReadOnly
 	}
@@ -52,7 +67,7 @@ func (s *Store) Append(ctx context.Context, entries []*recorder.Entry) error {
 			return fmt.Errorf("sqlite: append: entry %d: unknown kind %q", i, e.Kind)
 		}
 	}
-	sealed, err := s.append(ctx, entries)
+	sealed, err := s.append(ctx, entries, sync)
 	if err != nil {
 		return fmt.Errorf("sqlite: append: %w", err)
 	}
@@ -62,16 +77,36 @@ func (s *Store) Append(ctx context.Context, entries []*recorder.Entry) error {
 	return nil
 }
 
-// append writes sealed copies of entries and returns them once committed.
-func (s *Store) append(ctx context.Context, entries []*recorder.Entry) ([]recorder.Entry, error) {
-	tx, err := s.w.BeginTx(ctx, nil)
+// append writes sealed copies of entries and returns them once committed; synced to
+// disk unless sync is false.
+func (s *Store) append(ctx context.Context, entries []*recorder.Entry, sync bool) ([]recorder.Entry, error) {
+	// The write pool has one connection; holding it keeps the approval writes, which
+	// must be synchronous, off it while an unsynced append has synchronous=NORMAL.
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if !sync {
+		if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL"); rerr != nil {
+				// A connection that may still skip syncs must not write again: database/sql
+				// closes it and the next one opens synchronous=FULL.
+				conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+		}()
+	}
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback()
 	w := s.stmts.in(ctx, tx)
 	defer w.close()
-	seq, hash, err := head(ctx, tx)
+	seq, hash, err := w.headOf(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -92,13 +127,13 @@ func (s *Store) append(ctx context.Context, entries []*recorder.Entry) ([]record
 	return sealed, nil
 }
 
-// head returns the sequence number and hash of the last entry, or 0 and GenesisHash
+// headOf returns the sequence number and hash of the last entry, or 0 and GenesisHash
 // for an empty chain. Retention always leaves its checkpoint as the last entry, so a
 // chain is empty only before its first entry.
-func head(ctx context.Context, tx *sql.Tx) (int64, string, error) {
+func (w *writer) headOf(ctx context.Context) (int64, string, error) {
 	var seq int64
 	var hash string
-	err := tx.QueryRowContext(ctx, "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").Scan(&seq, &hash)
+	err := w.head.QueryRowContext(ctx).Scan(&seq, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, recorder.GenesisHash, nil
 	}
@@ -108,16 +143,21 @@ func head(ctx context.Context, tx *sql.Tx) (int64, string, error) {
 	return seq, hash, nil
 }
 
-// writer holds the statements that write sealed entries within one transaction.
+// writer holds the statements that read the chain head and write sealed entries
+// within one transaction.
 type writer struct {
-	entry, exchange, complete *sql.Stmt
+	head, entry, exchange, complete *sql.Stmt
 }
 
 // prepareWriter prepares the append statements on db.
 func prepareWriter(ctx context.Context, db *sql.DB) (*writer, error) {
 	var w writer
 	var err error
+	if w.head, err = db.PrepareContext(ctx, selectHead); err != nil {
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
 	if w.entry, err = db.PrepareContext(ctx, insertEntry); err != nil {
+		w.close()
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
 	if w.exchange, err = db.PrepareContext(ctx, insertExchange); err != nil {
@@ -133,11 +173,12 @@ func prepareWriter(ctx context.Context, db *sql.DB) (*writer, error) {
 
 // in returns w's statements bound to tx.
 func (w *writer) in(ctx context.Context, tx *sql.Tx) *writer {
-	return &writer{entry: tx.StmtContext(ctx, w.entry), exchange: tx.StmtContext(ctx, w.exchange), complete: tx.StmtContext(ctx, w.complete)}
+	return &writer{head: tx.StmtContext(ctx, w.head), entry: tx.StmtContext(ctx, w.entry),
+		exchange: tx.StmtContext(ctx, w.exchange), complete: tx.StmtContext(ctx, w.complete)}
 }
 
 func (w *writer) close() {
-	for _, st := range []*sql.Stmt{w.entry, w.exchange, w.complete} {
+	for _, st := range []*sql.Stmt{w.head, w.entry, w.exchange, w.complete} {
 		if st != nil {
 			st.Close()
 		}
@@ -220,7 +261,9 @@ func (s *Store) pruneChunkOf(ctx context.Context, cutoff time.Time, limit int64)
 		return 0, 0, err
 	}
 	defer tx.Rollback()
-	headSeq, headHash, err := head(ctx, tx)
+	w := s.stmts.in(ctx, tx)
+	defer w.close()
+	headSeq, headHash, err := w.headOf(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -252,8 +295,6 @@ func (s *Store) pruneChunkOf(ctx context.Context, cutoff time.Time, limit int64)
 	c := recorder.Checkpoint(last, n, cutoff, time.Now())
 	c.Seq = headSeq + 1
 	recorder.Seal(c, headHash)
-	w := s.stmts.in(ctx, tx)
-	defer w.close()
 	if err := w.write(ctx, c); err != nil {
 		return 0, 0, fmt.Errorf("checkpoint: %w", err)
 	}
