@@ -74,7 +74,9 @@ func cmdDemo(ctx context.Context, args []string, getenv func(string) string, std
 		return getenv(k)
 	}
 	src := source{dir: ".", load: func() ([]byte, error) { return configs.Demo, nil }, getenv: env}
-	g, err := start(ctx, src, newLogger(stderr), listenOverrides{data: *listen, admin: *adminAddr})
+	log, logs := newLogger(stderr)
+	defer logs.Close()
+	g, err := start(ctx, src, log, listenOverrides{data: *listen, admin: *adminAddr})
 	if err != nil {
 		return reportLoad(stderr, "configs/demo.yaml", err)
 	}

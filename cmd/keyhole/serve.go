@@ -28,6 +28,7 @@ import (
 	"github.com/keyholehq/keyhole/approvals"
 	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/identity"
+	"github.com/keyholehq/keyhole/internal/logbuf"
 	"github.com/keyholehq/keyhole/metrics"
 	"github.com/keyholehq/keyhole/proxy"
 	"github.com/keyholehq/keyhole/recorder"
@@ -46,7 +47,8 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	log := newLogger(stderr)
+	log, logs := newLogger(stderr)
+	defer logs.Close()
 	src := source{path: *path, load: func() ([]byte, error) { return os.ReadFile(*path) }, getenv: getenv}
 	g, err := start(ctx, src, log, listenOverrides{})
 	if err != nil {
@@ -56,9 +58,13 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	return g.serve(ctx, *watch)
 }
 
-// newLogger returns the JSON logger every serving command writes to stderr.
-func newLogger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, nil))
+// newLogger returns the JSON logger every serving command writes to stderr, and the
+// buffer behind it, which the command closes last. Lines go out in blocks at least every
+// 100 ms (the access log would otherwise cost a write system call per request);
+// warnings and errors go out at once.
+func newLogger(w io.Writer) (*slog.Logger, *logbuf.Writer) {
+	buf := logbuf.New(w, 64<<10, 100*time.Millisecond)
+	return slog.New(logbuf.Urgent(slog.NewJSONHandler(buf, nil), buf, slog.LevelWarn)), buf
 }
 
 // reportLoad prints a config loading error, one line per error, and returns errReported.
