@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/metrics"
 	"slices"
 	"strings"
 	"sync"
@@ -1063,7 +1064,7 @@ func BenchmarkAppendExchanges(b *testing.B) {
 			s, _ := open(b)
 			var prev []string
 			es := make([]*recorder.Entry, 0, 2*n)
-			calls0, cpu0 := ioCalls(b), cpuTime(b)
+			calls0, cpu0, gs0 := ioCalls(b), cpuTime(b), goroutinesCreated()
 			for b.Loop() {
 				es = es[:0]
 				ids := make([]string, n)
@@ -1084,6 +1085,7 @@ func BenchmarkAppendExchanges(b *testing.B) {
 			b.ReportMetric(float64(b.N*2*n)/b.Elapsed().Seconds(), "entries/s")
 			b.ReportMetric(float64(ioCalls(b)-calls0)/float64(b.N*2*n), "syscalls/entry")
 			b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N*2*n), "cpu-µs/entry")
+			b.ReportMetric(float64(goroutinesCreated()-gs0)/float64(b.N*2*n), "goroutines/entry")
 		})
 	}
 }
@@ -1113,4 +1115,11 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// goroutinesCreated is how many goroutines the process has started so far.
+func goroutinesCreated() uint64 {
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }

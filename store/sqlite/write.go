@@ -104,9 +104,14 @@ func (s *Store) append(ctx context.Context, entries []*recorder.Entry, sync bool
 		return nil, err
 	}
 	defer tx.Rollback()
-	w := s.stmts.in(ctx, tx)
+	// The driver watches a cancellable context with a goroutine for every statement,
+	// some 35 per batch; the statements run on a context that cannot be cancelled
+	// (the transaction still is: database/sql rolls it back when ctx ends), and SQLite's
+	// busy timeout bounds their waits.
+	sctx := context.WithoutCancel(ctx)
+	w := s.stmts.in(sctx, tx)
 	defer w.close()
-	seq, hash, err := w.headOf(ctx)
+	seq, hash, err := w.headOf(sctx)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +121,7 @@ func (s *Store) append(ctx context.Context, entries []*recorder.Entry, sync bool
 		*c = *e
 		c.Seq = seq + 1
 		recorder.Seal(c, hash)
-		if err := w.write(ctx, c); err != nil {
+		if err := w.write(sctx, c); err != nil {
 			return nil, fmt.Errorf("entry %d: %w", c.Seq, err)
 		}
 		seq, hash = c.Seq, c.Hash
