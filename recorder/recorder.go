@@ -369,10 +369,11 @@ func requestEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 	part.ForwardedAt, part.RespondedAt, part.Response, part.Error, part.Durations = nil, nil, nil, "", Durations{}
 	part.Request.Header = red.Header(part.Request.Header)
 	part.Request.Body = redactBody(part.Request.Body, red, extra)
-	data, err := encode(&part, red, extra)
+	data, err := appendExchange(make([]byte, 0, sizeHint(part.Request.Header, &part.Request.Body)), &part)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("encode record: %w", err)
 	}
+	data = without(red.Bytes(data), extra)
 	// The index columns are searchable copies of the record: they are redacted as it is.
 	clean := func(s string) string { return string(without(red.Bytes([]byte(s)), extra)) }
 	e := &Entry{Kind: KindRequest, ExchangeID: x.ID, At: x.ReceivedAt, Data: data,
@@ -395,10 +396,15 @@ func responseEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 		c.Response = &resp
 		status = resp.Status
 	}
-	data, err := encode(&c, red, extra)
-	if err != nil {
-		return nil, err
+	var hint []byte
+	if c.Response != nil {
+		hint = make([]byte, 0, sizeHint(c.Response.Header, &c.Response.Body))
 	}
+	data, err := appendCompletion(hint, &c)
+	if err != nil {
+		return nil, fmt.Errorf("encode record: %w", err)
+	}
+	data = without(red.Bytes(data), extra)
 	at := time.Now()
 	if x.RespondedAt != nil {
 		at = *x.RespondedAt
@@ -420,19 +426,6 @@ func redactBody(b Body, red *Redactor, extra []string) Body {
 	nb := NewBody(clean, b.Size)
 	nb.Truncated = b.Truncated
 	return nb
-}
-
-// encode returns v as JSON with every secret value redacted. HTML characters are not
-// escaped, so a secret holding < > & is found in its plain form.
-func encode(v any, red *Redactor, extra []string) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, fmt.Errorf("encode record: %w", err)
-	}
-	out := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-	return without(red.Bytes(out), extra), nil
 }
 
 // RedactString returns s with every secret value the policy knows, and extra, redacted.
