@@ -13,7 +13,8 @@ import (
 )
 
 // Recorder records exchanges. Begin must make the request part durable before it returns
-// nil when the recorder is in strict mode; End and Refused queue and return at once.
+// nil when the recorder is in strict mode; End and Refused queue and return at once. None
+// of them keeps x, or what it refers to, after it returns.
 type Recorder interface {
 	Begin(ctx context.Context, x *recorder.Exchange, extra ...string) error
 	End(x *recorder.Exchange, extra ...string)
@@ -191,7 +192,7 @@ func (g *Gateway) finishRecord(r *http.Request, sw *statusWriter, info *reqInfo,
 	if rf := info.refusal; rf != nil {
 		x.Error, x.Reason = rf.code, rf.msg
 	}
-	x.Response = &recorder.Response{Status: status, Header: info.respHeader.Clone(), Body: recorder.NewCodedBody(sw.captured, sw.bytes, info.respHeader.Values("Content-Encoding"), g.rec.BodyLimit())}
+	x.Response = &recorder.Response{Status: status, Header: info.respHeader, Body: recorder.NewCodedBody(sw.captured, sw.bytes, info.respHeader.Values("Content-Encoding"), g.rec.BodyLimit())}
 	x.Durations = recorder.Durations{TotalMS: ms(elapsed), UpstreamMS: ms(info.upstreamDur)}
 	if begun {
 		g.rec.End(x, info.rec.secrets...)

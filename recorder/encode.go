@@ -18,8 +18,9 @@ import (
 // TestAppendMatchesEncodingJSON and FuzzAppendExchange hold them to that, and fill every
 // field by reflection, so a field added to these types without its appender fails them.
 
-// appendExchange appends x as JSON.
-func appendExchange(b []byte, x *Exchange) ([]byte, error) {
+// appendExchange appends x as JSON, its header values redacted by red as
+// Redactor.Header would (so no redacted copy of each header map is made).
+func appendExchange(b []byte, x *Exchange, red *Redactor) ([]byte, error) {
 	var err error
 	b = append(b, `{"id":`...)
 	b = appendString(b, x.ID)
@@ -62,11 +63,11 @@ func appendExchange(b []byte, x *Exchange) ([]byte, error) {
 	b = appendString(b, x.Request.Path)
 	b = appendOptString(b, `,"forward_path":`, x.Request.ForwardPath)
 	b = appendOptString(b, `,"query":`, x.Request.Query)
-	b = appendHeader(b, x.Request.Header)
+	b = appendHeader(b, x.Request.Header, red)
 	b = appendBody(b, &x.Request.Body)
 	b = append(b, '}')
 	if x.Response != nil {
-		b = appendResponse(b, x.Response)
+		b = appendResponse(b, x.Response, red)
 	}
 	b = appendOptString(b, `,"error":`, x.Error)
 	if b, err = appendDurations(b, x.Durations); err != nil {
@@ -75,8 +76,8 @@ func appendExchange(b []byte, x *Exchange) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// appendCompletion appends c as JSON.
-func appendCompletion(b []byte, c *completion) ([]byte, error) {
+// appendCompletion appends c as JSON, its header values redacted by red.
+func appendCompletion(b []byte, c *completion, red *Redactor) ([]byte, error) {
 	var err error
 	b = append(b, '{')
 	if c.ForwardedAt != nil {
@@ -98,7 +99,7 @@ func appendCompletion(b []byte, c *completion) ([]byte, error) {
 	b = appendOptString(b, `,"reason":`, c.Reason)
 	b = appendOptString(b, `,"approval_id":`, c.ApprovalID)
 	if c.Response != nil {
-		b = appendResponse(b, c.Response)
+		b = appendResponse(b, c.Response, red)
 	}
 	b = appendOptString(b, `,"error":`, c.Error)
 	if b, err = appendDurations(b, c.Durations); err != nil {
@@ -155,16 +156,17 @@ func appendIdentity(b []byte, id *Identity) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-func appendResponse(b []byte, r *Response) []byte {
+func appendResponse(b []byte, r *Response, red *Redactor) []byte {
 	b = append(b, `,"response":{"status":`...)
 	b = strconv.AppendInt(b, int64(r.Status), 10)
-	b = appendHeader(b, r.Header)
+	b = appendHeader(b, r.Header, red)
 	b = appendBody(b, &r.Body)
 	return append(b, '}')
 }
 
-// appendHeader appends `,"headers":{...}` for a non-empty h, names sorted.
-func appendHeader(b []byte, h http.Header) []byte {
+// appendHeader appends `,"headers":{...}` for a non-empty h, names sorted, values
+// redacted by red.
+func appendHeader(b []byte, h http.Header, red *Redactor) []byte {
 	if len(h) == 0 {
 		return b
 	}
@@ -181,11 +183,21 @@ func appendHeader(b []byte, h http.Header) []byte {
 		}
 		b = appendString(b, k)
 		b = append(b, ':')
-		if vs := h[k]; vs == nil {
-			b = append(b, "null"...)
-		} else {
-			b = appendStrings(b, vs)
+		vs := h[k] // nil is written [], as Redactor.Header's copy of it was
+		hidden := red.headers[http.CanonicalHeaderKey(k)]
+		b = append(b, '[')
+		for j, v := range vs {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			if hidden {
+				v = Redacted
+			} else {
+				v = red.String(v)
+			}
+			b = appendString(b, v)
 		}
+		b = append(b, ']')
 	}
 	return append(b, '}')
 }

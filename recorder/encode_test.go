@@ -76,6 +76,32 @@ func fill(v reflect.Value, seed string) {
 	}
 }
 
+// testRedactor hides one of fill's header names and a value fill's strings hold, so that
+// the appenders' header redaction is compared with Redactor.Header's too.
+var testRedactor = NewRedactor([]string{"Zeta"}, []string{"Content-Type0" + tricky[:6]})
+
+// redactedExchange is x with its headers as Redactor.Header makes them.
+func redactedExchange(x *Exchange) *Exchange {
+	y := *x
+	y.Request.Header = testRedactor.Header(y.Request.Header)
+	if x.Response != nil {
+		r := *x.Response
+		r.Header = testRedactor.Header(r.Header)
+		y.Response = &r
+	}
+	return &y
+}
+
+func redactedCompletion(c *completion) *completion {
+	d := *c
+	if c.Response != nil {
+		r := *c.Response
+		r.Header = testRedactor.Header(r.Header)
+		d.Response = &r
+	}
+	return &d
+}
+
 // TestAppendMatchesEncodingJSON checks the appenders against encoding/json on records
 // with every field set, with none, and with the usual mix.
 func TestAppendMatchesEncodingJSON(t *testing.T) {
@@ -89,11 +115,11 @@ func TestAppendMatchesEncodingJSON(t *testing.T) {
 	exchanges := map[string]*Exchange{"every field": &full, "zero": {}, "usual": &usual,
 		"empty identity": {Identity: &Identity{}, Response: &Response{}}}
 	for name, x := range exchanges {
-		got, err := appendExchange(nil, x)
+		got, err := appendExchange(nil, x, testRedactor)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if want := viaEncodingJSON(t, x); string(got) != want {
+		if want := viaEncodingJSON(t, redactedExchange(x)); string(got) != want {
 			t.Errorf("%s:\n got %s\nwant %s", name, got, want)
 		}
 	}
@@ -101,11 +127,11 @@ func TestAppendMatchesEncodingJSON(t *testing.T) {
 		"usual": {RespondedAt: &now, Decision: "allowed", Response: &Response{Status: 200, Body: Body{Text: `{"a":1}`, Size: 7}},
 			Durations: Durations{TotalMS: 0.000_000_1, UpstreamMS: 1e21}}}
 	for name, c := range completions {
-		got, err := appendCompletion(nil, c)
+		got, err := appendCompletion(nil, c, testRedactor)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if want := viaEncodingJSON(t, c); string(got) != want {
+		if want := viaEncodingJSON(t, redactedCompletion(c)); string(got) != want {
 			t.Errorf("completion %s:\n got %s\nwant %s", name, got, want)
 		}
 	}
@@ -114,10 +140,10 @@ func TestAppendMatchesEncodingJSON(t *testing.T) {
 // TestAppendRefusesWhatJSONCannotHold checks that a value encoding/json refuses is
 // refused, not written as something else.
 func TestAppendRefusesWhatJSONCannotHold(t *testing.T) {
-	if _, err := appendCompletion(nil, &completion{Durations: Durations{TotalMS: math.NaN()}}); err == nil {
+	if _, err := appendCompletion(nil, &completion{Durations: Durations{TotalMS: math.NaN()}}, testRedactor); err == nil {
 		t.Error("NaN duration encoded")
 	}
-	if _, err := appendExchange(nil, &Exchange{ReceivedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}); err == nil {
+	if _, err := appendExchange(nil, &Exchange{ReceivedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}, testRedactor); err == nil {
 		t.Error("a year past 9999 encoded")
 	}
 }
@@ -137,18 +163,18 @@ func FuzzAppendExchange(f *testing.F) {
 			Request:   Request{Method: name, Path: path, Query: value, Header: http.Header{name: {value}, value: nil}, Body: Body{Text: value, Size: n}},
 			Response:  &Response{Status: int(n), Header: http.Header{path: {}}, Body: Body{Coding: name, Truncated: n%2 == 0}},
 			Durations: Durations{TotalMS: ms, UpstreamMS: -ms}}
-		got, err := appendExchange(nil, x)
+		got, err := appendExchange(nil, x, testRedactor)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := viaEncodingJSON(t, x); string(got) != want {
+		if want := viaEncodingJSON(t, redactedExchange(x)); string(got) != want {
 			t.Errorf("\n got %s\nwant %s", got, want)
 		}
 		c := &completion{RespondedAt: &at, Decision: value, Error: path, Response: x.Response, Durations: x.Durations}
-		if got, err = appendCompletion(nil, c); err != nil {
+		if got, err = appendCompletion(nil, c, testRedactor); err != nil {
 			t.Fatal(err)
 		}
-		if want := viaEncodingJSON(t, c); string(got) != want {
+		if want := viaEncodingJSON(t, redactedCompletion(c)); string(got) != want {
 			t.Errorf("completion\n got %s\nwant %s", got, want)
 		}
 	})

@@ -160,7 +160,8 @@ func (r *Recorder) Begin(ctx context.Context, x *Exchange, extra ...string) erro
 	return nil
 }
 
-// End records the response part of x, after Begin. It queues the entry and returns.
+// End records the response part of x, after Begin. It encodes the entry (x may change
+// once End returns), queues it and returns.
 func (r *Recorder) End(x *Exchange, extra ...string) {
 	p := r.policy.Load()
 	e, err := responseEntry(x, p.Redactor, extra)
@@ -367,9 +368,8 @@ func (r *Recorder) Close(ctx context.Context) error {
 func requestEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 	part := *x
 	part.ForwardedAt, part.RespondedAt, part.Response, part.Error, part.Durations = nil, nil, nil, "", Durations{}
-	part.Request.Header = red.Header(part.Request.Header)
 	part.Request.Body = redactBody(part.Request.Body, red, extra)
-	data, err := appendExchange(make([]byte, 0, sizeHint(part.Request.Header, &part.Request.Body)), &part)
+	data, err := appendExchange(make([]byte, 0, sizeHint(part.Request.Header, &part.Request.Body)), &part, red)
 	if err != nil {
 		return nil, fmt.Errorf("encode record: %w", err)
 	}
@@ -391,7 +391,6 @@ func responseEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 	status := 0
 	if x.Response != nil {
 		resp := *x.Response
-		resp.Header = red.Header(resp.Header)
 		resp.Body = redactBody(resp.Body, red, extra)
 		c.Response = &resp
 		status = resp.Status
@@ -400,7 +399,7 @@ func responseEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 	if c.Response != nil {
 		hint = make([]byte, 0, sizeHint(c.Response.Header, &c.Response.Body))
 	}
-	data, err := appendCompletion(hint, &c)
+	data, err := appendCompletion(hint, &c, red)
 	if err != nil {
 		return nil, fmt.Errorf("encode record: %w", err)
 	}
