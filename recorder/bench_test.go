@@ -52,7 +52,7 @@ func BenchmarkWriter(b *testing.B) {
 					exchange()
 				}
 			} else {
-				b.SetParallelism(clients / runtime.GOMAXPROCS(0))
+				b.SetParallelism(max(1, clients/runtime.GOMAXPROCS(0)))
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
 						exchange()

@@ -31,7 +31,8 @@ const (
 )
 
 // maxUnsynced bounds how long entries no request waits for may stay committed but not
-// yet synced to disk (see UnsyncedAppender): what a lost machine can take with it.
+// yet synced to disk (see UnsyncedAppender): what a lost machine can take with it. The
+// writer syncs by then even when no traffic comes, and before it stops.
 const maxUnsynced = time.Second
 
 // DefaultBodyLimit is the longest body a record holds when the configuration sets none.
@@ -253,7 +254,39 @@ func (r *Recorder) write() {
 	entries := make([]*Entry, 0, r.opts.BatchSize)
 	unsynced, _ := r.store.(UnsyncedAppender)
 	synced := time.Now()
-	for first := range r.queue {
+	dirty := false // an unsynced commit since synced
+	deadline := time.NewTimer(maxUnsynced)
+	deadline.Stop()
+	syncNow := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := unsynced.Sync(ctx); err != nil {
+			if c := r.opts.Metrics.Errors; c != nil {
+				c.Inc()
+			}
+			r.opts.Log.Error("exchange records committed but not synced to disk; retrying", "error", err.Error())
+			deadline.Reset(maxUnsynced)
+			return
+		}
+		synced, dirty = time.Now(), false
+	}
+	for {
+		var first item
+		var ok bool
+		if dirty {
+			// Nothing may stay unsynced past the deadline, however quiet the traffic.
+			select {
+			case first, ok = <-r.queue:
+			case <-deadline.C:
+				syncNow()
+				continue
+			}
+		} else {
+			first, ok = <-r.queue
+		}
+		if !ok {
+			break
+		}
 		batch = append(batch[:0], first)
 	fill:
 		for len(batch) < r.opts.BatchSize {
@@ -283,9 +316,13 @@ func (r *Recorder) write() {
 		// not wait for the disk: the next synced commit makes it durable with its own,
 		// which spares a lone request the wait for its predecessor's response sync.
 		if unsynced != nil && waiting == 0 && start.Sub(synced) < maxUnsynced {
-			err = unsynced.AppendUnsynced(ctx, entries)
+			if err = unsynced.AppendUnsynced(ctx, entries); err == nil && !dirty {
+				dirty = true
+				deadline.Reset(time.Until(synced.Add(maxUnsynced)))
+			}
 		} else if err = r.store.Append(ctx, entries); err == nil {
-			synced = start
+			synced, dirty = start, false
+			deadline.Stop()
 		}
 		cancel()
 		if o := r.opts.Metrics.WriteSeconds; o != nil {
@@ -307,6 +344,9 @@ func (r *Recorder) write() {
 				it.done <- err
 			}
 		}
+	}
+	if dirty {
+		syncNow()
 	}
 }
 

@@ -158,77 +158,101 @@ func TestRecorderRetention(t *testing.T) {
 }
 
 // syncLog is a real store that notes, batch by batch, whether the recorder asked for
-// a synced or an unsynced commit.
+// a synced or an unsynced commit, and when it asked for a sync on its own.
 type syncLog struct {
 	*sqlite.Store
 	mu    sync.Mutex
-	calls []string // "sync:<kinds>" or "unsynced:<kinds>"
+	calls []string // "sync:<kinds>", "unsynced:<kinds>" or "fsync"
 }
 
-func (s *syncLog) note(how string, es []*recorder.Entry) {
+func (s *syncLog) note(call string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	kinds := ""
+	s.calls = append(s.calls, call)
+}
+
+func kinds(es []*recorder.Entry) string {
+	k := ""
 	for _, e := range es {
-		kinds += e.Kind[:3]
+		k += e.Kind[:3]
 	}
-	s.calls = append(s.calls, how+":"+kinds)
+	return k
 }
 
 func (s *syncLog) Append(ctx context.Context, es []*recorder.Entry) error {
-	s.note("sync", es)
+	s.note("sync:" + kinds(es))
 	return s.Store.Append(ctx, es)
 }
 
 func (s *syncLog) AppendUnsynced(ctx context.Context, es []*recorder.Entry) error {
-	s.note("unsynced", es)
+	s.note("unsynced:" + kinds(es))
 	return s.Store.AppendUnsynced(ctx, es)
 }
 
-func (s *syncLog) last() string {
+func (s *syncLog) Sync(ctx context.Context) error {
+	s.note("fsync")
+	return s.Store.Sync(ctx)
+}
+
+func (s *syncLog) get() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.calls[len(s.calls)-1]
+	return slices.Clone(s.calls)
+}
+
+// waitCalls waits until the store has seen n calls, and returns them.
+func (s *syncLog) waitCalls(t *testing.T, n int, within time.Duration) []string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		if c := s.get(); len(c) >= n {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v the store has seen %q, want %d calls", within, s.get(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // TestRecorderSyncsWhatRequestsWaitFor checks that a strict request entry is committed
-// synced, that a batch nobody waits for (a response) is committed without the sync, and
-// that the recorder syncs again once a second has passed without a synced commit.
+// synced, that a response no request waits for is committed without the sync, that the
+// writer syncs it within a second although no more traffic comes, and that Close syncs
+// what is left.
 func TestRecorderSyncsWhatRequestsWaitFor(t *testing.T) {
 	st := &syncLog{Store: openStore(t)}
 	rec := recorder.New(st, recorder.Policy{}, recorder.Options{})
-	flush := func() {
-		// A strict Begin returns after its own commit, which follows every entry queued before.
-		t.Helper()
-		if err := rec.Begin(context.Background(), exchange(99)); err != nil {
-			t.Fatal(err)
-		}
-	}
 	x := exchange(1)
+	begun := time.Now()
 	if err := rec.Begin(context.Background(), x); err != nil {
 		t.Fatal(err)
 	}
-	if got := st.last(); got != "sync:req" {
-		t.Errorf("strict request committed as %q, want sync:req", got)
-	}
 	rec.End(x)
-	flush()
-	st.mu.Lock()
-	calls := slices.Clone(st.calls)
-	st.mu.Unlock()
-	if !slices.Contains(calls, "unsynced:res") && !slices.Contains(calls, "sync:resreq") {
-		t.Errorf("calls %q: the response was neither committed unsynced nor with the next request", calls)
+	calls := st.waitCalls(t, 2, 5*time.Second)
+	if calls[0] != "sync:req" {
+		t.Errorf("strict request committed as %q, want sync:req", calls[0])
 	}
-	if slices.Contains(calls, "sync:res") {
-		t.Errorf("calls %q: a response alone was committed synced", calls)
+	// On a machine so slow that a second passed, the response is rightly synced.
+	if time.Since(begun) < 900*time.Millisecond && calls[1] != "unsynced:res" {
+		t.Errorf("a response alone committed as %q, want unsynced:res", calls[1])
 	}
-	time.Sleep(1100 * time.Millisecond)
-	rec.End(exchange(99))
+	if calls[1] == "unsynced:res" {
+		if calls = st.waitCalls(t, 3, 3*time.Second); calls[2] != "fsync" {
+			t.Errorf("calls %q: the quiet writer did not sync the unsynced response", calls)
+		}
+	}
+
+	y := exchange(2)
+	if err := rec.Begin(context.Background(), y); err != nil {
+		t.Fatal(err)
+	}
+	rec.End(y)
 	if err := rec.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := st.last(); got != "sync:res" {
-		t.Errorf("after a second without a sync, a response batch committed as %q, want sync:res", got)
+	calls = st.get()
+	if last := calls[len(calls)-1]; last != "fsync" && last != "sync:res" {
+		t.Errorf("calls %q: Close returned with the last response unsynced", calls)
 	}
 	if c, _ := st.Count(context.Background()); c != 4 {
 		t.Errorf("store holds %d entries, want 4", c)

@@ -61,11 +61,14 @@ type Filter struct {
 
 // UnsyncedAppender is a Store that can also commit entries without waiting for the
 // disk. They must survive a crash of the process at once and a crash of the machine
-// once a later Append has returned (a synced commit makes every earlier one durable
-// too), so the chain never has a gap. The recorder uses it for batches no request
-// waits for, and still syncs at least once a second.
+// once a later Append or Sync has returned (a synced commit makes every earlier one
+// durable too), so the chain never has a gap. The recorder uses it for batches no
+// request waits for, and syncs within a second of the first unsynced commit, traffic
+// or not, and before Close returns.
 type UnsyncedAppender interface {
 	AppendUnsynced(ctx context.Context, entries []*Entry) error
+	// Sync makes every entry committed so far durable.
+	Sync(ctx context.Context) error
 }
 
 // ErrNotFound is returned by Store.Get for an exchange the store does not hold.

@@ -42,8 +42,9 @@ const (
 // concurrent use, and several Stores, in one process or in several, may write to one
 // file. The zero value is not usable: make one with Open or OpenPath.
 type Store struct {
-	w *sql.DB // one connection: SQLite has one writer per file
-	r *sql.DB // readers, concurrent with the writer in WAL mode
+	w    *sql.DB // one connection: SQLite has one writer per file
+	path string  // the database file's absolute path
+	r    *sql.DB // readers, concurrent with the writer in WAL mode
 	// stmts are the append statements, prepared once on the write connection; each
 	// transaction uses them through Tx.StmtContext instead of preparing its own.
 	stmts *writer
@@ -130,7 +131,7 @@ func openPath(ctx context.Context, path string) (*Store, error) {
 	n := max(4, runtime.GOMAXPROCS(0))
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
-	return &Store{w: w, r: r, stmts: stmts, pruneChunk: defaultPruneChunk}, nil
+	return &Store{w: w, path: abs, r: r, stmts: stmts, pruneChunk: defaultPruneChunk}, nil
 }
 
 // errReadOnly is what a store opened with OpenReadOnly answers to a write.

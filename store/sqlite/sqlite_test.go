@@ -218,6 +218,17 @@ func TestAppendUnsynced(t *testing.T) {
 	if rep, err := recorder.Verify(t.Context(), s, nil); err != nil || !rep.OK {
 		t.Errorf("Verify = %+v, %v", rep, err)
 	}
+	if err := s.Sync(t.Context()); err != nil {
+		t.Errorf("Sync: %v", err)
+	}
+	ro, err := OpenReadOnly(t.Context(), "sqlite://"+s.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if err := ro.Sync(t.Context()); err == nil {
+		t.Error("a read-only store synced")
+	}
 }
 
 func TestAppendGet(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"time"
 
 	"github.com/keyholehq/keyhole/recorder"
@@ -50,6 +52,26 @@ func (s *Store) AppendUnsynced(ctx context.Context, entries []*recorder.Entry) e
 	return s.appendChecked(ctx, entries, false)
 }
 
+// Sync makes every entry committed so far durable: it syncs the WAL file, which holds
+// what AppendUnsynced committed since the last synced commit or checkpoint.
+func (s *Store) Sync(ctx context.Context) error {
+	if s.w == nil {
+		return errReadOnly
+	}
+	f, err := os.Open(s.path + "-wal")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // checkpointed and removed: what it held is in the database file, synced
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: sync: %w", err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sqlite: sync: %w", err)
+	}
+	return nil
+}
+
 func (s *Store) appendChecked(ctx context.Context, entries []*recorder.Entry, sync bool) error {
 	if s.w == nil {
 		return errReadOnly
@@ -88,9 +110,8 @@ func (s *Store) append(ctx context.Context, entries []*recorder.Entry, sync bool
 	}
 	defer conn.Close()
 	if !sync {
-		if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
-			return nil, err
-		}
+		// The restore is deferred first: a PRAGMA reported failed (a context that ended
+		// as it ran) may still have taken effect.
 		defer func() {
 			if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL"); rerr != nil {
 				// A connection that may still skip syncs must not write again: database/sql
@@ -98,6 +119,9 @@ func (s *Store) append(ctx context.Context, entries []*recorder.Entry, sync bool
 				conn.Raw(func(any) error { return driver.ErrBadConn })
 			}
 		}()
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = NORMAL"); err != nil {
+			return nil, err
+		}
 	}
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
