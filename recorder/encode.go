@@ -18,8 +18,8 @@ import (
 // TestAppendMatchesEncodingJSON and FuzzAppendExchange hold them to that, and fill every
 // field by reflection, so a field added to these types without its appender fails them.
 
-// appendExchange appends x as JSON, its header values redacted by red as
-// Redactor.Header would (so no redacted copy of each header map is made).
+// appendExchange appends x as JSON, its header values redacted by red as they are
+// written (no redacted copy of each header map is made).
 func appendExchange(b []byte, x *Exchange, red *Redactor) ([]byte, error) {
 	var err error
 	b = append(b, `{"id":`...)
@@ -183,8 +183,8 @@ func appendHeader(b []byte, h http.Header, red *Redactor) []byte {
 		}
 		b = appendString(b, k)
 		b = append(b, ':')
-		vs := h[k] // nil is written [], as Redactor.Header's copy of it was
-		hidden := red.headers[http.CanonicalHeaderKey(k)]
+		vs := h[k] // nil is written []: a record's headers are lists
+		hidden := red.hides(k)
 		b = append(b, '[')
 		for j, v := range vs {
 			if j > 0 {

@@ -80,13 +80,35 @@ func fill(v reflect.Value, seed string) {
 // the appenders' header redaction is compared with Redactor.Header's too.
 var testRedactor = NewRedactor([]string{"Zeta"}, []string{"Content-Type0" + tricky[:6]})
 
-// redactedExchange is x with its headers as Redactor.Header makes them.
+// redactHeader is h with its values redacted header by header, as the recorder did
+// before its appenders redacted them inline: copied, hidden headers' values replaced
+// whole, secret values replaced in the others.
+func redactHeader(h http.Header) http.Header {
+	if h == nil {
+		return nil
+	}
+	out := make(http.Header, len(h))
+	for k, vs := range h {
+		cp := make([]string, len(vs))
+		for i, v := range vs {
+			if testRedactor.hides(k) {
+				cp[i] = Redacted
+			} else {
+				cp[i] = testRedactor.String(v)
+			}
+		}
+		out[k] = cp
+	}
+	return out
+}
+
+// redactedExchange is x with its headers redacted as redactHeader does.
 func redactedExchange(x *Exchange) *Exchange {
 	y := *x
-	y.Request.Header = testRedactor.Header(y.Request.Header)
+	y.Request.Header = redactHeader(y.Request.Header)
 	if x.Response != nil {
 		r := *x.Response
-		r.Header = testRedactor.Header(r.Header)
+		r.Header = redactHeader(r.Header)
 		y.Response = &r
 	}
 	return &y
@@ -96,7 +118,7 @@ func redactedCompletion(c *completion) *completion {
 	d := *c
 	if c.Response != nil {
 		r := *c.Response
-		r.Header = testRedactor.Header(r.Header)
+		r.Header = redactHeader(r.Header)
 		d.Response = &r
 	}
 	return &d

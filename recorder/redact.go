@@ -95,26 +95,10 @@ func secretForms(s string) []string {
 	return out
 }
 
-// Header returns a copy of h with the values of redacted headers replaced by Redacted
-// and secret values replaced wherever they appear in the others.
-func (r *Redactor) Header(h http.Header) http.Header {
-	if h == nil {
-		return nil
-	}
-	out := make(http.Header, len(h))
-	for k, vs := range h {
-		red := r.headers[http.CanonicalHeaderKey(k)]
-		cp := make([]string, len(vs))
-		for i, v := range vs {
-			if red {
-				cp[i] = Redacted
-			} else {
-				cp[i] = r.String(v)
-			}
-		}
-		out[k] = cp
-	}
-	return out
+// hides reports whether the values of the header named name are recorded as Redacted
+// whole (the values of other headers have their secret values replaced).
+func (r *Redactor) hides(name string) bool {
+	return r.headers[http.CanonicalHeaderKey(name)]
 }
 
 // String returns s with every secret value replaced by Redacted.

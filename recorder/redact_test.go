@@ -2,6 +2,7 @@ package recorder
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -32,10 +33,16 @@ func TestRedactor(t *testing.T) {
 			}
 		})
 	}
-	h := r.Header(http.Header{"X-Api-Key": {"whatever"}, "Cookie": {"a=b"}, "X-Other": {"has " + key}, "Accept": {"json"}})
-	for k, want := range map[string]string{"X-Api-Key": Redacted, "Cookie": Redacted, "X-Other": "has " + Redacted, "Accept": "json"} {
-		if got := h.Get(k); got != want {
-			t.Errorf("Header %s = %q, want %q", k, got, want)
+	var rec struct {
+		Headers http.Header `json:"headers"`
+	}
+	raw := appendHeader([]byte("{\"x\":0"), http.Header{"X-Api-Key": {"whatever"}, "cookie": {"a=b"}, "X-Other": {"has " + key}, "Accept": {"json"}}, r)
+	if err := json.Unmarshal(append(raw, '}'), &rec); err != nil {
+		t.Fatalf("%s: %v", raw, err)
+	}
+	for k, want := range map[string]string{"X-Api-Key": Redacted, "cookie": Redacted, "X-Other": "has " + Redacted, "Accept": "json"} {
+		if got := rec.Headers[k]; len(got) != 1 || got[0] != want {
+			t.Errorf("recorded header %s = %q, want [%q]", k, got, want)
 		}
 	}
 	if got := NewRedactor(nil, []string{"short"}).String("a short word"); got != "a short word" {
