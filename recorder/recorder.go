@@ -257,18 +257,17 @@ func (r *Recorder) write() {
 	dirty := false // an unsynced commit since synced
 	deadline := time.NewTimer(maxUnsynced)
 	deadline.Stop()
-	syncNow := func() {
+	syncNow := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := unsynced.Sync(ctx); err != nil {
 			if c := r.opts.Metrics.Errors; c != nil {
 				c.Inc()
 			}
-			r.opts.Log.Error("exchange records committed but not synced to disk; retrying", "error", err.Error())
-			deadline.Reset(maxUnsynced)
-			return
+			return err
 		}
 		synced, dirty = time.Now(), false
+		return nil
 	}
 	for {
 		var first item
@@ -278,7 +277,10 @@ func (r *Recorder) write() {
 			select {
 			case first, ok = <-r.queue:
 			case <-deadline.C:
-				syncNow()
+				if err := syncNow(); err != nil {
+					r.opts.Log.Error("exchange records committed but not synced to disk; retrying in a second", "error", err.Error())
+					deadline.Reset(maxUnsynced)
+				}
 				continue
 			}
 		} else {
@@ -346,7 +348,9 @@ func (r *Recorder) write() {
 		}
 	}
 	if dirty {
-		syncNow()
+		if err := syncNow(); err != nil {
+			r.opts.Log.Error("exchange records committed but not synced to disk at shutdown; closing the store checkpoints them if it is the file's last user", "error", err.Error())
+		}
 	}
 }
 

@@ -43,7 +43,7 @@ const (
 // file. The zero value is not usable: make one with Open or OpenPath.
 type Store struct {
 	w    *sql.DB // one connection: SQLite has one writer per file
-	path string  // the database file's absolute path
+	path string  // the database file SQLite opened: absolute, links resolved
 	r    *sql.DB // readers, concurrent with the writer in WAL mode
 	// stmts are the append statements, prepared once on the write connection; each
 	// transaction uses them through Tx.StmtContext instead of preparing its own.
@@ -117,6 +117,13 @@ func openPath(ctx context.Context, path string) (*Store, error) {
 		return nil, err
 	}
 
+	// The file SQLite opened, symbolic links resolved: its WAL, which Sync flushes, is
+	// beside that file, not beside a link to it.
+	var file string
+	if err := w.QueryRowContext(ctx, "SELECT file FROM pragma_database_list WHERE name = 'main'").Scan(&file); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("database file: %w", err)
+	}
 	stmts, err := prepareWriter(ctx, w)
 	if err != nil {
 		w.Close()
@@ -131,7 +138,7 @@ func openPath(ctx context.Context, path string) (*Store, error) {
 	n := max(4, runtime.GOMAXPROCS(0))
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
-	return &Store{w: w, path: abs, r: r, stmts: stmts, pruneChunk: defaultPruneChunk}, nil
+	return &Store{w: w, path: file, r: r, stmts: stmts, pruneChunk: defaultPruneChunk}, nil
 }
 
 // errReadOnly is what a store opened with OpenReadOnly answers to a write.

@@ -231,6 +231,40 @@ func TestAppendUnsynced(t *testing.T) {
 	}
 }
 
+// TestSyncFindsTheWAL checks that Sync flushes the WAL SQLite writes, also when the
+// store is opened through a symbolic link: SQLite resolves the link and keeps its WAL
+// beside the real file, where a Sync looking beside the link would find nothing and
+// report success.
+func TestSyncFindsTheWAL(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real", "keyhole.db")
+	if err := os.MkdirAll(filepath.Dir(real), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.db")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(t.Context(), "sqlite://"+link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	req, _ := pair(1, "alice", "items", "allowed", 200)
+	if err := s.AppendUnsynced(t.Context(), []*recorder.Entry{req}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.path + "-wal"); err != nil {
+		t.Errorf("Sync would flush %s-wal: %v", s.path, err)
+	}
+	if _, err := os.Stat(real + "-wal"); err != nil {
+		t.Fatalf("SQLite's WAL is not beside the real file: %v", err)
+	}
+	if err := s.Sync(t.Context()); err != nil {
+		t.Errorf("Sync: %v", err)
+	}
+}
+
 func TestAppendGet(t *testing.T) {
 	s, _ := open(t)
 	req, resp := pair(1, "alice", "items", "allowed", 201)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/keyholehq/keyhole/recorder"
@@ -53,23 +54,33 @@ func (s *Store) AppendUnsynced(ctx context.Context, entries []*recorder.Entry) e
 }
 
 // Sync makes every entry committed so far durable: it syncs the WAL file, which holds
-// what AppendUnsynced committed since the last synced commit or checkpoint.
+// what AppendUnsynced committed since the last synced commit or checkpoint, and its
+// directory (SQLite syncs a new WAL's directory entry only at a synced commit).
 func (s *Store) Sync(ctx context.Context) error {
 	if s.w == nil {
 		return errReadOnly
 	}
-	f, err := os.Open(s.path + "-wal")
+	err := syncFile(s.path + "-wal")
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil // checkpointed and removed: what it held is in the database file, synced
+		return nil // checkpointed and removed by the last connection: it is all in the database file, synced
+	}
+	if err == nil {
+		err = syncFile(filepath.Dir(s.path))
 	}
 	if err != nil {
 		return fmt.Errorf("sqlite: sync: %w", err)
 	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sqlite: sync: %w", err)
-	}
 	return nil
+}
+
+// syncFile flushes the file or directory at path to disk.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 func (s *Store) appendChecked(ctx context.Context, entries []*recorder.Entry, sync bool) error {
