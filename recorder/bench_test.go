@@ -72,39 +72,3 @@ func BenchmarkWriter(b *testing.B) {
 		})
 	}
 }
-
-// BenchmarkRedacted measures encoding one exchange as the recorder stores it — both
-// entries, redacted by header and by the values of three credentials (some 40 encoded
-// forms) — for a small JSON response and for one of 64 KiB, a record's usual body limit.
-func BenchmarkRedacted(b *testing.B) {
-	rec := recorder.New(nil, recorder.Policy{Redactor: recorder.NewRedactor([]string{"X-Api-Key"},
-		[]string{"crm-key-7f3a9c-0123456789", "Bearer billing-token-51e2-abcdef", "hash-key-0123456789abcdef"})}, recorder.Options{})
-	small := []byte(`{"id":42,"name":"Ada Lovelace","email":"ada@example.com","plan":"pro"}`)
-	var large []byte
-	large = append(large, `{"customers":[`...)
-	for i := 0; len(large) < 64<<10-200; i++ {
-		large = fmt.Appendf(large, `{"id":%d,"name":"Customer %d","email":"c%d@example.com","ssn":"[REDACTED]","card":"************4242"},`, i, i, i)
-	}
-	large = append(large[:len(large)-1], "]}"...)
-	for _, c := range []struct {
-		name string
-		body []byte
-	}{{"small", small}, {"64KiB", large}} {
-		b.Run(c.name, func(b *testing.B) {
-			now := time.Now()
-			x := &recorder.Exchange{ID: ulid.Make().String(), ReceivedAt: now, RespondedAt: &now, Route: "crm-read-customer", Decision: "allowed",
-				Identity: &recorder.Identity{Subject: "agent", ClientID: "agent", Scopes: []string{"crm.read"}},
-				Request: recorder.Request{Method: "GET", Path: "/crm/customers/42", ForwardPath: "/customers/42",
-					Header: http.Header{"Accept": {"application/json"}, "Authorization": {"Bearer eyJhbGciOi.payload.sig"}, "User-Agent": {"agent/1.0"}}},
-				Response: &recorder.Response{Status: 200, Header: http.Header{"Content-Type": {"application/json"}, "Date": {"Wed, 25 Nov 2026 22:00:00 GMT"}},
-					Body: recorder.NewBody(c.body, int64(len(c.body)))}}
-			b.SetBytes(int64(len(c.body)))
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := rec.Redacted(x, "eyJhbGciOi.payload.sig"); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}

@@ -202,11 +202,19 @@ func FuzzAppendExchange(f *testing.F) {
 	})
 }
 
-// BenchmarkEntries measures encoding one exchange into its two chain entries, redacted
-// (three credentials' forms and the client's token), for a small JSON response and one
-// of 64 KiB, a record's usual body limit.
-func BenchmarkEntries(b *testing.B) {
-	red := NewRedactor([]string{"X-Api-Key"}, []string{"crm-key-7f3a9c-0123456789", "Bearer billing-token-51e2-abcdef", "hash-key-0123456789abcdef"})
+// benchRedactor redacts what a realistic configuration does: a credential header and
+// three credentials' values (some 40 encoded forms).
+var benchRedactor = NewRedactor([]string{"X-Api-Key"}, []string{"crm-key-7f3a9c-0123456789", "Bearer billing-token-51e2-abcdef", "hash-key-0123456789abcdef"})
+
+// benchToken is the client's bearer token, redacted by value as a request's own secret.
+const benchToken = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.c2lnbmF0dXJl"
+
+// benchExchanges are the exchanges the encoding benchmarks record: one with a small JSON
+// response and one with 64 KiB, a record's usual body limit.
+func benchExchanges() []struct {
+	name string
+	x    *Exchange
+} {
 	small := []byte(`{"id":42,"name":"Ada Lovelace","email":"ada@example.com","plan":"pro"}`)
 	var large []byte
 	large = append(large, `{"customers":[`...)
@@ -214,27 +222,60 @@ func BenchmarkEntries(b *testing.B) {
 		large = fmt.Appendf(large, `{"id":%d,"name":"Customer %d","email":"c%d@example.com","ssn":"[REDACTED]","card":"************4242"},`, i, i, i)
 	}
 	large = append(large[:len(large)-1], "]}"...)
-	token := []string{"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.c2lnbmF0dXJl"}
+	var out []struct {
+		name string
+		x    *Exchange
+	}
 	for _, c := range []struct {
 		name string
 		body []byte
 	}{{"small", small}, {"64KiB", large}} {
+		now := time.Now()
+		x := &Exchange{ID: "01JDXK3M8Q2V7N5R4T6Y9W0Z1A", ReceivedAt: now, ForwardedAt: &now, RespondedAt: &now, Route: "crm-read-customer", Decision: "allowed",
+			Identity: &Identity{Issuer: "https://id.example.com", Subject: "agent", ClientID: "agent", Scopes: []string{"crm.read"}},
+			Request: Request{Method: "GET", Path: "/crm/customers/42", ForwardPath: "/customers/42",
+				Header: http.Header{"Accept": {"application/json"}, "Authorization": {"Bearer " + benchToken}, "User-Agent": {"agent/1.0"}, "X-Request-Id": {"01JDXK3M8Q2V7N5R4T6Y9W0Z1A"}}},
+			Response: &Response{Status: 200, Header: http.Header{"Content-Type": {"application/json"}, "Date": {"Wed, 25 Nov 2026 22:00:00 GMT"}, "Content-Length": {"70"}},
+				Body: NewBody(c.body, int64(len(c.body)))},
+			Durations: Durations{TotalMS: 1.234, UpstreamMS: 0.456}}
+		out = append(out, struct {
+			name string
+			x    *Exchange
+		}{c.name, x})
+	}
+	return out
+}
+
+// BenchmarkEntries measures encoding one exchange into its two chain entries, redacted
+// by benchRedactor and the client's token.
+func BenchmarkEntries(b *testing.B) {
+	extra := []string{benchToken}
+	for _, c := range benchExchanges() {
 		b.Run(c.name, func(b *testing.B) {
-			now := time.Now()
-			x := &Exchange{ID: "01JDXK3M8Q2V7N5R4T6Y9W0Z1A", ReceivedAt: now, ForwardedAt: &now, RespondedAt: &now, Route: "crm-read-customer", Decision: "allowed",
-				Identity: &Identity{Issuer: "https://id.example.com", Subject: "agent", ClientID: "agent", Scopes: []string{"crm.read"}},
-				Request: Request{Method: "GET", Path: "/crm/customers/42", ForwardPath: "/customers/42",
-					Header: http.Header{"Accept": {"application/json"}, "Authorization": {"Bearer " + token[0]}, "User-Agent": {"agent/1.0"}, "X-Request-Id": {"01JDXK3M8Q2V7N5R4T6Y9W0Z1A"}}},
-				Response: &Response{Status: 200, Header: http.Header{"Content-Type": {"application/json"}, "Date": {"Wed, 25 Nov 2026 22:00:00 GMT"}, "Content-Length": {"70"}},
-					Body: NewBody(c.body, int64(len(c.body)))},
-				Durations: Durations{TotalMS: 1.234, UpstreamMS: 0.456}}
-			b.SetBytes(int64(len(c.body)))
+			b.SetBytes(int64(len(c.x.Response.Body.Text)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := requestEntry(x, red, token); err != nil {
+				if _, err := requestEntry(c.x, benchRedactor, extra); err != nil {
 					b.Fatal(err)
 				}
-				if _, err := responseEntry(x, red, token); err != nil {
+				if _, err := responseEntry(c.x, benchRedactor, extra); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkRedacted measures Recorder.Redacted, what an approver or a replay is shown:
+// both entries encoded and decoded again.
+func BenchmarkRedacted(b *testing.B) {
+	rec := New(nil, Policy{Redactor: benchRedactor}, Options{})
+	for _, c := range benchExchanges() {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(c.x.Response.Body.Text)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := rec.Redacted(c.x, benchToken); err != nil {
 					b.Fatal(err)
 				}
 			}
