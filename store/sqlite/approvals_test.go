@@ -276,35 +276,45 @@ func TestCreateApprovalOpen(t *testing.T) {
 	}
 }
 
-// Of many processes asking for an approval of the same request at once, one creates it.
-func TestCreateApprovalRace(t *testing.T) {
-	s, path := open(t)
+// createRacing makes n approvals at once, alternating between two Stores on the file
+// at path (as two gateway processes would), and counts those created and those refused
+// with want; any other error fails the test.
+func createRacing(t *testing.T, s *Store, path string, n, maxPending int, approval func(i int) *approvals.Approval, want error) (created, refused int32) {
+	t.Helper()
 	other, err := OpenPath(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	binding := newApproval(0, "alice", "items").Binding
-	var created, refused atomic.Int32
+	var c, r atomic.Int32
 	var wg sync.WaitGroup
-	for i := range 20 {
+	for i := range n {
 		wg.Go(func() {
-			a := newApproval(i, "alice", "items")
-			a.Binding = binding
-			err := []*Store{s, other}[i%2].CreateApproval(t.Context(), a, 0)
-			switch {
+			switch err := []*Store{s, other}[i%2].CreateApproval(t.Context(), approval(i), maxPending); {
 			case err == nil:
-				created.Add(1)
-			case errors.Is(err, approvals.ErrOpen):
-				refused.Add(1)
+				c.Add(1)
+			case errors.Is(err, want):
+				r.Add(1)
 			default:
 				t.Errorf("CreateApproval: %v", err)
 			}
 		})
 	}
 	wg.Wait()
-	if created.Load() != 1 || refused.Load() != 19 {
-		t.Errorf("CreateApproval created %d, refused %d; want 1, 19", created.Load(), refused.Load())
+	return c.Load(), r.Load()
+}
+
+// Of many processes asking for an approval of the same request at once, one creates it.
+func TestCreateApprovalRace(t *testing.T) {
+	s, path := open(t)
+	binding := newApproval(0, "alice", "items").Binding
+	created, refused := createRacing(t, s, path, 20, 0, func(i int) *approvals.Approval {
+		a := newApproval(i, "alice", "items")
+		a.Binding = binding
+		return a
+	}, approvals.ErrOpen)
+	if created != 1 || refused != 19 {
+		t.Errorf("CreateApproval created %d, refused %d; want 1, 19", created, refused)
 	}
 }
 
@@ -1012,32 +1022,13 @@ func TestOpenBindingIndex(t *testing.T) {
 // once, from two stores on one file: the per-requester cap holds exactly.
 func TestCreateApprovalCapRace(t *testing.T) {
 	s, path := open(t)
-	other, err := Open(t.Context(), "sqlite://"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	var wg sync.WaitGroup
-	var created, limited atomic.Int32
-	for i := range 40 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a := newApproval(i, "flooder", "items")
-			a.CreatedAt = base // all pending at once
-			switch err := []*Store{s, other}[i%2].CreateApproval(t.Context(), a, 3); {
-			case err == nil:
-				created.Add(1)
-			case errors.Is(err, approvals.ErrTooMany):
-				limited.Add(1)
-			default:
-				t.Errorf("CreateApproval: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
-	if created.Load() != 3 || limited.Load() != 37 {
-		t.Errorf("created %d, limited %d; want 3 and 37", created.Load(), limited.Load())
+	created, limited := createRacing(t, s, path, 40, 3, func(i int) *approvals.Approval {
+		a := newApproval(i, "flooder", "items")
+		a.CreatedAt = base // all pending at once
+		return a
+	}, approvals.ErrTooMany)
+	if created != 3 || limited != 37 {
+		t.Errorf("created %d, limited %d; want 3 and 37", created, limited)
 	}
 	// Another requester is not limited by the first one's approvals.
 	if err := s.CreateApproval(t.Context(), newApproval(100, "someone-else", "items"), 3); err != nil {
