@@ -22,12 +22,10 @@ import (
 
 	"github.com/keyholehq/keyhole/admin"
 	"github.com/keyholehq/keyhole/approvals"
-	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/internal/testkit"
 	"github.com/keyholehq/keyhole/metrics"
 	"github.com/keyholehq/keyhole/proxy"
 	"github.com/keyholehq/keyhole/recorder"
-	"github.com/keyholehq/keyhole/rules"
 	"github.com/keyholehq/keyhole/store/sqlite"
 )
 
@@ -136,16 +134,8 @@ func (h *approvalHarness) start(t *testing.T) {
 	svc := approvals.New(st, approvals.Options{Now: h.clock.Now, Poll: 20 * time.Millisecond, Notify: notifier.Notify,
 		Metrics: approvals.Metrics{Pending: m.ApprovalsPending, Total: m.ApprovalsTotal, Wait: m.ApprovalWaitSeconds}})
 	h.gw = proxy.New(slog.New(slog.NewJSONHandler(h.logs, nil)), m, rec, svc)
-	h.load(t, approvalConfig)
+	table := h.load(t, approvalConfig)
 	h.srv = httptest.NewServer(h.gw)
-	cfg, err := config.Parse([]byte(approvalConfig), t.TempDir(), func(k string) string { return h.cfgEnv[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	table, err := rules.Compile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	h.api = httptest.NewServer(admin.New(admin.Options{Gatherer: reg, Ready: func() error { return nil },
 		API: &admin.API{Verifier: func() admin.Verifier { return h.v }, Roles: func() admin.Roles { return table },
 			Store: st, Replayer: h.gw, Approvals: svc, Version: "test", Log: slog.New(slog.DiscardHandler)}}))

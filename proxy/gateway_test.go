@@ -171,8 +171,8 @@ func withAudience(c config.Issuer, aud string) config.Issuer {
 	return c
 }
 
-// load parses and installs a config, as a reload does.
-func (h *harness) load(t testing.TB, yaml string) {
+// load parses and installs a config, as a reload does, and returns its rule table.
+func (h *harness) load(t testing.TB, yaml string) *rules.Table {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yaml), t.TempDir(), func(k string) string { return h.cfgEnv[k] })
 	if err != nil {
@@ -187,6 +187,7 @@ func (h *harness) load(t testing.TB, yaml string) {
 		t.Fatal(err)
 	}
 	h.gw.Swap(st)
+	return table
 }
 
 func (h *harness) token(t testing.TB, claims map[string]any) string {
