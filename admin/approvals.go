@@ -105,21 +105,25 @@ func (a *API) listApprovals(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// approval reads the approval of the request and checks that the caller may see it.
+// approval reads the approval of the request and checks that the caller may see it. A
+// caller who may read no approval at all is refused before the store is asked, and an
+// approval the caller may not see answers exactly as an unknown id does: neither answer
+// tells whether the id exists or which route it is for.
 func (a *API) approval(w http.ResponseWriter, r *http.Request) (*approvals.Approval, bool) {
+	p, roles := principal(r), a.Roles()
+	all := roles.HasRole(p, rules.RoleApprovers)
+	if !all && !roles.Approves(p, "") {
+		apiError(w, http.StatusForbidden, "forbidden", "reading approvals requires the approvers role or to be an approver of a route")
+		return nil, false
+	}
 	id := chi.URLParam(r, "id")
 	ap, err := a.Approvals.Approval(r.Context(), id)
 	switch {
-	case errors.Is(err, approvals.ErrNotFound):
-		apiError(w, http.StatusNotFound, "not_found", "no approval "+id)
+	case errors.Is(err, approvals.ErrNotFound) || err == nil && !all && !roles.Approves(p, ap.Route):
+		apiError(w, http.StatusNotFound, "not_found", "no approval "+id+" that you may read")
 		return nil, false
 	case err != nil:
 		a.storeError(w, err)
-		return nil, false
-	}
-	p, roles := principal(r), a.Roles()
-	if !roles.HasRole(p, rules.RoleApprovers) && !roles.Approves(p, ap.Route) {
-		apiError(w, http.StatusForbidden, "forbidden", "reading this approval requires the approvers role or to be an approver of route "+ap.Route)
 		return nil, false
 	}
 	return ap, true

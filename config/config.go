@@ -17,6 +17,7 @@ const (
 	DefaultAdminListen           = "127.0.0.1:9090"
 	DefaultGroupsClaim           = "groups"
 	DefaultScopesClaim           = "scp"
+	DefaultMaxTokenAge           = 24 * time.Hour
 	DefaultUpstreamTimeout       = 30 * time.Second
 	DefaultMaxRequestBody        = 10 << 20
 	DefaultMaxResponseBodyMasked = 32 << 20
@@ -141,8 +142,11 @@ type Issuer struct {
 	ScopesClaim string   `yaml:"scopes_claim"`
 	// ClientIDClaim names the claim that holds the client id (the OAuth app the token
 	// was issued to). Empty: cid (Okta), then azp (OIDC, Entra), then client_id (RFC 9068).
-	ClientIDClaim string   `yaml:"client_id_claim"`
-	Algorithms    []string `yaml:"algorithms"`
+	ClientIDClaim string `yaml:"client_id_claim"`
+	// MaxTokenAge is the longest lifetime (exp - iat, or exp - now without iat) of a
+	// token the issuer's tokens may have: a token minted to live for a year is refused.
+	MaxTokenAge Duration `yaml:"max_token_age"`
+	Algorithms  []string `yaml:"algorithms"`
 	// JWKSURL, when set, skips OIDC discovery and fetches keys from this URL.
 	JWKSURL string `yaml:"jwks_url"`
 }

@@ -86,6 +86,7 @@ func TestLoadGood(t *testing.T) {
 				GroupsClaim: "groups",
 				ScopesClaim: "scp",
 				Algorithms:  []string{"RS256", "ES256"},
+				MaxTokenAge: Duration(DefaultMaxTokenAge),
 			},
 			{
 				Issuer:      "http://127.0.0.1:5556/dex",
@@ -94,6 +95,7 @@ func TestLoadGood(t *testing.T) {
 				ScopesClaim: "scope",
 				Algorithms:  []string{"ES384", "PS256"},
 				JWKSURL:     "http://localhost:5556/dex/keys",
+				MaxTokenAge: Duration(DefaultMaxTokenAge),
 			},
 		}},
 		Upstreams: map[string]*Upstream{
@@ -215,6 +217,7 @@ upstreams:
 		{"groups_claim", is.GroupsClaim, DefaultGroupsClaim},
 		{"scopes_claim", is.ScopesClaim, DefaultScopesClaim},
 		{"algorithms", is.Algorithms, DefaultAlgorithms},
+		{"max_token_age", is.MaxTokenAge, Duration(DefaultMaxTokenAge)},
 		{"timeout", cfg.Upstreams["crm"].Timeout, Duration(DefaultUpstreamTimeout)},
 		{"max_request_body", cfg.Limits.MaxRequestBody, ByteSize(DefaultMaxRequestBody)},
 		{"max_response_body_masked", cfg.Limits.MaxResponseBodyMasked, ByteSize(DefaultMaxResponseBodyMasked)},

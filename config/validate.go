@@ -71,6 +71,9 @@ func (v *validator) defaults() {
 		if !v.set(p + ".scopes_claim") {
 			is.ScopesClaim = DefaultScopesClaim
 		}
+		if !v.set(p + ".max_token_age") {
+			is.MaxTokenAge = Duration(DefaultMaxTokenAge)
+		}
 		if !v.set(p + ".algorithms") {
 			is.Algorithms = slices.Clone(DefaultAlgorithms)
 		}
@@ -250,6 +253,9 @@ func (v *validator) identity() {
 		}
 		if is.ScopesClaim == "" {
 			v.errorf(p+".scopes_claim", "scopes_claim must not be empty")
+		}
+		if is.MaxTokenAge <= 0 {
+			v.errorf(p+".max_token_age", "max_token_age must be greater than 0")
 		}
 		if v.set(p+".client_id_claim") && is.ClientIDClaim == "" {
 			v.errorf(p+".client_id_claim", "client_id_claim must not be empty; leave it out for cid, then azp, then client_id")

@@ -100,6 +100,7 @@ type issuer struct {
 	groupsClaim string
 	// clientIDClaims are the claims tried in order for Principal.ClientID.
 	clientIDClaims []string
+	maxAge         time.Duration // longest token lifetime accepted
 	scopesClaim    string
 	keys           *keySet
 	verifier       *oidc.IDTokenVerifier
@@ -188,6 +189,10 @@ func newIssuer(ctx context.Context, c config.Issuer, opts Options) (*issuer, err
 	}
 	if is.groupsClaim == "" {
 		is.groupsClaim = config.DefaultGroupsClaim
+	}
+	is.maxAge = time.Duration(c.MaxTokenAge)
+	if is.maxAge <= 0 {
+		is.maxAge = config.DefaultMaxTokenAge
 	}
 	is.clientIDClaims = defaultClientIDClaims
 	if c.ClientIDClaim != "" {
@@ -352,6 +357,8 @@ var (
 	errNoExpiry       = &Error{Reason: ReasonExpired, Msg: "token has no expiry"}
 	errExpired        = &Error{Reason: ReasonExpired, Msg: "token is expired"}
 	errNotYetValid    = &Error{Reason: ReasonExpired, Msg: "token is outside its validity window"}
+	errIssuedInFuture = &Error{Reason: ReasonExpired, Msg: "token is issued in the future (iat)"}
+	errTooLongLived   = &Error{Reason: ReasonExpired, Msg: "token lives longer than the issuer's max_token_age"}
 	errAudience       = &Error{Reason: ReasonBadAudience, Msg: "token audience is not accepted"}
 	errUnknownKey     = &Error{Reason: ReasonUnknownKey, Msg: "token signing key is unknown"}
 	errIssuerNotReady = &Error{Reason: ReasonUnknownKey, Msg: "issuer keys are not available yet"}
@@ -495,6 +502,22 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Prin
 		return nil, nil, 0, errMalformed
 	case ok && now.Add(nbfLeeway).Before(nbf):
 		return nil, nil, 0, errNotYetValid
+	}
+	// go-oidc ignores iat. A token issued in the future comes from a skewed or forged
+	// clock, and one that lives longer than max_token_age is a credential nobody should
+	// hold: both are refused, with the same leeway as nbf.
+	iat, ok, bad := numericDate(claims["iat"])
+	born := now
+	switch {
+	case bad:
+		return nil, nil, 0, errMalformed
+	case ok && now.Add(nbfLeeway).Before(iat):
+		return nil, nil, 0, errIssuedInFuture
+	case ok:
+		born = iat
+	}
+	if exp.Sub(born) > is.maxAge {
+		return nil, nil, 0, errTooLongLived
 	}
 	if !audienceMatches(claims["aud"], is.audiences) {
 		return nil, nil, 0, errAudience

@@ -795,3 +795,43 @@ func TestClientID(t *testing.T) {
 		})
 	}
 }
+
+// TestTokenAge refuses a token issued in the future (beyond the 5 minutes of leeway nbf
+// also has) and one that lives longer than max_token_age (exp - iat, or exp - now when
+// the token has no iat); the default is 24 h, Okta's longest access-token lifetime.
+func TestTokenAge(t *testing.T) {
+	iss := testkit.NewIssuer(t)
+	byDefault := newVerifier(t, iss.Config(), identity.Options{})
+	cfg := iss.Config()
+	cfg.MaxTokenAge = config.Duration(time.Hour)
+	hourly := newVerifier(t, cfg, identity.Options{})
+	now := time.Now()
+	for _, c := range []struct {
+		name     string
+		v        *identity.Verifier
+		iat, exp any
+		refused  bool
+	}{
+		{"an hour, issued now", byDefault, now.Unix(), now.Add(time.Hour).Unix(), false},
+		{"issued a minute ahead (skew)", byDefault, now.Add(time.Minute).Unix(), now.Add(time.Hour).Unix(), false},
+		{"issued ten minutes ahead", byDefault, now.Add(10 * time.Minute).Unix(), now.Add(time.Hour).Unix(), true},
+		{"24 h", byDefault, now.Unix(), now.Add(24 * time.Hour).Unix(), false},
+		{"a year", byDefault, now.Unix(), now.Add(365 * 24 * time.Hour).Unix(), true},
+		{"a year, no iat", byDefault, testkit.Delete, now.Add(365 * 24 * time.Hour).Unix(), true},
+		{"issued long ago, expiring soon, within the age", byDefault, now.Add(-23 * time.Hour).Unix(), now.Add(time.Minute).Unix(), false},
+		{"two hours under max_token_age 1h", hourly, now.Unix(), now.Add(2 * time.Hour).Unix(), true},
+		{"an hour under max_token_age 1h", hourly, now.Unix(), now.Add(time.Hour).Unix(), false},
+		{"iat not a number", byDefault, "yesterday", now.Add(time.Hour).Unix(), true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			raw := iss.Token(t, map[string]any{"aud": cfg.Audiences[0], "iat": c.iat, "exp": c.exp})
+			_, err := c.v.Verify(t.Context(), raw)
+			switch {
+			case !c.refused && err != nil:
+				t.Errorf("Verify = %v, want accepted", err)
+			case c.refused && err == nil:
+				t.Errorf("Verify accepted the token, want it refused")
+			}
+		})
+	}
+}

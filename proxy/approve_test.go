@@ -384,8 +384,27 @@ func TestApprovals(t *testing.T) {
 		if status, out := h.apiGet(t, billing, "/api/v1/approvals?subject=agent-who"); status != 200 || len(out["approvals"].([]any)) != 0 {
 			t.Errorf("another route's approver lists purge approvals: %d %v", status, out)
 		}
-		if status, out := h.decide(t, billing, id, "approve", ""); status != 403 || out["error"] != "forbidden" {
-			t.Errorf("another route's approver decides = %d %v, want 403 forbidden", status, out)
+		// Whoever may not see an approval cannot tell it from an unknown id: same status,
+		// same message but for the id, no route named.
+		unknown := "01JD0000000000000000000000"
+		for _, c := range []struct {
+			name, token string
+		}{{"outsider", h.outsider}, {"another route's approver", billing}} {
+			for _, op := range []string{"read", "approve"} {
+				call := func(apID string) (int, map[string]any) {
+					if op == "read" {
+						return h.apiGet(t, c.token, "/api/v1/approvals/"+apID)
+					}
+					return h.decide(t, c.token, apID, "approve", "")
+				}
+				s1, o1 := call(id)
+				s2, o2 := call(unknown)
+				m1 := strings.ReplaceAll(fmt.Sprint(o1["message"]), id, "ID")
+				m2 := strings.ReplaceAll(fmt.Sprint(o2["message"]), unknown, "ID")
+				if s1 != s2 || o1["error"] != o2["error"] || m1 != m2 || strings.Contains(m1, "purge") {
+					t.Errorf("%s, %s: existing approval = %d %v, unknown = %d %v; want the same answer, no route named", c.name, op, s1, o1, s2, o2)
+				}
+			}
 		}
 	})
 
