@@ -7,7 +7,7 @@ import (
 // Strings calls fn with the decoded text of every string-like span of b, in order,
 // until fn returns true, and reports whether it did. It never fails: b need not parse.
 //
-// A span opens at a '"' or '\” that is not inside another span and runs to the next
+// A span opens at a double or single quote that is not inside another span and runs to the next
 // unescaped same quote, or to the end of b; its text is decoded with UnescapeLenient.
 // Last, when b holds a backslash, fn gets the whole of b decoded as one span, so that a
 // parser that pairs quotes differently (or reads unquoted keys) still has its strings
