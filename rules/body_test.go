@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/keyholehq/keyhole/jsonscan"
 )
 
 func TestCheckBody(t *testing.T) {
@@ -64,7 +66,7 @@ func TestAppendFold(t *testing.T) {
 		{"ı", "i", false}, // dotless i has no simple fold with i
 	}
 	for _, tt := range tests {
-		got := bytes.Equal(appendFold(nil, []byte(tt.a)), appendFold(nil, []byte(tt.b)))
+		got := bytes.Equal(jsonscan.AppendFold(nil, []byte(tt.a)), jsonscan.AppendFold(nil, []byte(tt.b)))
 		if got != tt.same {
 			t.Errorf("fold(%q) == fold(%q): %v, want %v", tt.a, tt.b, got, tt.same)
 		}
