@@ -277,3 +277,21 @@ func FuzzScan(f *testing.F) {
 		}
 	})
 }
+
+// TestWordTricks checks the eight-bytes-at-a-time test of ScanString against its
+// definition, for every byte in every position.
+func TestWordTricks(t *testing.T) {
+	for pos := range 8 {
+		for c := range 256 {
+			var w [8]byte
+			for i := range w {
+				w[i] = 'a'
+			}
+			w[pos] = byte(c)
+			want := c == '"' || c == '\\' || c < 0x20 || c >= 0x80
+			if got := special(load8(w[:], 0)); got != want {
+				t.Errorf("special(%#x at %d) = %v, want %v", c, pos, got, want)
+			}
+		}
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/keyholehq/keyhole/jsonscan"
 )
 
 // compKind is the kind of one component of a compiled path.
@@ -263,10 +265,10 @@ func parseQuery(s string) (*query, int, error) {
 		value = trim(value[opsz:])
 		if len(value) >= 2 && value[0] == '"' && value[len(value)-1] == '"' {
 			raw := []byte(value[1 : len(value)-1])
-			if !validEscapes(raw) {
+			if !jsonscan.ValidEscapes(raw) {
 				return nil, 0, errQueryString
 			}
-			q.val = unescapeString(nil, raw)
+			q.val = jsonscan.Unescape(nil, raw)
 		} else {
 			q.val = []byte(value)
 		}
