@@ -186,7 +186,7 @@ func TestStrings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var texts []string
-		Strings([]byte(tt.body), func(text []byte) bool {
+		Strings([]byte(tt.body), func(text []byte, _ bool) bool {
 			texts = append(texts, string(text))
 			return false
 		})
@@ -259,7 +259,7 @@ func FuzzScan(f *testing.F) {
 			}
 		}
 		var lenient []string
-		Strings(b, func(text []byte) bool {
+		Strings(b, func(text []byte, _ bool) bool {
 			lenient = append(lenient, string(text))
 			return false
 		})

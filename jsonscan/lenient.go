@@ -6,6 +6,8 @@ import (
 
 // Strings calls fn with the decoded text of every string-like span of b, in order,
 // until fn returns true, and reports whether it did. It never fails: b need not parse.
+// decoded says whether the text differs from the span as written (it held an escape):
+// a caller that has matched the raw bytes already may skip the others.
 //
 // A span opens at a double or single quote that is not inside another span and runs to the next
 // unescaped same quote, or to the end of b; its text is decoded with UnescapeLenient.
@@ -15,7 +17,7 @@ import (
 // any depth, single quotes all leave the strings where a lenient parser (Python's json,
 // Go's json.Decoder, JSON5) finds them. A guard that matches fn's texts and the raw
 // bytes sees what such parsers read; it must transcode UTF-16/32 first (ToUTF8).
-func Strings(b []byte, fn func(text []byte) bool) bool {
+func Strings(b []byte, fn func(text []byte, decoded bool) bool) bool {
 	var buf []byte
 	backslash := false
 	for i := 0; i < len(b); i++ {
@@ -41,14 +43,14 @@ func Strings(b []byte, fn func(text []byte) bool) bool {
 			buf = UnescapeLenient(buf[:0], raw)
 			text = buf
 		}
-		if fn(text) {
+		if fn(text, esc) {
 			return true
 		}
 		i = j
 	}
 	if backslash {
 		buf = UnescapeLenient(buf[:0], b)
-		return fn(buf)
+		return fn(buf, true)
 	}
 	return false
 }

@@ -3,6 +3,7 @@ package rules
 import (
 	"bytes"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -76,13 +77,31 @@ func TestAppendFold(t *testing.T) {
 	}
 }
 
-// FuzzCheckBody compares the strict checker with encoding/json and gjson.
+// FuzzCheckBody compares the strict checker with encoding/json and gjson, and holds the
+// body_regex guard to lenient readers: whatever string a lenient parser (Go's
+// json.Decoder after the first value, Python's NaN and Infinity, trailing commas) reads
+// from the body, in UTF-8, UTF-16LE with a BOM or UTF-32BE without, must be matched.
 func FuzzCheckBody(f *testing.F) {
-	for _, s := range []string{`{}`, `{"a":1,"A":2}`, `{"a":{"b":[1,{"c":null}]}}`, `[1]`, `{"a":"\ud800"}`, `{"k":1,"\u212a":1}`} {
+	for _, s := range []string{`{}`, `{"a":1,"A":2}`, `{"a":{"b":[1,{"c":null}]}}`, `[1]`, `{"a":"\ud800"}`, `{"k":1,"\u212a":1}`,
+		`{"q":"DROP\u0020TABLE users","n":NaN}`, `{"q":"DROP\u0020TABLE users"} x`, `[[{"q":"drop\ttable"}]]`,
+		`{"q":"DROP\u0020TABLE users",}`, `["x",-Infinity,"DROP\u0020DATABASE"]`, `{"dr\u006fp table":1}`} {
 		f.Add([]byte(s))
 	}
 	tb := &Table{keys: &keyNode{}}
+	guard := regexp.MustCompile(`(?i)\bdrop\s+(table|database)\b`)
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if lenientMatch(guard, b) {
+			forms := map[string][]byte{"utf-8": b}
+			if utf8.Valid(b) {
+				forms["utf-16le with BOM"] = []byte(encodeText(string(b), 2, false, true))
+				forms["utf-32be"] = []byte(encodeText(string(b), 4, true, false))
+			}
+			for name, body := range forms {
+				if matched, why := regexHolds(guard, body, nil); !matched && why == "" {
+					t.Fatalf("guard passed %q in %s, which a lenient parser reads as matching", b, name)
+				}
+			}
+		}
 		why := tb.checkBody(b)
 		valid := json.Valid(b) && gjson.ValidBytes(b)
 		object := bytes.HasPrefix(bytes.TrimLeft(b, " \t\r\n"), []byte("{"))
@@ -94,6 +113,80 @@ func FuzzCheckBody(f *testing.F) {
 			t.Fatalf("checkBody refused %q: %s", b, why)
 		}
 	})
+}
+
+// lenientMatch reports whether re matches a string that a lenient parser reads from
+// the first JSON value of b: NaN, Infinity and -Infinity outside strings read as 0 and
+// commas before a closing bracket dropped (Python, JSON5), data after the value ignored
+// (Go's json.Decoder).
+func lenientMatch(re *regexp.Regexp, b []byte) bool {
+	var norm []byte
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case c == '"':
+			j := i + 1
+			for j < len(b) && b[j] != '"' {
+				if b[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			j = min(j, len(b)-1)
+			norm = append(norm, b[i:j+1]...)
+			i = j
+			continue
+		case c == ',':
+			k := i + 1
+			for k < len(b) && strings.IndexByte(" \t\r\n", b[k]) >= 0 {
+				k++
+			}
+			if k < len(b) && (b[k] == ']' || b[k] == '}') {
+				continue
+			}
+		default:
+			if lit := lenientLiteral(b[i:]); lit > 0 {
+				norm = append(norm, '0')
+				i += lit - 1
+				continue
+			}
+		}
+		norm = append(norm, c)
+	}
+	var v any
+	if json.NewDecoder(bytes.NewReader(norm)).Decode(&v) != nil {
+		return false
+	}
+	return anyStringMatches(re, v)
+}
+
+func lenientLiteral(b []byte) int {
+	for _, lit := range []string{"NaN", "-Infinity", "Infinity"} {
+		if bytes.HasPrefix(b, []byte(lit)) {
+			return len(lit)
+		}
+	}
+	return 0
+}
+
+func anyStringMatches(re *regexp.Regexp, v any) bool {
+	switch v := v.(type) {
+	case string:
+		return re.MatchString(v)
+	case []any:
+		for _, e := range v {
+			if anyStringMatches(re, e) {
+				return true
+			}
+		}
+	case map[string]any:
+		for k, e := range v {
+			if re.MatchString(k) || anyStringMatches(re, e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // refUniqueKeys reports whether no object of valid JSON b has two keys equal under
