@@ -32,14 +32,40 @@ type comp struct {
 	index int    // compKey: the array index the key names, or -1
 	glob  []gtok // compGlob
 	q     *query // compFilter
+	fold  bool   // compKey, compGlob: keys compare under case folding; lit and glob are folded
+}
+
+// foldCase makes c match keys case-insensitively (a rule's case_insensitive).
+func (c *comp) foldCase() {
+	switch c.kind {
+	case compKey:
+		c.lit, c.fold = jsonscan.AppendFold(nil, c.lit), true
+	case compGlob:
+		for i := range c.glob {
+			c.glob[i].lit = jsonscan.AppendFold(nil, c.glob[i].lit)
+		}
+		c.fold = true
+	case compFilter:
+		// Keys inside a condition fold too: more elements match, so more is masked.
+		for i := range c.q.path {
+			c.q.path[i].foldCase()
+		}
+	}
 }
 
 // matchKey reports whether an object member whose unescaped key is key matches c.
 func (c *comp) matchKey(key []byte) bool {
 	switch c.kind {
 	case compKey:
+		if c.fold {
+			return bytes.EqualFold(key, c.lit)
+		}
 		return bytes.Equal(key, c.lit)
 	case compGlob:
+		if c.fold {
+			var buf [64]byte
+			return globMatch(jsonscan.AppendFold(buf[:0], key), c.glob)
+		}
 		return globMatch(key, c.glob)
 	case compAll:
 		return len(key) == 1 && key[0] == '#'

@@ -208,7 +208,7 @@ func (w *walker) object(i, depth, lo, hi int, scan bool) int {
 	var lens uint64
 	all := false
 	for _, r := range w.act[lo:hi] {
-		if c := &w.m.rules[r].comps[depth]; c.kind == compKey && len(c.lit) > 0 {
+		if c := &w.m.rules[r].comps[depth]; c.kind == compKey && len(c.lit) > 0 && !c.fold {
 			firsts[c.lit[0]>>6] |= 1 << (c.lit[0] & 63)
 			lens |= 1 << (len(c.lit) & 63)
 		} else {
@@ -340,7 +340,7 @@ func (w *walker) advanceKey(key []byte, depth, lo, hi int) int {
 	for _, r := range w.act[lo:hi] {
 		ru := &rules[r]
 		c := &ru.comps[depth]
-		if c.kind == compKey {
+		if c.kind == compKey && !c.fold {
 			if string(c.lit) != string(key) {
 				continue
 			}
