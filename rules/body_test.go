@@ -44,6 +44,13 @@ func TestCheckBody(t *testing.T) {
 		{`{"a":1`, "request body is not valid JSON: unexpected end"},
 		{`{"a":"x`, "request body is not valid JSON: want a closed string at offset 5"},
 		{`null`, "request body is a JSON scalar; one JSON object is required"},
+		// What lenient parsers read is refused, so body conditions see what every parser sees.
+		{`{"a":NaN}`, "request body is not valid JSON: want a value at offset 5"},
+		{`{"a":1} x`, "request body is not valid JSON: want the end of the body at offset 8"},
+		{`{"a":1,}`, "request body is not valid JSON: want an object key at offset 7"},
+		{"\ufeff{}", "request body is not valid JSON: want a value at offset 0"},
+		{"{\x00}\x00", "request body is not valid JSON: want an object key at offset 1"},
+		{strings.Repeat(`{"a":`, 513) + "1" + strings.Repeat("}", 513), "request body nests deeper than 512 levels"},
 		{`[]`, "request body is a JSON array; one JSON object is required (JSON-RPC batches are not accepted)"},
 	}
 	tb := &Table{keys: &keyNode{}}
