@@ -346,24 +346,34 @@ func regexHolds(re *regexp.Regexp, body []byte, header http.Header) (matched boo
 	if re.Match(body) {
 		return true, ""
 	}
-	texts, why := readings(body, header)
+	text, others, why := readings(body, header)
 	if why != "" {
 		return false, why
 	}
-	for k, text := range texts {
-		if k > 0 && re.Match(text) {
+	if len(text) != len(body) && re.Match(text) {
+		return true, ""
+	}
+	if readingHolds(re, text) {
+		return true, ""
+	}
+	for _, t := range others {
+		if re.Match(t) || readingHolds(re, t) {
 			return true, ""
-		}
-		if textHolds(re, text) {
-			return true, ""
-		}
-		if bytes.ContainsAny(text, "%+") {
-			if form := appendFormDecoded(nil, text); re.Match(form) || textHolds(re, form) {
-				return true, ""
-			}
 		}
 	}
 	return false, ""
+}
+
+// readingHolds reports whether re matches a decoded span of text, or of its form decoding.
+func readingHolds(re *regexp.Regexp, text []byte) bool {
+	if textHolds(re, text) {
+		return true
+	}
+	if bytes.ContainsAny(text, "%+") {
+		form := appendFormDecoded(nil, text)
+		return re.Match(form) || textHolds(re, form)
+	}
+	return false
 }
 
 // textHolds reports whether re matches a decoded string-like span of text.
@@ -375,21 +385,21 @@ func textHolds(re *regexp.Regexp, text []byte) bool {
 	return jsonscan.Strings(text, func(s []byte, decoded bool) bool { return decoded && re.Match(s) })
 }
 
-// readings returns body as UTF-8 in every encoding an upstream may read it in, body
-// itself (without a UTF-8 BOM) first, or why it cannot be read.
-func readings(body []byte, header http.Header) ([][]byte, string) {
+// readings returns body as read as UTF-8 (without a UTF-8 BOM), the other readings
+// (transcoded from UTF-16/32) an upstream may make, or why it cannot be read.
+func readings(body []byte, header http.Header) (text []byte, others [][]byte, why string) {
 	declared := jsonscan.UTF8
 	if ct := header.Get("Content-Type"); ct != "" {
 		_, params, err := mime.ParseMediaType(ct)
 		if err != nil && strings.Contains(strings.ToLower(ct), "charset") {
-			return nil, "request body has a Content-Type the gateway cannot parse for its charset"
+			return nil, nil, "request body has a Content-Type the gateway cannot parse for its charset"
 		}
 		enc, ok := jsonscan.EncodingOf(params["charset"])
 		switch {
 		case !ok && isLatin1(params["charset"]):
 			// A single-byte charset reads ASCII as ASCII: the raw bytes say it all.
 		case !ok:
-			return nil, fmt.Sprintf("request body is in charset %q, which the gateway cannot read", params["charset"])
+			return nil, nil, fmt.Sprintf("request body is in charset %q, which the gateway cannot read", params["charset"])
 		}
 		declared = enc
 	}
@@ -397,24 +407,23 @@ func readings(body []byte, header http.Header) ([][]byte, string) {
 	if bom == 0 && declared != jsonscan.UTF8 {
 		enc = declared
 	}
-	texts := [][]byte{body[bom:]}
 	if enc != jsonscan.UTF8 {
-		text, err := jsonscan.Transcode(nil, body[bom:], enc, false)
+		t, err := jsonscan.Transcode(nil, body[bom:], enc, false)
 		if err != nil {
-			return nil, fmt.Sprintf("request body is not valid %s", enc)
+			return nil, nil, fmt.Sprintf("request body is not valid %s", enc)
 		}
-		texts = append(texts, text)
+		others = append(others, t)
 	} else if bytes.IndexByte(body, 0) >= 0 {
 		// NUL bytes but no sign of UTF-16/32 at the start: text in those encodings after a
 		// binary or misaligned start is read as such by some upstream, so read it too.
 		for _, e := range []jsonscan.Encoding{jsonscan.UTF16LE, jsonscan.UTF16BE, jsonscan.UTF32LE, jsonscan.UTF32BE} {
 			for off := range 2 {
-				text, _ := jsonscan.Transcode(nil, body[off:], e, true)
-				texts = append(texts, text)
+				t, _ := jsonscan.Transcode(nil, body[off:], e, true)
+				others = append(others, t)
 			}
 		}
 	}
-	return texts, ""
+	return body[bom:], others, ""
 }
 
 // isLatin1 reports whether charset names a single-byte superset of ASCII an upstream
