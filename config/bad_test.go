@@ -242,6 +242,7 @@ var badFiles = []struct {
 		[]string{
 			"line 15: routes[0].mask[0].action: action hash needs masking.hash_key, a per-deployment secret of at least 16 bytes",
 			"line 22: routes[1].mask[0].action: action hash needs masking.hash_key, a per-deployment secret of at least 16 bytes",
+			`line 27: routes[2].mask[0].case_insensitive: want true or false, got "maybe"`,
 		},
 	},
 	{

@@ -232,6 +232,9 @@ type MaskRule struct {
 	Field  string `yaml:"field"`
 	Action string `yaml:"action"`
 	With   string `yaml:"with"`
+	// CaseInsensitive matches the keys of Field under Unicode simple case folding (as Go's
+	// encoding/json matches struct fields): field ssn then masks "SSN" and "Ssn" too.
+	CaseInsensitive bool `yaml:"case_insensitive"`
 }
 
 // Approval holds a request for a human decision.

@@ -13,6 +13,7 @@ import (
 	"strconv"
 
 	"github.com/keyholehq/keyhole/config"
+	"github.com/keyholehq/keyhole/jsonscan"
 	"github.com/keyholehq/keyhole/masking"
 	"github.com/keyholehq/keyhole/recorder"
 )
@@ -108,6 +109,9 @@ func (g *Gateway) maskResponse(resp *http.Response, info *reqInfo) error {
 		if err != nil {
 			return err
 		}
+		if enc, bom := jsonscan.Detect(raw); (bom > 0 || enc != jsonscan.UTF8) && !bytes.Equal(out, raw) {
+			setCharsetUTF8(h) // masked from UTF-16/32 or BOM-prefixed JSON, sent as UTF-8
+		}
 		resp.Body.Close()
 		resp.Body = io.NopCloser(bytes.NewReader(out))
 		resp.ContentLength = int64(len(out))
@@ -153,7 +157,14 @@ func (g *Gateway) maskDocument(info *reqInfo, doc []byte) ([]byte, error) {
 	if len(bytes.TrimSpace(doc)) == 0 {
 		return doc, nil
 	}
-	out, n, err := info.mask.masker.Apply(make([]byte, 0, len(doc)+64), doc)
+	// Clients decode JSON with a BOM or in UTF-16/32 (RFC 4627 §3) as JSON: mask the text
+	// it stands for, and send it as UTF-8, the encoding RFC 8259 requires. Decoding is
+	// lossy, as a lenient client's is; what does not begin like JSON is judged as before.
+	text := doc
+	if enc, bom := jsonscan.Detect(doc); bom > 0 || enc != jsonscan.UTF8 {
+		text, _ = jsonscan.Transcode(nil, doc[bom:], enc, true)
+	}
+	out, n, err := info.mask.masker.Apply(make([]byte, 0, len(text)+64), text)
 	if err != nil {
 		switch {
 		case errors.Is(err, masking.ErrNotJSON) && info.mask.passNonJSON && !compressed(doc):
@@ -166,6 +177,19 @@ func (g *Gateway) maskDocument(info *reqInfo, doc []byte) ([]byte, error) {
 	}
 	g.countMasked(info.route.Name, n)
 	return out, nil
+}
+
+// setCharsetUTF8 labels a masked body that was transcoded to UTF-8 as UTF-8.
+func setCharsetUTF8(h http.Header) {
+	ct, params, err := mime.ParseMediaType(h.Get("Content-Type"))
+	if err != nil {
+		ct, params = "application/json", nil
+	}
+	if params == nil {
+		params = map[string]string{}
+	}
+	params["charset"] = "utf-8"
+	h.Set("Content-Type", mime.FormatMediaType(ct, params))
 }
 
 // compressed reports whether doc starts as a gzip or zlib stream does: a compressed body
