@@ -27,6 +27,8 @@ type Verifier interface {
 // Roles tells who holds which admin role, and who approves which route (rules.Table
 // implements it).
 type Roles interface {
+	// AdminClient reports whether p's token was issued to a client the admin plane accepts.
+	AdminClient(p *identity.Principal) bool
 	HasRole(p *identity.Principal, role string) bool
 	Approves(p *identity.Principal, route string) bool
 }
@@ -94,6 +96,10 @@ func (a *API) authenticate(next http.Handler) http.Handler {
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="keyhole-admin", error="invalid_token"`)
 			apiError(w, http.StatusUnauthorized, "unauthenticated", "a valid bearer token is required")
+			return
+		}
+		if !a.Roles().AdminClient(p) {
+			apiError(w, http.StatusForbidden, "forbidden", "the admin plane does not accept tokens of this client (admin.clients)")
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))

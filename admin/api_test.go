@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,6 +37,14 @@ type apiHarness struct {
 
 func newAPIHarness(t *testing.T, exchanges int) *apiHarness {
 	t.Helper()
+	return newAPIHarnessFor(t, exchanges, config.Admin{Roles: map[string]*config.Allow{
+		rules.RoleAuditors: {Groups: []string{"auditors"}},
+	}})
+}
+
+// newAPIHarnessFor is newAPIHarness with the admin plane configured as adm.
+func newAPIHarnessFor(t *testing.T, exchanges int, adm config.Admin) *apiHarness {
+	t.Helper()
 	iss := testkit.NewIssuer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -51,9 +60,7 @@ func newAPIHarness(t *testing.T, exchanges int) *apiHarness {
 	if err := v.WaitReady(wctx); err != nil {
 		t.Fatal(err)
 	}
-	table, err := rules.Compile(&config.Config{Admin: config.Admin{Roles: map[string]*config.Allow{
-		rules.RoleAuditors: {Groups: []string{"auditors"}},
-	}}})
+	table, err := rules.Compile(&config.Config{Admin: adm})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,4 +216,33 @@ func TestAuditorAPI(t *testing.T) {
 			t.Errorf("verify after an edit = %d %s, want 409 with a break at entry 8", status, body)
 		}
 	})
+}
+
+// TestAdminClients: with admin.clients set, the admin plane takes only tokens issued to
+// those apps, whatever roles the token's holder has; without it, any client.
+func TestAdminClients(t *testing.T) {
+	roles := map[string]*config.Allow{rules.RoleAuditors: {Groups: []string{"auditors"}}}
+	only := newAPIHarnessFor(t, 1, config.Admin{Roles: roles, Clients: []string{"0oaConsole", "0oaCli"}})
+	anyClient := newAPIHarnessFor(t, 1, config.Admin{Roles: roles})
+	for _, c := range []struct {
+		name       string
+		h          *apiHarness
+		claims     map[string]any
+		want       int
+		wantReason string
+	}{
+		{"through the console app", only, map[string]any{"sub": "bob", "cid": "0oaConsole", "groups": []string{"auditors"}}, 200, ""},
+		{"through the CLI app", only, map[string]any{"sub": "bob", "cid": "0oaCli", "groups": []string{"auditors"}}, 200, ""},
+		{"through an agent's app", only, map[string]any{"sub": "bob", "cid": "0oaAgentApp", "groups": []string{"auditors"}}, 403, "admin.clients"},
+		{"no client id", only, map[string]any{"sub": "bob", "groups": []string{"auditors"}}, 403, "admin.clients"},
+		{"any client when unset", anyClient, map[string]any{"sub": "bob", "cid": "0oaAgentApp", "groups": []string{"auditors"}}, 200, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.claims["aud"] = "api://keyhole"
+			status, body := c.h.get(t, "/api/v1/exchanges", c.h.iss.Token(t, c.claims))
+			if status != c.want || !strings.Contains(string(body), c.wantReason) {
+				t.Errorf("GET /api/v1/exchanges = %d %s, want %d mentioning %q", status, body, c.want, c.wantReason)
+			}
+		})
+	}
 }

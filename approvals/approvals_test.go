@@ -298,3 +298,33 @@ func waitRequests(t *testing.T, u *testkit.Upstream, n int) {
 }
 
 func slogTo(w *testkit.Buffer) *slog.Logger { return slog.New(slog.NewJSONHandler(w, nil)) }
+
+// TestIsRequester is the self-approval table: who counts as the requester of an
+// approval, for the token shapes of Okta (people through one app share its cid; a service
+// app's token has sub == cid), Entra (azp) and RFC 9068 (client_id).
+func TestIsRequester(t *testing.T) {
+	oktaIss, entraIss := "https://acme.okta.com/oauth2/default", "https://login.microsoftonline.com/t/v2.0"
+	ada := approvals.Identity{Issuer: oktaIss, Subject: "ada@example.com", ClientID: "0oaConsole"}
+	agent := approvals.Identity{Issuer: oktaIss, Subject: "0oaAgent", ClientID: "0oaAgent"}
+	for _, c := range []struct {
+		name    string
+		by, req approvals.Identity
+		want    bool
+	}{
+		{"the same person", ada, ada, true},
+		{"the same subject from another issuer", approvals.Identity{Issuer: entraIss, Subject: "ada@example.com", ClientID: "c0ffee"}, ada, true},
+		{"another person through the same Okta app", approvals.Identity{Issuer: oktaIss, Subject: "bob@example.com", ClientID: "0oaConsole"}, ada, false},
+		{"another person through another app", approvals.Identity{Issuer: oktaIss, Subject: "bob@example.com", ClientID: "0oaCli"}, ada, false},
+		{"a person approving an agent", ada, agent, false},
+		{"the agent's own service token", agent, agent, true},
+		{"the agent's app approving for a person it acts for", approvals.Identity{Issuer: oktaIss, Subject: "0oaConsole", ClientID: "0oaConsole"}, ada, true},
+		{"a person through the agent's app", approvals.Identity{Issuer: oktaIss, Subject: "carol@example.com", ClientID: "0oaAgent"}, agent, false},
+		{"Entra azp: two people, one app", approvals.Identity{Issuer: entraIss, Subject: "AAAb", ClientID: "c0ffee"}, approvals.Identity{Issuer: entraIss, Subject: "AAAc", ClientID: "c0ffee"}, false},
+		{"RFC 9068 client_id: the client itself", approvals.Identity{Subject: "s6BhdRkqt3", ClientID: "s6BhdRkqt3"}, approvals.Identity{Subject: "ada", ClientID: "s6BhdRkqt3"}, true},
+		{"no client ids, different subjects", approvals.Identity{Subject: "bob"}, approvals.Identity{Subject: "ada"}, false},
+	} {
+		if got := approvals.IsRequester(c.by, c.req); got != c.want {
+			t.Errorf("%s: IsRequester = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -104,8 +104,8 @@ type Service struct {
 	once    sync.Once
 }
 
-// ErrSelfApproval is returned by Decide when the approver is the requester (same
-// subject, or same client id).
+// ErrSelfApproval is returned by Decide when the approver is the requester (see
+// IsRequester).
 var ErrSelfApproval = errors.New("a requester may not decide its own approval")
 
 // New returns a Service on s. Run sweeps; call it once.
@@ -363,6 +363,16 @@ func (s *Service) wake(id string) {
 	}
 }
 
+// IsRequester reports whether by, deciding an approval, is the requester req: both
+// share a subject, whichever issuer signed them (two client-credentials tokens of one app
+// do: their subject is the app's client id), or by's subject is req's client id (the
+// agent's own app approving for itself with a client-credentials token). Two people who
+// logged in through one interactive app share its client id (Okta puts the app's cid in
+// every person's token) but are not the same requester.
+func IsRequester(by, req Identity) bool {
+	return by.Subject == req.Subject || req.ClientID != "" && by.Subject == req.ClientID
+}
+
 // Decide records approver by's verdict on approval id, with comment, and returns the
 // approval as it then is. The requester may not decide its own approval
 // (ErrSelfApproval); whether by may approve the approval's route at all is the
@@ -372,7 +382,7 @@ func (s *Service) Decide(ctx context.Context, id string, by Identity, v Verdict,
 	if err != nil {
 		return nil, err
 	}
-	if by.Subject == a.Requester.Subject || by.ClientID != "" && by.ClientID == a.Requester.ClientID {
+	if IsRequester(by, a.Requester) {
 		return nil, ErrSelfApproval
 	}
 	now := s.opts.Now()

@@ -56,6 +56,20 @@ var badFiles = []struct {
 		},
 	},
 	{
+		"clients.bad.yaml",
+		[]string{
+			"line 5: identity.issuers[0].client_id_claim: client_id_claim must not be empty; leave it out for cid, then azp, then client_id",
+			"line 7: admin.clients[1]: empty client id",
+			`line 7: admin.clients[2]: client id "0oaConsole" is listed twice`,
+		},
+	},
+	{
+		"clients_empty.bad.yaml",
+		[]string{
+			"line 6: admin.clients: clients is empty, which would refuse every token; leave it out to accept any client",
+		},
+	},
+	{
 		"approvals.bad.yaml",
 		[]string{
 			"line 12: approvals.max_pending_per_subject: max_pending_per_subject must be at least 1",

@@ -113,6 +113,10 @@ type Admin struct {
 	Allow *Allow `yaml:"allow"`
 	// Roles maps a role name (admins, auditors, approvers) to who holds it.
 	Roles map[string]*Allow `yaml:"roles"`
+	// Clients, when set, are the only client ids (the apps people log in through, such
+	// as the CLI's and the console's) whose tokens the admin plane accepts, so a token an
+	// agent's app holds for a person can never list records or decide an approval.
+	Clients []string `yaml:"clients"`
 }
 
 // TLS is a certificate and key for a listener.
@@ -135,7 +139,10 @@ type Issuer struct {
 	Audiences   []string `yaml:"audiences"`
 	GroupsClaim string   `yaml:"groups_claim"`
 	ScopesClaim string   `yaml:"scopes_claim"`
-	Algorithms  []string `yaml:"algorithms"`
+	// ClientIDClaim names the claim that holds the client id (the OAuth app the token
+	// was issued to). Empty: cid (Okta), then azp (OIDC, Entra), then client_id (RFC 9068).
+	ClientIDClaim string   `yaml:"client_id_claim"`
+	Algorithms    []string `yaml:"algorithms"`
 	// JWKSURL, when set, skips OIDC discovery and fetches keys from this URL.
 	JWKSURL string `yaml:"jwks_url"`
 }

@@ -251,6 +251,9 @@ func (v *validator) identity() {
 		if is.ScopesClaim == "" {
 			v.errorf(p+".scopes_claim", "scopes_claim must not be empty")
 		}
+		if v.set(p+".client_id_claim") && is.ClientIDClaim == "" {
+			v.errorf(p+".client_id_claim", "client_id_claim must not be empty; leave it out for cid, then azp, then client_id")
+		}
 		if len(is.Algorithms) == 0 {
 			v.errorf(p+".algorithms", "algorithms is empty; leave it out for the default [%s]", strings.Join(DefaultAlgorithms, ", "))
 		}
@@ -705,6 +708,19 @@ func (v *validator) admin() {
 	a := v.cfg.Admin
 	if a.Allow != nil {
 		v.allow("admin.allow", a.Allow, "allow")
+	}
+	seen := make(map[string]bool)
+	for i, c := range a.Clients {
+		switch cp := idx("admin.clients", i); {
+		case c == "":
+			v.errorf(cp, "empty client id")
+		case seen[c]:
+			v.errorf(cp, "client id %s is listed twice", v.show(cp, c))
+		}
+		seen[c] = true
+	}
+	if v.set("admin.clients") && len(a.Clients) == 0 {
+		v.errorf("admin.clients", "clients is empty, which would refuse every token; leave it out to accept any client")
 	}
 	for _, r := range slices.Sorted(maps.Keys(a.Roles)) {
 		rp := KeyPath("admin.roles", r)

@@ -15,7 +15,7 @@ import (
 type Principal struct {
 	Issuer   string
 	Subject  string
-	ClientID string   // Okta's cid claim, "" when absent
+	ClientID string   // the OAuth client (app) the token was issued to: the issuer's client_id_claim, "" when absent
 	Groups   []string // from the issuer's groups claim; empty for client-credentials tokens
 	Scopes   []string // from scp (array) or scope (space-separated string)
 	Claims   map[string]any

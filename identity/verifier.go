@@ -98,9 +98,11 @@ type issuer struct {
 	audiences   []string
 	algs        []string
 	groupsClaim string
-	scopesClaim string
-	keys        *keySet
-	verifier    *oidc.IDTokenVerifier
+	// clientIDClaims are the claims tried in order for Principal.ClientID.
+	clientIDClaims []string
+	scopesClaim    string
+	keys           *keySet
+	verifier       *oidc.IDTokenVerifier
 
 	ready   atomic.Bool
 	readyCh chan struct{} // closed when ready becomes true
@@ -186,6 +188,10 @@ func newIssuer(ctx context.Context, c config.Issuer, opts Options) (*issuer, err
 	}
 	if is.groupsClaim == "" {
 		is.groupsClaim = config.DefaultGroupsClaim
+	}
+	is.clientIDClaims = defaultClientIDClaims
+	if c.ClientIDClaim != "" {
+		is.clientIDClaims = []string{c.ClientIDClaim}
 	}
 	if is.scopesClaim == "" {
 		is.scopesClaim = config.DefaultScopesClaim
@@ -543,11 +549,20 @@ func audienceMatches(aud any, want []string) bool {
 	return false
 }
 
+// defaultClientIDClaims are where an issuer without client_id_claim keeps the client id:
+// Okta's cid, OIDC's azp (Entra ID, Keycloak, Auth0), RFC 9068's client_id.
+var defaultClientIDClaims = []string{"cid", "azp", "client_id"}
+
 // principal builds the Principal of a verified token. claims becomes Principal.Claims.
 func (is *issuer) principal(claims map[string]any, exp time.Time) *Principal {
 	p := &Principal{Issuer: is.name, Claims: claims, Expiry: exp}
 	p.Subject, _ = claims["sub"].(string)
-	p.ClientID, _ = claims["cid"].(string)
+	for _, c := range is.clientIDClaims {
+		if id, _ := claims[c].(string); id != "" {
+			p.ClientID = id
+			break
+		}
+	}
 	p.Groups = stringList(claims[is.groupsClaim], false)
 	if v, ok := claims[is.scopesClaim]; ok {
 		p.Scopes = stringList(v, true)

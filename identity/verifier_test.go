@@ -756,3 +756,42 @@ func TestExpiryFromGoOIDC(t *testing.T) {
 		t.Errorf("clock read %d times, want 2 (Verify, then go-oidc)", calls)
 	}
 }
+
+// TestClientID reads the client id where each provider puts it: Okta's cid (people who
+// log in through one app share it; a service app's token has sub == cid), Entra's and
+// OIDC's azp, RFC 9068's client_id; client_id_claim picks one claim and only that one.
+func TestClientID(t *testing.T) {
+	iss := testkit.NewIssuer(t)
+	byDefault := newVerifier(t, iss.Config(), identity.Options{})
+	cfg := iss.Config()
+	cfg.ClientIDClaim = "appid"
+	byAppID := newVerifier(t, cfg, identity.Options{})
+	for _, c := range []struct {
+		name    string
+		claims  map[string]any
+		v       *identity.Verifier
+		want    string
+		wantSub string
+	}{
+		{"Okta person via the CLI app", map[string]any{"sub": "ada@example.com", "uid": "00u1", "cid": "0oaCli"}, byDefault, "0oaCli", "ada@example.com"},
+		{"Okta service app", map[string]any{"sub": "0oaSvc", "cid": "0oaSvc", "scp": []string{"crm.read"}}, byDefault, "0oaSvc", "0oaSvc"},
+		{"Entra azp", map[string]any{"sub": "AAAb", "azp": "c0ffee-app"}, byDefault, "c0ffee-app", "AAAb"},
+		{"RFC 9068 client_id", map[string]any{"sub": "ada", "client_id": "s6BhdRkqt3"}, byDefault, "s6BhdRkqt3", "ada"},
+		{"cid before azp", map[string]any{"sub": "ada", "cid": "okta-app", "azp": "other"}, byDefault, "okta-app", "ada"},
+		{"no client id", map[string]any{"sub": "ada"}, byDefault, "", "ada"},
+		{"non-string cid falls through", map[string]any{"sub": "ada", "cid": 7, "azp": "app"}, byDefault, "app", "ada"},
+		{"client_id_claim: appid", map[string]any{"sub": "ada", "cid": "okta-app", "appid": "entra-v1-app"}, byAppID, "entra-v1-app", "ada"},
+		{"client_id_claim set, claim absent", map[string]any{"sub": "ada", "cid": "okta-app"}, byAppID, "", "ada"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.claims["aud"] = cfg.Audiences[0]
+			p, err := c.v.Verify(t.Context(), iss.Token(t, c.claims))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.ClientID != c.want || p.Subject != c.wantSub {
+				t.Errorf("sub, client id = %q, %q, want %q, %q", p.Subject, p.ClientID, c.wantSub, c.want)
+			}
+		})
+	}
+}

@@ -352,19 +352,24 @@ func TestApprovals(t *testing.T) {
 		if status, _ := h.apiGet(t, h.outsider, "/api/v1/approvals/"+id); status != 403 {
 			t.Errorf("outsider reads the approval: %d, want 403", status)
 		}
-		// A requester who is also an approver of the route may not approve itself,
-		// by subject or by client id.
+		// A requester who is also an approver of the route may not approve itself, by
+		// subject or through its own app's client-credentials token; another person
+		// who logged in through the same app (Okta: the same cid) may.
 		self := h.token(t, map[string]any{"sub": "agent-admin", "cid": "ops-bot", "groups": []string{"crm-admins"}, "scp": []string{"crm.write"}})
 		_, _, selfID := h.send(t, "POST", "/crm/customers/7/purge", self, "", nil)
 		if status, out := h.decide(t, self, selfID, "approve", ""); status != 403 || out["error"] != "self_approval" {
 			t.Errorf("self-approval = %d %v, want 403 self_approval", status, out)
 		}
-		sameClient := h.token(t, map[string]any{"sub": "someone-else", "cid": "ops-bot", "groups": []string{"crm-admins"}})
-		if status, out := h.decide(t, sameClient, selfID, "approve", ""); status != 403 || out["error"] != "self_approval" {
-			t.Errorf("approval by the requester's client id = %d %v, want 403 self_approval", status, out)
+		ownApp := h.token(t, map[string]any{"sub": "ops-bot", "cid": "ops-bot", "groups": []string{"crm-admins"}})
+		if status, out := h.decide(t, ownApp, selfID, "approve", ""); status != 403 || out["error"] != "self_approval" {
+			t.Errorf("approval by the requester's own app = %d %v, want 403 self_approval", status, out)
 		}
 		if status, _, _ := h.send(t, "POST", "/crm/customers/7/purge", self, "", nil); status != 403 {
 			t.Errorf("self-approved request forwarded: %d", status)
+		}
+		colleague := h.token(t, map[string]any{"sub": "someone-else", "cid": "ops-bot", "groups": []string{"crm-admins"}})
+		if status, out := h.decide(t, colleague, selfID, "approve", ""); status != 200 || out["state"] != "approved" {
+			t.Errorf("approval by another person of the same app = %d %v, want 200 approved", status, out)
 		}
 		// The approvers role reads every approval but decides none; a route's approvers
 		// see and decide only their routes' approvals.

@@ -56,6 +56,12 @@ func Compile(cfg *config.Config) (*Table, error) {
 	if a := cfg.Admin.Allow; a != nil {
 		t.adminAllow = c.allow("admin.allow", "admin", a)
 	}
+	if len(cfg.Admin.Clients) > 0 {
+		t.adminClients = make(map[string]bool, len(cfg.Admin.Clients))
+		for _, id := range cfg.Admin.Clients {
+			t.adminClients[id] = true
+		}
+	}
 	for name, a := range cfg.Admin.Roles {
 		if a != nil {
 			if t.roles == nil {

@@ -155,6 +155,8 @@ type Table struct {
 	scanners   sync.Pool
 	roles      map[string]*allow // admin.roles by name
 	adminAllow *allow            // admin.allow: every role
+	// adminClients are admin.clients; nil accepts every client.
+	adminClients map[string]bool
 }
 
 // Admin roles of the admin plane (admin.roles).
@@ -163,6 +165,12 @@ const (
 	RoleAuditors  = "auditors"
 	RoleApprovers = "approvers"
 )
+
+// AdminClient reports whether the admin plane accepts p's token: admin.clients is not
+// set, or lists p's client id.
+func (t *Table) AdminClient(p *identity.Principal) bool {
+	return p != nil && (t.adminClients == nil || t.adminClients[p.ClientID])
+}
 
 // HasRole reports whether p holds role on the admin plane: p satisfies admin.roles.<role>,
 // admin.roles.admins, or admin.allow. Nobody holds a role the configuration does not grant.

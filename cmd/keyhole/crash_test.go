@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,26 +32,10 @@ func TestMain(m *testing.M) {
 func TestCrashKeepsEveryForwardedRecord(t *testing.T) {
 	iss := testkit.NewIssuer(t)
 	up := testkit.NewUpstream(t)
-	dir := t.TempDir()
-	data, adm := freeAddr(t), freeAddr(t)
-	path := filepath.Join(dir, "keyhole.yaml")
-	cfg := fmt.Sprintf(serveConfig, data, adm, iss.Config().Issuer, up.URL, "readers") + "recorder: { store: \"sqlite://records.db\", mode: strict }\n"
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(os.Args[0], "serve", "--config", path, "--watch-interval", "0")
-	cmd.Env = append(os.Environ(), "KEYHOLE_TEST_AS_MAIN=1", "CRM_KEY=crash-test-key-0001")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	defer func() {
-		if !killed {
-			cmd.Process.Kill()
-		}
-		cmd.Wait()
-	}()
-	waitFor(t, "readyz", func() bool { s, _ := get("http://"+adm+"/readyz", ""); return s == 200 })
+	p := startFault(t, func(data, adm string) string {
+		return fmt.Sprintf(serveConfig, data, adm, iss.Config().Issuer, up.URL, "readers") + "recorder: { store: \"sqlite://records.db\", mode: strict }\n"
+	}, "CRM_KEY=crash-test-key-0001")
+	data, dir := p.Data, p.Dir
 	tok := iss.Token(t, map[string]any{"aud": "api://keyhole", "sub": "ada", "groups": []string{"readers"}})
 
 	var answered atomic.Int64
@@ -82,11 +64,8 @@ func TestCrashKeepsEveryForwardedRecord(t *testing.T) {
 		}()
 	}
 	waitFor(t, "load", func() bool { return answered.Load() >= 200 })
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	killed = true
-	cmd.Wait()
+	t.Logf("under load: %v", p.Usage())
+	p.Kill()
 	close(stop)
 	wg.Wait()
 
