@@ -98,6 +98,13 @@ func (g *Gateway) maskResponse(resp *http.Response, info *reqInfo) error {
 		// application/json, any +json, and every other type: a body that is JSON is masked
 		// whatever it claims to be (text/plain carrying JSON leaks as well as JSON does).
 		raw, err := io.ReadAll(io.LimitReader(body, rm.limit+1))
+		var ue *upstreamBodyError
+		if errors.As(err, &ue) {
+			return ue // the upstream's fault, not the mask's
+		}
+		if err != nil && resp.Request.Context().Err() != nil {
+			return err // the client left: 499 client_closed, not the mask's fault
+		}
 		if err != nil {
 			return &maskError{msg: "response body could not be read"}
 		}

@@ -193,7 +193,8 @@ func (g *Gateway) finishRecord(r *http.Request, sw *statusWriter, info *reqInfo,
 	if rf := info.refusal; rf != nil {
 		x.Error, x.Reason = rf.code, rf.msg
 	}
-	x.Response = &recorder.Response{Status: status, Header: info.respHeader, Body: recorder.NewCodedBody(sw.captured, sw.bytes, info.respHeader.Values("Content-Encoding"), g.rec.BodyLimit())}
+	x.Response = &recorder.Response{Status: status, Header: info.respHeader, Body: recorder.NewCodedBody(sw.captured, sw.bytes, info.respHeader.Values("Content-Encoding"), g.rec.BodyLimit()),
+		Incomplete: info.cutShort}
 	x.Durations = recorder.Durations{TotalMS: ms(elapsed), UpstreamMS: ms(info.upstreamDur)}
 	if begun {
 		g.rec.End(x, info.rec.secrets...)
