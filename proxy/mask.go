@@ -136,12 +136,18 @@ func decodedBody(resp *http.Response) (io.Reader, error) {
 		return resp.Body, nil
 	case "gzip", "x-gzip":
 		zr, err := gzip.NewReader(resp.Body)
+		if ue := (*upstreamBodyError)(nil); errors.As(err, &ue) {
+			return nil, ue // cut before its gzip header: the upstream's fault
+		}
 		if err != nil {
 			return nil, &maskError{msg: "gzip response body could not be decoded"}
 		}
 		return zr, nil
 	case "deflate":
 		zr, err := zlib.NewReader(resp.Body)
+		if ue := (*upstreamBodyError)(nil); errors.As(err, &ue) {
+			return nil, ue
+		}
 		if err != nil {
 			return nil, &maskError{msg: "deflate response body could not be decoded"}
 		}
