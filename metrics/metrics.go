@@ -19,7 +19,9 @@ type Metrics struct {
 	InFlight prometheus.Gauge
 	// UpstreamDuration observes the time from forwarding to the upstream's response headers.
 	UpstreamDuration *prometheus.HistogramVec
-	// UpstreamErrors counts failed upstream exchanges by upstream and kind (timeout, connect, protocol).
+	// UpstreamErrors counts failed upstream exchanges by upstream and kind (timeout,
+	// connect, protocol, canceled; truncated and stalled for a response body that ended
+	// early or stopped coming after its headers).
 	UpstreamErrors *prometheus.CounterVec
 	// AuthFailures counts refused tokens by reason.
 	AuthFailures *prometheus.CounterVec
@@ -77,7 +79,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"upstream"}),
 		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyhole_upstream_errors_total",
-			Help: "Failed upstream exchanges by upstream and kind (timeout, connect, protocol, canceled).",
+			Help: "Failed upstream exchanges by upstream and kind (timeout, connect, protocol, canceled, truncated, stalled).",
 		}, []string{"upstream", "kind"}),
 		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyhole_auth_failures_total",

@@ -180,6 +180,12 @@ type reqInfo struct {
 	rec         recording
 	status      int    // set when the status is not what was written (client gone: 499)
 	approvalID  string // the approval this request waited on or was forwarded on
+	// upstreamCut is set when the upstream's response body ended early or stalled;
+	// cutShort when the client got only part of the response because of it.
+	upstreamCut *upstreamBodyError
+	cutShort    bool
+	// cancelUpstream cancels the request to the upstream (a stalled body).
+	cancelUpstream context.CancelFunc
 	// clientReason is the client's X-Keyhole-Reason, read before client X-Keyhole-
 	// headers are removed, for approvers.
 	clientReason string
@@ -221,10 +227,16 @@ func (g *Gateway) begin(next http.Handler) http.Handler {
 						msg: "the gateway failed to serve this request", decision: labelError})
 				}
 			}
+			if ue := info.upstreamCut; ue != nil && info.refusal == nil {
+				g.upstreamBodyFailed(sw, info, ue)
+			}
 			if p == http.ErrAbortHandler {
 				info.decision = labelError
 				if info.refusal == nil {
-					info.status = 499 // the client went away mid-response
+					// The client went away mid-response: recorded with the code the
+					// ErrorHandler gives one that leaves before the response begins.
+					info.status = 499
+					info.refusal = clientClosed(nil)
 				}
 			}
 			g.finish(r, sw, info)
@@ -553,7 +565,12 @@ func checkMCPHeaders(h http.Header, body []byte) *refusal {
 
 // forward sends the request to the route's upstream.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
-	infoFrom(r.Context()).upstream.proxy.ServeHTTP(w, r)
+	info := infoFrom(r.Context())
+	// Its own context, so that a stalled response body can be cut off (upstreamBody).
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	info.cancelUpstream = cancel
+	info.upstream.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // upstreamError is the ReverseProxy ErrorHandler: it counts the failure and answers 502,
@@ -574,7 +591,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	if kind == "canceled" && r.Context().Err() != nil {
 		// The client went away; nobody is left to answer.
 		info.decision, info.status = labelError, 499
-		info.refusal = &refusal{code: "client_closed", msg: "client closed the request", cause: err}
+		info.refusal = clientClosed(err)
 		return
 	}
 	rf := statusFor(err)

@@ -99,6 +99,13 @@ func (g *Gateway) maskResponse(resp *http.Response, info *reqInfo) error {
 		// application/json, any +json, and every other type: a body that is JSON is masked
 		// whatever it claims to be (text/plain carrying JSON leaks as well as JSON does).
 		raw, err := io.ReadAll(io.LimitReader(body, rm.limit+1))
+		var ue *upstreamBodyError
+		if errors.As(err, &ue) {
+			return ue // the upstream's fault, not the mask's
+		}
+		if err != nil && resp.Request.Context().Err() != nil {
+			return err // the client left: 499 client_closed, not the mask's fault
+		}
 		if err != nil {
 			return &maskError{msg: "response body could not be read"}
 		}
@@ -133,12 +140,18 @@ func decodedBody(resp *http.Response) (io.Reader, error) {
 		return resp.Body, nil
 	case "gzip", "x-gzip":
 		zr, err := gzip.NewReader(resp.Body)
+		if ue := (*upstreamBodyError)(nil); errors.As(err, &ue) {
+			return nil, ue // cut before its gzip header: the upstream's fault
+		}
 		if err != nil {
 			return nil, &maskError{msg: "gzip response body could not be decoded"}
 		}
 		return zr, nil
 	case "deflate":
 		zr, err := zlib.NewReader(resp.Body)
+		if ue := (*upstreamBodyError)(nil); errors.As(err, &ue) {
+			return nil, ue
+		}
 		if err != nil {
 			return nil, &maskError{msg: "deflate response body could not be decoded"}
 		}

@@ -156,6 +156,10 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 	// Set again: forwarding a 1xx response clears the headers already set.
 	resp.Header.Del("X-Request-Id")
 	info.respHeader.Set("X-Request-Id", info.id)
+	if resp.StatusCode != http.StatusSwitchingProtocols && resp.Body != nil && resp.Body != http.NoBody {
+		// (A 101's body is the upgraded connection, which ReverseProxy must write to.)
+		resp.Body = watchBody(resp, info, u.timeout, info.cancelUpstream)
+	}
 	if info.mask != nil {
 		return u.g.maskResponse(resp, info)
 	}
