@@ -143,6 +143,11 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 		out.Header["X-Forwarded-Proto"] = []string{"http"}
 	}
 	out.Header.Set("X-Request-Id", info.id)
+	// A client's request trailers arrive after the body, when every check has run: a
+	// chunked request could carry Authorization, X-Forwarded-For or a tenant header the
+	// rules never saw (issue 11). None is forwarded, nor the Trailer header naming them.
+	out.Trailer = nil
+	delete(out.Header, "Trailer")
 	if u.credHeader != "" {
 		out.Header[u.credHeader] = []string{u.credValue}
 	}
