@@ -2,8 +2,13 @@ package proxy_test
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"path"
 	"strings"
 	"testing"
+
+	"github.com/keyholehq/keyhole/recorder"
 )
 
 // TestRequestTrailersDropped checks that a client's request trailers never reach an
@@ -60,5 +65,75 @@ func TestRequestTrailersDropped(t *testing.T) {
 				t.Errorf("upstream body %d bytes, want %d", len(got.Body), len(body))
 			}
 		})
+	}
+}
+
+// TestMaskedRoutesSendNoTrailers checks that a masked route's client gets no response
+// trailers, in no framing, neither announced nor sent, and that the record holds none:
+// trailers are headers the masker never sees, and Go's transport fills resp.Trailer only
+// once the body is read, after ModifyResponse ran (issue 11, item 5).
+func TestMaskedRoutesSendNoTrailers(t *testing.T) {
+	h := newRecordingHarness(t, recorder.Strict)
+	h.load(t, maskConfig)
+	const bearer = "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2lnbmF0dXJl"
+	h.crm.Respond = func(w http.ResponseWriter, r *http.Request) {
+		hdr := w.Header()
+		hdr.Set("Trailer", "X-Ssn, X-Token")
+		switch path.Base(r.URL.Path) {
+		case "json":
+			hdr.Set("Content-Type", "application/json")
+			io.WriteString(w, customerJSON)
+		case "ndjson":
+			hdr.Set("Content-Type", "application/x-ndjson")
+			io.WriteString(w, customerJSON+"\n")
+		case "sse":
+			hdr.Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: "+customerJSON+"\n\n")
+		case "plain":
+			hdr.Set("Content-Type", "text/plain")
+			io.WriteString(w, "plain words")
+		}
+		http.NewResponseController(w).Flush() // chunked, so trailers can follow
+		hdr.Set("X-Ssn", plantedSSN)
+		hdr.Set("X-Token", bearer)
+	}
+	tok := h.token(t, map[string]any{"sub": "agent", "scp": []string{"crm.read"}})
+	var ids []string
+	for _, p := range []string{"/masked/json", "/masked/ndjson", "/masked/sse", "/pass/plain"} {
+		t.Run(p, func(t *testing.T) {
+			resp, body := h.do(t, "GET", p, tok, "", nil)
+			if resp.StatusCode != 200 {
+				t.Fatalf("GET %s = %d %s, want 200", p, resp.StatusCode, body)
+			}
+			if len(resp.Trailer) != 0 {
+				t.Errorf("GET %s: client got trailers %v, want none", p, resp.Trailer)
+			}
+			if v := resp.Header.Values("Trailer"); len(v) != 0 {
+				t.Errorf("GET %s: client got Trailer %q, want none", p, v)
+			}
+			var all strings.Builder
+			resp.Header.Write(&all)
+			all.Write(body)
+			for _, planted := range []string{plantedSSN, bearer} {
+				if strings.Contains(all.String(), planted) {
+					t.Errorf("GET %s: client saw %q:\n%s", p, planted, all.String())
+				}
+			}
+			ids = append(ids, resp.Header.Get("X-Request-Id"))
+		})
+	}
+	h.flush(t)
+	for _, id := range ids {
+		x := h.exchange(t, id)
+		var all strings.Builder
+		x.Response.Header.Write(&all)
+		for _, k := range []string{"Trailer", "X-Ssn", "X-Token", http.TrailerPrefix + "X-Ssn"} {
+			if v := x.Response.Header.Values(k); len(v) != 0 {
+				t.Errorf("record %s: response header %s = %q, want none", x.Request.Path, k, v)
+			}
+		}
+		if strings.Contains(all.String(), plantedSSN) || strings.Contains(all.String(), "eyJ") {
+			t.Errorf("record %s holds a trailer: %s", x.Request.Path, all.String())
+		}
 	}
 }

@@ -162,7 +162,13 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 	resp.Header.Del("X-Request-Id")
 	info.respHeader.Set("X-Request-Id", info.id)
 	if info.mask != nil {
-		return u.g.maskResponse(resp, info)
+		if err := u.g.maskResponse(resp, info); err != nil {
+			return err
+		}
+		// Masking may have read the whole body, and with it the trailers: ReverseProxy
+		// announces those it finds now, and sends those it finds at the end.
+		resp.Trailer = nil
+		resp.Body = &trailerless{ReadCloser: resp.Body, resp: resp}
 	}
 	return nil
 }
