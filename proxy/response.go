@@ -3,6 +3,8 @@ package proxy
 import (
 	"io"
 	"net/http"
+
+	"github.com/keyholehq/keyhole/scrub"
 )
 
 // trailerless is the body of a masked response. The transport fills resp.Trailer when
@@ -20,4 +22,115 @@ func (t *trailerless) Read(p []byte) (int, error) {
 		t.resp.Trailer = nil
 	}
 	return n, err
+}
+
+// scrubHeader replaces every upstream credential in h's values and reports whether it
+// found one.
+func scrubHeader(s *scrub.Scrubber, h http.Header) bool {
+	if s.Empty() {
+		return false
+	}
+	found := false
+	for _, vs := range h {
+		for i, v := range vs {
+			if sv := s.String(v); sv != v {
+				vs[i], found = sv, true
+			}
+		}
+	}
+	return found
+}
+
+// scrubResponse removes every upstream credential from resp's headers and body, as they
+// go to the client: the README promises that the backend's key never reaches the agent,
+// and a backend that echoes its request (a debug endpoint, an error page quoting the
+// request) would hand it over (issue 11). The body is scrubbed as it streams; a body in
+// a content coding the gateway cannot decode is refused, since it cannot be checked. The
+// trailers, filled at the body's end, are scrubbed then.
+func (g *Gateway) scrubResponse(resp *http.Response, info *reqInfo) error {
+	s := info.state.scrub
+	body := resp.Body
+	noBody := resp.Request.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified
+	if resp.Header.Get("Content-Encoding") != "" && info.mask == nil && !noBody {
+		// Masking has decoded the body already; here only a coding the upstream sent
+		// unasked (the gateway does not forward Accept-Encoding) is left to decode.
+		dec, err := decodedBody(resp)
+		if err != nil {
+			return &refusal{status: http.StatusBadGateway, code: "upstream_error", decision: labelError, cause: err,
+				msg: "the upstream's response is in a content coding the gateway cannot check for credentials"}
+		}
+		resp.Header.Del("Content-Encoding")
+		resp.Header.Del("Content-Length")
+		resp.ContentLength = -1
+		body = readCloser{Reader: dec, Closer: resp.Body}
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// The upgraded stream must stay writable; its headers are scrubbed, its frames are not.
+		if scrubHeader(s, resp.Header) {
+			g.credentialEcho(info)
+		}
+		return nil
+	}
+	sb := &scrubbedBody{r: scrub.NewReader(body, s), c: body, resp: resp, s: s, g: g, info: info}
+	sb.found = scrubHeader(s, resp.Header)
+	resp.Body = sb
+	return nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// scrubbedBody is a response body with every upstream credential replaced. It counts and
+// logs a response that held one once, at its end.
+type scrubbedBody struct {
+	r     *scrub.Reader
+	c     io.Closer
+	resp  *http.Response
+	s     *scrub.Scrubber
+	g     *Gateway
+	info  *reqInfo
+	found bool
+	done  bool
+}
+
+func (b *scrubbedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil {
+		b.end()
+	}
+	return n, err
+}
+
+func (b *scrubbedBody) Close() error {
+	b.end()
+	return b.c.Close()
+}
+
+func (b *scrubbedBody) end() {
+	if b.done {
+		return
+	}
+	b.done = true
+	if scrubHeader(b.s, b.resp.Trailer) || b.r.Found() {
+		b.found = true
+	}
+	if b.found {
+		b.g.credentialEcho(b.info)
+	}
+}
+
+// credentialEcho counts a response from which a credential was removed and logs the
+// first of each route.
+func (g *Gateway) credentialEcho(info *reqInfo) {
+	route := ""
+	if info.route != nil {
+		route = info.route.Name
+	}
+	g.metrics.CredentialEcho.WithLabelValues(route).Inc()
+	if _, seen := g.echoWarned.LoadOrStore(route, struct{}{}); !seen {
+		g.log.Warn("an upstream sent back its credential; it was removed from the response (logged once per route)",
+			"route", route, "request_id", info.id)
+	}
 }

@@ -148,6 +148,11 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 	// rules never saw (issue 11). None is forwarded, nor the Trailer header naming them.
 	out.Trailer = nil
 	delete(out.Header, "Trailer")
+	if !info.state.scrub.Empty() {
+		// The response must come back readable, so that it can be checked for an
+		// echoed credential.
+		delete(out.Header, "Accept-Encoding")
+	}
 	if u.credHeader != "" {
 		out.Header[u.credHeader] = []string{u.credValue}
 	}
@@ -169,6 +174,9 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 		// announces those it finds now, and sends those it finds at the end.
 		resp.Trailer = nil
 		resp.Body = &trailerless{ReadCloser: resp.Body, resp: resp}
+	}
+	if !info.state.scrub.Empty() {
+		return u.g.scrubResponse(resp, info)
 	}
 	return nil
 }
