@@ -137,3 +137,24 @@ func TestMaskedRoutesSendNoTrailers(t *testing.T) {
 		}
 	}
 }
+
+// TestMaskedEventFields checks that the id and event fields of a masked route's SSE
+// events are masked like data (field rules on JSON, detectors on text), and that a retry
+// that is not a delay is dropped (issue 11, item 8).
+func TestMaskedEventFields(t *testing.T) {
+	h := newMaskHarness(t)
+	tok := h.token(t, map[string]any{"sub": "agent", "scp": []string{"crm.read"}})
+	h.crm.Respond = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "id: {\"ssn\":\"123456789\"}\nevent: %s\nretry: %s\ndata: {}\n\n", plantedSSN, plantedSSN)
+		fmt.Fprintf(w, "id: 42\nevent: customer\nretry: 3000\ndata: {}\n\n")
+	}
+	resp, body := h.do(t, "GET", "/masked/sse", tok, "", nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET = %d %s", resp.StatusCode, body)
+	}
+	want := "id: {\"ssn\":\"[REDACTED]\"}\nevent: [US_SSN]\ndata: {}\n\nid: 42\nevent: customer\nretry: 3000\ndata: {}\n\n"
+	if string(body) != want {
+		t.Errorf("stream = %q, want %q", body, want)
+	}
+}
