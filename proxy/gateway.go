@@ -47,6 +47,8 @@ type State struct {
 	maxPending int
 	// scrub removes every upstream's credential from responses; empty when none has one.
 	scrub *scrub.Scrubber
+	// maskHeaders holds each route's mask_headers, canonical, by route name.
+	maskHeaders map[string][]string
 }
 
 // Gateway is the data-plane http.Handler. It is safe for concurrent use; Swap may be
@@ -118,8 +120,12 @@ func (g *Gateway) NewState(cfg *config.Config, table *rules.Table, v Verifier, p
 		}
 	}
 	s.scrub = scrub.New(creds, scrub.SameLength)
+	s.maskHeaders = map[string][]string{}
 	for _, r := range cfg.Routes {
 		g.metrics.CredentialEcho.WithLabelValues(r.Name)
+		for _, k := range r.MaskHeaders {
+			s.maskHeaders[r.Name] = append(s.maskHeaders[r.Name], http.CanonicalHeaderKey(k))
+		}
 		if len(r.Mask) == 0 && len(r.Detect) == 0 {
 			continue
 		}

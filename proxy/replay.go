@@ -233,6 +233,7 @@ func replayHeader(judged http.Header, decoded, masked bool) http.Header {
 // masked by the data plane's masking when the route masks, at most the body limit kept.
 func (g *Gateway) replayResponse(resp *http.Response, info *reqInfo) (*recorder.Response, error) {
 	defer resp.Body.Close()
+	g.maskHeaders(resp.Header, info)
 	if info.mask != nil {
 		if err := g.maskResponse(resp, info); err != nil {
 			return nil, err

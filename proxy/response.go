@@ -3,7 +3,11 @@ package proxy
 import (
 	"io"
 	"net/http"
+	"net/url"
+	"strings"
 
+	"github.com/keyholehq/keyhole/masking"
+	"github.com/keyholehq/keyhole/recorder"
 	"github.com/keyholehq/keyhole/scrub"
 )
 
@@ -133,4 +137,43 @@ func (g *Gateway) credentialEcho(info *reqInfo) {
 		g.log.Warn("an upstream sent back its credential; it was removed from the response (logged once per route)",
 			"route", route, "request_id", info.id)
 	}
+}
+
+// urlHeaders are response headers that carry URLs, and with them query strings a backend
+// may put personal data in (a redirect to /next?email=...).
+var urlHeaders = []string{"Location", "Content-Location", "Link", "Refresh"}
+
+// maskHeaders redacts the route's mask_headers in h and, on a route with detectors, runs
+// them over the URL-bearing headers: the masker sees only the body, and a Set-Cookie or a
+// Location with a query is as readable to the agent.
+func (g *Gateway) maskHeaders(h http.Header, info *reqInfo) {
+	for _, k := range info.state.maskHeaders[info.route.Name] {
+		if vs := h[k]; len(vs) > 0 {
+			h[k] = []string{recorder.Redacted}
+		}
+	}
+	if info.mask == nil {
+		return
+	}
+	for _, k := range urlHeaders {
+		for i, v := range h[k] {
+			h[k][i] = g.maskURLText(info, v)
+		}
+	}
+}
+
+// maskURLText returns v with the detectors' findings replaced. A value whose findings
+// show only once percent-decoded (ada%40example.com) is redacted whole: replacing inside
+// the escapes would need a URL rewriter for every header's syntax.
+func (g *Gateway) maskURLText(info *reqInfo, v string) string {
+	m := info.mask.masker
+	out, n := m.Text(nil, []byte(v))
+	if dec, err := url.PathUnescape(strings.ReplaceAll(v, "+", " ")); err == nil && dec != v {
+		if _, nd := m.Text(nil, []byte(dec)); nd > n {
+			g.countMasked(info.route.Name, masking.Counts{Detected: nd})
+			return recorder.Redacted
+		}
+	}
+	g.countMasked(info.route.Name, masking.Counts{Detected: n})
+	return string(out)
 }

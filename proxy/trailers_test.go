@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"testing"
@@ -156,5 +157,56 @@ func TestMaskedEventFields(t *testing.T) {
 	want := "id: {\"ssn\":\"[REDACTED]\"}\nevent: [US_SSN]\ndata: {}\n\nid: 42\nevent: customer\nretry: 3000\ndata: {}\n\n"
 	if string(body) != want {
 		t.Errorf("stream = %q, want %q", body, want)
+	}
+}
+
+// TestMaskedResponseHeaders checks mask_headers (values redacted) and that a route's
+// detectors run over the URL-bearing response headers, encoded or not, and that the
+// record holds what the client got.
+func TestMaskedResponseHeaders(t *testing.T) {
+	h := newRecordingHarness(t, recorder.Strict)
+	h.load(t, strings.Replace(maskConfig, "    detect: [email, credit_card, us_ssn]\n",
+		"    detect: [email, credit_card, us_ssn]\n    mask_headers: [Set-Cookie, x-debug-user]\n", 1))
+	h.crm.Respond = func(w http.ResponseWriter, r *http.Request) {
+		hdr := w.Header()
+		hdr.Set("Content-Type", "application/json")
+		hdr.Add("Set-Cookie", "session=PLANTED-SESSION-1")
+		hdr.Add("Set-Cookie", "other=PLANTED-SESSION-2")
+		hdr.Set("X-Debug-User", plantedEmail)
+		hdr.Set("Location", "/next?ssn="+plantedSSN)
+		hdr.Set("Content-Location", "/c/"+plantedCard)
+		hdr.Set("Link", "</who?e="+url.QueryEscape(plantedEmail)+">; rel=next")
+		hdr.Set("Refresh", "0; url=/x?e="+plantedEmail)
+		w.WriteHeader(http.StatusFound)
+		io.WriteString(w, `{}`)
+	}
+	tok := h.token(t, map[string]any{"sub": "agent", "scp": []string{"crm.read"}})
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest("GET", h.srv.URL+"/masked/json", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Values("Set-Cookie"); len(got) != 1 || got[0] != recorder.Redacted {
+		t.Errorf("Set-Cookie = %q, want [%s]", got, recorder.Redacted)
+	}
+	for k, want := range map[string]string{"X-Debug-User": recorder.Redacted, "Location": "/next?ssn=[US_SSN]",
+		"Content-Location": "/c/[CREDIT_CARD]", "Link": recorder.Redacted, "Refresh": "0; url=/x?e=[EMAIL]"} {
+		if got := resp.Header.Get(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+	h.flush(t)
+	x := h.exchange(t, resp.Header.Get("X-Request-Id"))
+	var all strings.Builder
+	x.Response.Header.Write(&all)
+	for _, p := range []string{plantedSSN, plantedCard, plantedEmail, url.QueryEscape(plantedEmail), "PLANTED-SESSION"} {
+		if strings.Contains(all.String(), p) {
+			t.Errorf("record holds %q:\n%s", p, all.String())
+		}
 	}
 }

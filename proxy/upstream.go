@@ -166,6 +166,7 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 	// Set again: forwarding a 1xx response clears the headers already set.
 	resp.Header.Del("X-Request-Id")
 	info.respHeader.Set("X-Request-Id", info.id)
+	u.g.maskHeaders(resp.Header, info)
 	if info.mask != nil {
 		if err := u.g.maskResponse(resp, info); err != nil {
 			return err
