@@ -246,6 +246,16 @@ var badFiles = []struct {
 		},
 	},
 	{
+		"mask_headers.bad.yaml",
+		[]string{
+			"line 12: guards[0].mask_headers: guards take only name, match and deny",
+			`line 18: routes[0].mask_headers[1]: "bad name" is not a header name`,
+			`line 18: routes[0].mask_headers[2]: "content-length" cannot be masked: the gateway or the client needs it to read the response`,
+			`line 18: routes[0].mask_headers[3]: header "set-cookie" is listed twice`,
+			"line 23: routes[1].mask_headers: mask_headers is empty; leave it out to mask no header",
+		},
+	},
+	{
 		"mask_shape.bad.yaml",
 		[]string{
 			"line 13: routes[0].websocket: a websocket route cannot be masked: its messages are not JSON responses",

@@ -188,7 +188,10 @@ type Route struct {
 	Mask        []MaskRule `yaml:"mask"`
 	Detect      []string   `yaml:"detect"`
 	PassNonJSON bool       `yaml:"pass_non_json"`
-	Approval    *Approval  `yaml:"approval"`
+	// MaskHeaders names response headers (Set-Cookie, X-Debug-User) whose values the
+	// client gets as [REDACTED]; the record holds what the client got.
+	MaskHeaders []string  `yaml:"mask_headers"`
+	Approval    *Approval `yaml:"approval"`
 }
 
 // Match selects requests by method, path pattern and optional conditions.

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"maps"
 	"net"
+	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -488,7 +489,7 @@ func (v *validator) routes() {
 	}
 	for i := range v.cfg.Guards {
 		g, p := &v.cfg.Guards[i], idx("guards", i)
-		for _, k := range []string{"upstream", "rewrite", "allow", "websocket", "mask", "detect", "pass_non_json", "approval"} {
+		for _, k := range []string{"upstream", "rewrite", "allow", "websocket", "mask", "detect", "pass_non_json", "mask_headers", "approval"} {
 			if v.has(p + "." + k) {
 				v.errorf(p+"."+k, "guards take only name, match and deny")
 			}
@@ -656,6 +657,7 @@ func (v *validator) route(p string, r *Route) {
 	if v.set(p+".pass_non_json") && !masks {
 		v.errorf(p+".pass_non_json", "pass_non_json applies only to a route with mask or detect")
 	}
+	v.maskHeaders(p+".mask_headers", r.MaskHeaders)
 	if a := r.Approval; a != nil {
 		ap := p + ".approval"
 		v.allow(ap+".approvers", &a.Approvers, "approvers")
@@ -789,4 +791,37 @@ func (v *validator) approvals(a *Approvals) {
 	if a.MaxPendingPerSubject < 1 {
 		v.errorf("approvals.max_pending_per_subject", "max_pending_per_subject must be at least 1")
 	}
+}
+
+// maskHeaders checks a route's mask_headers: header names, each once, none that frames
+// the response (redacting it would break the response, not hide data).
+func (v *validator) maskHeaders(p string, names []string) {
+	if v.set(p) && len(names) == 0 {
+		v.errorf(p, "mask_headers is empty; leave it out to mask no header")
+	}
+	seen := map[string]bool{}
+	for j, n := range names {
+		np := idx(p, j)
+		k := http.CanonicalHeaderKey(n)
+		switch {
+		case !validHeaderName(n):
+			v.errorf(np, "%s is not a header name", v.show(np, n))
+		case slices.Contains([]string{"Content-Length", "Content-Type", "Content-Encoding", "Transfer-Encoding", "Trailer", "Connection", "X-Request-Id"}, k):
+			v.errorf(np, "%s cannot be masked: the gateway or the client needs it to read the response", v.show(np, n))
+		case seen[k]:
+			v.errorf(np, "header %s is listed twice", v.show(np, n))
+		}
+		seen[k] = true
+	}
+}
+
+// validHeaderName reports whether s is an RFC 9110 field name (a token).
+func validHeaderName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return s != ""
 }

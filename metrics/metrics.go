@@ -33,6 +33,9 @@ type Metrics struct {
 	// MaskFailures counts responses of masked routes refused or aborted because they could
 	// not be masked, by route.
 	MaskFailures *prometheus.CounterVec
+	// CredentialEcho counts responses from which the gateway removed an upstream
+	// credential that the upstream sent back (a debug endpoint echoing its request), by route.
+	CredentialEcho *prometheus.CounterVec
 	// ConfigReloads counts configuration reloads by result (success, error).
 	ConfigReloads *prometheus.CounterVec
 	// ConfigLastReloadSuccess is the Unix time of the last successful load or reload.
@@ -97,6 +100,10 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "keyhole_mask_failures_total",
 			Help: "Responses of masked routes that could not be masked (refused with 502, or aborted mid-stream), by route.",
 		}, []string{"route"}),
+		CredentialEcho: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyhole_credential_echo_total",
+			Help: "Responses from which an upstream credential the upstream echoed was removed, by route.",
+		}, []string{"route"}),
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyhole_config_reloads_total",
 			Help: "Configuration reloads by result.",
@@ -138,7 +145,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{
 		m.Requests, m.RequestDuration, m.InFlight, m.UpstreamDuration, m.UpstreamErrors,
-		m.AuthFailures, m.JWKSRefresh, m.MaskedValues, m.MaskFailures, m.ConfigReloads, m.ConfigLastReloadSuccess,
+		m.AuthFailures, m.JWKSRefresh, m.MaskedValues, m.MaskFailures, m.CredentialEcho, m.ConfigReloads, m.ConfigLastReloadSuccess,
 		m.RecorderQueueDepth, m.RecorderWriteSeconds, m.RecorderErrors, m.RecorderDropped,
 		m.ApprovalsPending, m.ApprovalsTotal, m.ApprovalWaitSeconds,
 		collectors.NewGoCollector(),

@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/keyholehq/keyhole/masking"
 	"github.com/keyholehq/keyhole/metrics"
 	"github.com/keyholehq/keyhole/rules"
+	"github.com/keyholehq/keyhole/scrub"
 )
 
 // Verifier verifies a bearer token and returns its caller. A refusal is an *identity.Error.
@@ -43,6 +45,10 @@ type State struct {
 	maxBody   int64
 	// maxPending is approvals.max_pending_per_subject.
 	maxPending int
+	// scrub removes every upstream's credential from responses; empty when none has one.
+	scrub *scrub.Scrubber
+	// maskHeaders holds each route's mask_headers, canonical, by route name.
+	maskHeaders map[string][]string
 }
 
 // Gateway is the data-plane http.Handler. It is safe for concurrent use; Swap may be
@@ -56,6 +62,9 @@ type Gateway struct {
 	handler  http.Handler
 	rec      Recorder  // nil: exchanges are not recorded
 	ap       Approvals // nil: routes with approval are refused
+	// echoWarned holds the routes whose credential echo has been logged (route name →
+	// struct{}): the warning is logged once per route, the metric counts every response.
+	echoWarned sync.Map
 }
 
 var _ http.Handler = (*Gateway)(nil)
@@ -104,7 +113,19 @@ func (g *Gateway) NewState(cfg *config.Config, table *rules.Table, v Verifier, p
 	if cfg.Masking != nil {
 		hashKey = []byte(cfg.Masking.HashKey.Reveal())
 	}
+	var creds []string
+	for _, c := range cfg.Upstreams {
+		if c.Credential != nil {
+			creds = append(creds, c.Credential.Value.Reveal())
+		}
+	}
+	s.scrub = scrub.New(creds, scrub.SameLength)
+	s.maskHeaders = map[string][]string{}
 	for _, r := range cfg.Routes {
+		g.metrics.CredentialEcho.WithLabelValues(r.Name)
+		for _, k := range r.MaskHeaders {
+			s.maskHeaders[r.Name] = append(s.maskHeaders[r.Name], http.CanonicalHeaderKey(k))
+		}
 		if len(r.Mask) == 0 && len(r.Detect) == 0 {
 			continue
 		}
@@ -211,6 +232,9 @@ func (g *Gateway) begin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info := &reqInfo{id: ulid.Make().String(), start: time.Now(), state: g.state.Load()}
 		sw := &statusWriter{ResponseWriter: w}
+		if info.state != nil {
+			sw.scrub = info.state.scrub
+		}
 		if g.rec != nil {
 			info.rec.header = r.Header.Clone()
 			sw.capture = g.rec.BodyLimit()
@@ -609,6 +633,9 @@ type statusWriter struct {
 	bytes   int64
 	wrote   bool
 	drop1xx bool // masked routes: 1xx responses (103 Early Hints) carry unmasked upstream headers
+	// scrub removes credentials from 1xx headers, which ReverseProxy writes without
+	// ModifyResponse.
+	scrub *scrub.Scrubber
 	// capture is how many bytes of the body to keep in captured, for the record.
 	capture  int64
 	captured []byte
@@ -617,6 +644,9 @@ type statusWriter struct {
 func (w *statusWriter) WriteHeader(code int) {
 	if w.drop1xx && code < 200 && code != http.StatusSwitchingProtocols {
 		return
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		scrubHeader(w.scrub, w.Header())
 	}
 	if !w.wrote && code >= 200 {
 		w.status, w.wrote = code, true

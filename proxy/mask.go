@@ -315,8 +315,18 @@ func (s *streamMasker) nextEvent() error {
 					data = append(data, '\n')
 				}
 				data, hasData = append(data, value...), true
-			case "event", "id", "retry":
-				fields = append(append(fields, body...), '\n')
+			case "event", "id":
+				v, ferr := s.g.maskField(s.info, value)
+				if ferr != nil {
+					return ferr
+				}
+				fields = append(append(append(append(fields, name...), ": "...), v...), '\n')
+			case "retry":
+				// Clients ignore a retry that is not all digits; one that is not cannot
+				// carry anything but a delay.
+				if allDigits(value) {
+					fields = append(append(fields, body...), '\n')
+				}
 			case "":
 				// A comment: keep it as a keep-alive, without its text.
 				fields = append(fields, ":\n"...)
@@ -356,4 +366,34 @@ func trimEOL(line []byte) (body, eol []byte) {
 		return line[:len(line)-1], line[len(line)-1:]
 	}
 	return line, nil
+}
+
+// maskField masks the value of an SSE id or event field, which clients hand to the
+// application as it is (issue 11: `id: {"ssn":"..."}`, `event: 123-45-6789`): a value
+// that is JSON is masked as a document, any other value has the detectors run over it.
+// Ids are scanned rather than replaced with opaque ones: a resuming client sends the id
+// back in Last-Event-ID, and opaque ids would need a mapping the gateway keeps across
+// reconnections and replicas; event names are the client's dispatch keys and cannot be
+// opaque at all.
+func (g *Gateway) maskField(info *reqInfo, value []byte) ([]byte, error) {
+	out, n, err := info.mask.masker.Apply(nil, value)
+	if err == nil {
+		g.countMasked(info.route.Name, n)
+		return out, nil
+	}
+	if !errors.Is(err, masking.ErrNotJSON) {
+		return nil, &maskError{msg: "an event field looks like JSON but is not valid"}
+	}
+	out, found := info.mask.masker.Text(nil, value)
+	g.countMasked(info.route.Name, masking.Counts{Detected: found})
+	return out, nil
+}
+
+func allDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return len(b) > 0
 }
