@@ -50,7 +50,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 		}
 		hold := 0
 		if err == nil {
-			hold = r.s.partial(data)
+			hold = len(data) - r.s.cut(data)
 		}
 		// A fresh slice: r.out may share data's backing array, and with it the old one's.
 		r.pending = nil

@@ -5,6 +5,7 @@
 package scrub
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -121,6 +122,29 @@ func (s *Scrubber) Bytes(p []byte) []byte {
 		return p
 	}
 	return []byte(out)
+}
+
+// cut returns how many bytes of data can be scrubbed and passed on before the rest is
+// known: none of the bytes after the cut may begin a form that later bytes complete, and
+// no form found in data spans the cut. Holding back only the bytes that may begin a form
+// is not enough: "…ZQ" may end one form while "Qm" begins another, and a cut between Z and
+// Q would pass the first form on in two halves, neither of them a form (FuzzScrubber found
+// it). Moving the cut back to the start of a spanning form keeps the hold under twice the
+// longest form.
+func (s *Scrubber) cut(data []byte) int {
+	c := len(data) - s.partial(data)
+	for moved := true; moved; {
+		moved = false
+		for _, f := range s.forms {
+			for i := max(0, c-len(f)+1); i < c; i++ {
+				if bytes.HasPrefix(data[i:], []byte(f)) {
+					c, moved = i, true
+					break
+				}
+			}
+		}
+	}
+	return c
 }
 
 // partial returns the length of the longest suffix of p that is a proper prefix of a
