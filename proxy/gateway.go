@@ -105,6 +105,9 @@ func (g *Gateway) NewState(cfg *config.Config, table *rules.Table, v Verifier, p
 		hashKey = []byte(cfg.Masking.HashKey.Reveal())
 	}
 	for _, r := range cfg.Routes {
+		if r.MCP != nil {
+			return nil, fmt.Errorf("route %q: mcp routes are not served by this build yet", r.Name)
+		}
 		if len(r.Mask) == 0 && len(r.Detect) == 0 {
 			continue
 		}
