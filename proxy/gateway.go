@@ -43,6 +43,8 @@ type State struct {
 	maxBody   int64
 	// maxPending is approvals.max_pending_per_subject.
 	maxPending int
+	mcp        map[string]*mcpRoute // by route name; only mcp routes
+	maxMCPList int64                // limits.max_response_body_masked: list answers are buffered to filter
 }
 
 // Gateway is the data-plane http.Handler. It is safe for concurrent use; Swap may be
@@ -104,9 +106,14 @@ func (g *Gateway) NewState(cfg *config.Config, table *rules.Table, v Verifier, p
 	if cfg.Masking != nil {
 		hashKey = []byte(cfg.Masking.HashKey.Reveal())
 	}
-	for _, r := range cfg.Routes {
+	s.mcp, s.maxMCPList = map[string]*mcpRoute{}, int64(cfg.Limits.MaxResponseBodyMasked)
+	for i, r := range cfg.Routes {
 		if r.MCP != nil {
-			return nil, fmt.Errorf("route %q: mcp routes are not served by this build yet", r.Name)
+			mr, err := newMCPRoute(cfg, i)
+			if err != nil {
+				return nil, err
+			}
+			s.mcp[r.Name] = mr
 		}
 		if len(r.Mask) == 0 && len(r.Detect) == 0 {
 			continue
@@ -186,6 +193,7 @@ type reqInfo struct {
 	// clientReason is the client's X-Keyhole-Reason, read before client X-Keyhole-
 	// headers are removed, for approvers.
 	clientReason string
+	mcp          *mcpState // set on mcp routes
 }
 
 type infoKey struct{}
@@ -229,6 +237,7 @@ func (g *Gateway) begin(next http.Handler) http.Handler {
 				if info.refusal == nil {
 					info.status = 499 // the client went away mid-response
 				}
+				mcpClientClosed(r, info)
 			}
 			g.finish(r, sw, info)
 			g.metrics.InFlight.Dec()
@@ -428,13 +437,14 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 				return
 			}
 		}
-		if mcp {
+		d := st.table.Decide(&req, info.principal)
+		mr := st.mcpRoute(d)
+		if mcp && mr == nil {
 			if rf := checkMCPHeaders(r.Header, req.Body); rf != nil {
 				g.refuse(w, info, rf)
 				return
 			}
 		}
-		d := st.table.Decide(&req, info.principal)
 		info.route, info.reason = d.Route, d.Reason
 		if rf := refusalFor(d); rf != nil {
 			info.rec.body = req.Body
@@ -473,6 +483,16 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 		}
 		if d.Route.Approval == nil {
 			info.decision = labelAllowed
+		}
+		if mr != nil {
+			var lf *listFilter
+			var ok bool
+			if w, lf, ok = g.judgeMCP(w, r, info, mr, &req); !ok {
+				return
+			}
+			if lf != nil {
+				defer g.finishList(lf, info)
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -578,6 +598,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		// The client went away; nobody is left to answer.
 		info.decision, info.status = labelError, 499
 		info.refusal = &refusal{code: "client_closed", msg: "client closed the request", cause: err}
+		mcpClientClosed(r, info)
 		return
 	}
 	rf := statusFor(err)
