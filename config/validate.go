@@ -489,7 +489,7 @@ func (v *validator) routes() {
 	}
 	for i := range v.cfg.Guards {
 		g, p := &v.cfg.Guards[i], idx("guards", i)
-		for _, k := range []string{"upstream", "rewrite", "allow", "websocket", "mask", "detect", "pass_non_json", "mask_headers", "approval"} {
+		for _, k := range []string{"upstream", "rewrite", "allow", "websocket", "mask", "detect", "pass_non_json", "mask_headers", "approval", "mcp"} {
 			if v.has(p + "." + k) {
 				v.errorf(p+"."+k, "guards take only name, match and deny")
 			}
@@ -505,6 +505,9 @@ func (v *validator) routes() {
 		name(p, r.Name)
 		v.match(p+".match", &r.Match)
 		v.route(p, r)
+		if r.MCP != nil {
+			v.mcp(p, r)
+		}
 	}
 }
 
@@ -589,7 +592,7 @@ func (v *validator) route(p string, r *Route) {
 		if r.Deny == "" {
 			v.errorf(p+".deny", "deny needs a message: the reason a matching request is refused with")
 		}
-		for _, k := range []string{"allow", "approval", "upstream", "rewrite", "websocket", "mask", "detect"} {
+		for _, k := range []string{"allow", "approval", "upstream", "rewrite", "websocket", "mask", "detect", "mcp"} {
 			if v.set(p + "." + k) {
 				v.errorf(p+"."+k, "a route with deny never forwards a request, so it must not set %s", k)
 			}

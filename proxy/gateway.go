@@ -49,6 +49,8 @@ type State struct {
 	scrub *scrub.Scrubber
 	// maskHeaders holds each route's mask_headers, canonical, by route name.
 	maskHeaders map[string][]string
+	mcp         map[string]*mcpRoute // by route name; only mcp routes
+	maxMCPList  int64                // limits.max_response_body_masked: list answers are buffered to filter
 }
 
 // Gateway is the data-plane http.Handler. It is safe for concurrent use; Swap may be
@@ -121,7 +123,15 @@ func (g *Gateway) NewState(cfg *config.Config, table *rules.Table, v Verifier, p
 	}
 	s.scrub = scrub.New(creds, scrub.SameLength)
 	s.maskHeaders = map[string][]string{}
-	for _, r := range cfg.Routes {
+	s.mcp, s.maxMCPList = map[string]*mcpRoute{}, int64(cfg.Limits.MaxResponseBodyMasked)
+	for i, r := range cfg.Routes {
+		if r.MCP != nil {
+			mr, err := newMCPRoute(cfg, i)
+			if err != nil {
+				return nil, err
+			}
+			s.mcp[r.Name] = mr
+		}
 		g.metrics.CredentialEcho.WithLabelValues(r.Name)
 		for _, k := range r.MaskHeaders {
 			s.maskHeaders[r.Name] = append(s.maskHeaders[r.Name], http.CanonicalHeaderKey(k))
@@ -210,6 +220,7 @@ type reqInfo struct {
 	// clientReason is the client's X-Keyhole-Reason, read before client X-Keyhole-
 	// headers are removed, for approvers.
 	clientReason string
+	mcp          *mcpState // set on mcp routes
 }
 
 type infoKey struct{}
@@ -262,6 +273,7 @@ func (g *Gateway) begin(next http.Handler) http.Handler {
 					info.status = 499
 					info.refusal = clientClosed(nil)
 				}
+				mcpClientClosed(r, info)
 			}
 			g.finish(r, sw, info)
 			g.metrics.InFlight.Dec()
@@ -461,13 +473,14 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 				return
 			}
 		}
-		if mcp {
+		d := st.table.Decide(&req, info.principal)
+		mr := st.mcpRoute(d)
+		if mcp && mr == nil {
 			if rf := checkMCPHeaders(r.Header, req.Body); rf != nil {
 				g.refuse(w, info, rf)
 				return
 			}
 		}
-		d := st.table.Decide(&req, info.principal)
 		info.route, info.reason = d.Route, d.Reason
 		if rf := refusalFor(d); rf != nil {
 			info.rec.body = req.Body
@@ -506,6 +519,16 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 		}
 		if d.Route.Approval == nil {
 			info.decision = labelAllowed
+		}
+		if mr != nil {
+			var lf *listFilter
+			var ok bool
+			if w, lf, ok = g.judgeMCP(w, r, info, mr, &req); !ok {
+				return
+			}
+			if lf != nil {
+				defer g.finishList(lf, info)
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -616,6 +639,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		// The client went away; nobody is left to answer.
 		info.decision, info.status = labelError, 499
 		info.refusal = clientClosed(err)
+		mcpClientClosed(r, info)
 		return
 	}
 	rf := statusFor(err)
