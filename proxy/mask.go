@@ -67,12 +67,12 @@ func CheckMasks(cfg *config.Config) error {
 	return errors.Join(errs...)
 }
 
-// maskResponse replaces resp's body with its masked form, or returns a *maskError. It runs
+// maskResponse replaces resp's body with its masked form, or returns a *maskError (or the
+// 503 overloaded refusal, beyond limits.max_masked_bytes_held). It runs
 // in ModifyResponse, before any header reaches the client, so a refusal is still possible;
 // streamed framings (NDJSON, SSE) are masked as they arrive, one line or event at a time,
 // and a failure mid-stream aborts the response rather than pass an unmasked event.
 func (g *Gateway) maskResponse(resp *http.Response, info *reqInfo) error {
-	rm := info.mask
 	h := resp.Header
 	for _, k := range maskResponseHeaders {
 		delete(h, k)
@@ -97,21 +97,19 @@ func (g *Gateway) maskResponse(resp *http.Response, info *reqInfo) error {
 	default:
 		// application/json, any +json, and every other type: a body that is JSON is masked
 		// whatever it claims to be (text/plain carrying JSON leaks as well as JSON does).
-		raw, err := io.ReadAll(io.LimitReader(body, rm.limit+1))
+		// Held whole, as received and as masked, within limits.max_masked_bytes_held.
+		raw, held, err := g.readMasked(info, body)
 		if err != nil {
-			return &maskError{msg: "response body could not be read"}
+			return err
 		}
-		if int64(len(raw)) > rm.limit {
-			return &maskError{msg: "response body is larger than the gateway masks"}
-		}
-		out, err := g.maskDocument(info, raw)
+		out, n, err := g.maskHeld(info, raw, held)
 		if err != nil {
 			return err
 		}
 		resp.Body.Close()
-		resp.Body = io.NopCloser(bytes.NewReader(out))
-		resp.ContentLength = int64(len(out))
-		h.Set("Content-Length", strconv.Itoa(len(out)))
+		resp.Body = out
+		resp.ContentLength = int64(n)
+		h.Set("Content-Length", strconv.Itoa(n))
 		return nil
 	}
 	resp.ContentLength = -1

@@ -103,27 +103,26 @@ func (b *Body) Read(p []byte) (int, error) {
 // Close closes the wrapped body.
 func (b *Body) Close() error { return b.rc.Close() }
 
-// Done reports whether the whole body has been read.
-func (b *Body) Done() bool { return b.done.Load() }
+// Done reports whether the whole body has been read. A nil Body (no body) is done.
+func (b *Body) Done() bool { return b == nil || b.done.Load() }
 
-// Err returns the first error reading the body met, other than its end, or nil.
+// Err returns the first error reading the body met, other than its end, or nil. A nil
+// Body has none.
 func (b *Body) Err() error {
+	if b == nil {
+		return nil
+	}
 	if e := b.err.Load(); e != nil {
 		return *e
 	}
 	return nil
 }
 
-// TimedOut reports whether a read of the body ran out of time: the client was too slow.
-func (b *Body) TimedOut() bool {
-	var ne interface{ Timeout() bool }
-	return errors.As(b.Err(), &ne) && ne.Timeout()
-}
-
 // Abandon, called before the response header is written, gives up on the rest of the
 // body unless it has all been read: the response says Connection: close, and the read
 // deadline moves to now, so neither the server's drain of the unread body nor any read
-// still waiting for it holds the connection. It is safe to call more than once.
+// still waiting for it holds the connection. It is safe to call more than once, and on a
+// nil Body (no body), where it does nothing.
 func (b *Body) Abandon(h http.Header) {
 	if b == nil || b.done.Load() {
 		return
