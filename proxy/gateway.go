@@ -181,7 +181,7 @@ type reqInfo struct {
 	upstream    *upstream
 	forwardPath string // decoded path after rewrite, appended to the upstream's base path
 	mask        *routeMask
-	respHeader  http.Header // the client response's header map
+	respHeader  http.Header    // the client response's header map
 	body        *deadline.Body // the request body under its read deadlines; nil without a body
 	forwarded   time.Time
 	upstreamDur time.Duration
