@@ -24,6 +24,7 @@ import (
 
 	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/identity"
+	"github.com/keyholehq/keyhole/internal/connlimit"
 	"github.com/keyholehq/keyhole/internal/deadline"
 	"github.com/keyholehq/keyhole/masking"
 	"github.com/keyholehq/keyhole/metrics"
@@ -417,6 +418,8 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 			g.refuse(w, info, rf)
 			return
 		}
+		// The connection no longer counts against limits.max_unauthenticated_conns_per_peer.
+		connlimit.Authenticated(r.Context())
 		next.ServeHTTP(w, r)
 	})
 }
