@@ -42,12 +42,21 @@ func overloaded() *refusal {
 }
 
 // readMasked reads a response body to mask, of at most info.mask.limit bytes, reserving
-// its buffer in the budget as it grows. It returns the body and the bytes reserved, which
-// the caller releases; on an error nothing stays reserved.
-func (g *Gateway) readMasked(info *reqInfo, r io.Reader) ([]byte, int64, error) {
+// its buffer in the budget as it grows. size, when not -1, is the length the upstream
+// announced: the buffer starts at it and need not grow. It returns the body and the bytes
+// reserved, which the caller releases; on an error nothing stays reserved.
+func (g *Gateway) readMasked(info *reqInfo, r io.Reader, size int64) ([]byte, int64, error) {
 	limit, budget := info.mask.limit, info.state.maxMaskedHeld
 	var buf []byte
 	var held int64
+	if size >= 0 {
+		// One byte more tells a body of exactly size from a longer one.
+		first := min(size, limit) + 1
+		if !g.holdMasked(first, budget) {
+			return nil, 0, overloaded()
+		}
+		buf, held = make([]byte, 0, first), first
+	}
 	fail := func(err error) ([]byte, int64, error) {
 		g.adjustMasked(-held)
 		return nil, 0, err

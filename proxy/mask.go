@@ -98,7 +98,7 @@ func (g *Gateway) maskResponse(resp *http.Response, info *reqInfo) error {
 		// application/json, any +json, and every other type: a body that is JSON is masked
 		// whatever it claims to be (text/plain carrying JSON leaks as well as JSON does).
 		// Held whole, as received and as masked, within limits.max_masked_bytes_held.
-		raw, held, err := g.readMasked(info, body)
+		raw, held, err := g.readMasked(info, body, resp.ContentLength)
 		if err != nil {
 			return err
 		}
