@@ -106,7 +106,7 @@ func TestFaultStalledBodies(t *testing.T) {
 	p, tok := startDoS(t, 150, nil)
 	base := p.Usage()
 	heads := map[string]int{
-		"POST /upload HTTP/1.1":                                401,
+		"POST /upload HTTP/1.1":                                  401,
 		"POST /guarded HTTP/1.1\r\nAuthorization: Bearer " + tok: 408,
 		"POST /upload HTTP/1.1\r\nAuthorization: Bearer " + tok:  408,
 	}

@@ -122,23 +122,23 @@ type listenOverrides struct{ data, admin string }
 // gateway is one running Keyhole process: its listeners, the data plane, the admin plane,
 // the verifier and the reload machinery. Reloads are serialised by mu.
 type gateway struct {
-	src      source
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	metrics  *metrics.Metrics
-	proxy    *proxy.Gateway
-	dev      *identity.DevIssuer
-	ctx      context.Context // the process context, for the verifier's background work
-	dataLn   net.Listener
-	adminLn  net.Listener
+	src     source
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *metrics.Metrics
+	proxy   *proxy.Gateway
+	dev     *identity.DevIssuer
+	ctx     context.Context // the process context, for the verifier's background work
+	dataLn  net.Listener
+	adminLn net.Listener
 	// connLimit is dataLn's limit of unauthenticated connections per peer.
 	connLimit *connlimit.Listener
-	verifier atomic.Pointer[identity.Verifier]
-	store    store
-	rec      *recorder.Recorder
-	ap       *approvals.Service
-	notifier *approvals.Notifier
-	table    atomic.Pointer[rules.Table] // the running route table, for admin roles
+	verifier  atomic.Pointer[identity.Verifier]
+	store     store
+	rec       *recorder.Recorder
+	ap        *approvals.Service
+	notifier  *approvals.Notifier
+	table     atomic.Pointer[rules.Table] // the running route table, for admin roles
 
 	mu          sync.Mutex
 	cfg         *config.Config
