@@ -328,3 +328,27 @@ func TestIsRequester(t *testing.T) {
 		}
 	}
 }
+
+// TestShownBody: approvers read what a backend decodes. A UTF-16 body shows as text
+// with its encoding named, not as bytes a page would cut at the first NUL.
+func TestShownBody(t *testing.T) {
+	utf16le := []byte{0xff, 0xfe}
+	for _, r := range `{"q":"DROP TABLE users"}` {
+		utf16le = append(utf16le, byte(r), 0)
+	}
+	for _, c := range []struct {
+		name string
+		body []byte
+		want string
+	}{
+		{"UTF-8 JSON, indented", []byte("{\n\t\"a\": 1\n}"), "{\n\t\"a\": 1\n}"},
+		{"UTF-16LE with BOM", utf16le, "[utf-16le body, shown as UTF-8]\n" + `{"q":"DROP TABLE users"}`},
+		{"a NUL inside", []byte("ok\x00hidden"), "ok\uFFFDhidden"},
+		{"invalid UTF-8", []byte("a\xffb"), "a\uFFFDb"},
+		{"an escape sequence", []byte("a\x1b[2Jb"), "a\uFFFD[2Jb"},
+	} {
+		if got := approvals.ShownBody(c.body); got != c.want {
+			t.Errorf("%s: ShownBody = %q, want %q", c.name, got, c.want)
+		}
+	}
+}

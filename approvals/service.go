@@ -13,6 +13,8 @@ import (
 
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keyholehq/keyhole/jsonscan"
 )
 
 // Outcome is what becomes of a request on an approval route.
@@ -190,7 +192,7 @@ func (s *Service) create(ctx context.Context, r Request, binding string) (*Appro
 		}
 	}
 	a := &Approval{ID: ulid.Make().String(), Binding: binding, Route: r.Route, Method: r.Method,
-		Path: redact(r.Path), Query: redact(r.Query), Headers: shown, Body: redact(strings.ToValidUTF8(string(r.Body), "\uFFFD")),
+		Path: redact(r.Path), Query: redact(r.Query), Headers: shown, Body: redact(ShownBody(r.Body)),
 		BodySize: int64(len(r.Body)), BodyHash: BodyHash(r.Body),
 		Requester: r.Requester, Reason: redact(CleanText(r.Reason, maxReason)), ExchangeID: r.ExchangeID,
 		CreatedAt: now, ExpiresAt: now.Add(r.TTL), MinApprovals: max(1, r.MinApprovals), State: Pending}
@@ -452,6 +454,28 @@ func (s *Service) count(route, outcome string) {
 	if c := s.opts.Metrics.Total; c != nil && outcome != "" {
 		c.WithLabelValues(route, outcome).Inc()
 	}
+}
+
+// ShownBody returns body as approvers read it: what a backend decodes, not the bytes. A
+// body in UTF-16 or UTF-32 (by its BOM or its null bytes) is shown transcoded, after a
+// line naming its encoding; invalid UTF-8 and control characters other than tab and line
+// breaks are shown as U+FFFD, so a page cannot cut the body short at a NUL while the
+// backend reads on (issue 11). The approval is still bound to the exact bytes.
+func ShownBody(body []byte) string {
+	text, enc := body, jsonscan.UTF8
+	if u, e, err := jsonscan.ToUTF8(nil, body); err == nil {
+		text, enc = u, e
+	}
+	s := strings.Map(func(r rune) rune {
+		if r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0x7f {
+			return '\uFFFD'
+		}
+		return r
+	}, strings.ToValidUTF8(string(text), "\uFFFD"))
+	if enc != jsonscan.UTF8 {
+		s = "[" + enc.String() + " body, shown as UTF-8]\n" + s
+	}
+	return s
 }
 
 // CleanText returns s as one line a person can read safely: control and format

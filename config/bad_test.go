@@ -47,6 +47,31 @@ var badFiles = []struct {
 		},
 	},
 	{
+		"mcp.bad.yaml",
+		[]string{
+			`line 10: routes[0].match.methods[2]: an mcp route takes only POST, GET and DELETE, not "PUT"`,
+			"line 14: routes[0].mcp.resource: resource (OAuth protected resource metadata, RFC 9728) is not yet supported on mcp routes",
+			"line 17: routes[0].mcp.tools[0].mask: mask on a tool is not yet supported on mcp routes",
+			`line 19: routes[0].mcp.tools[1].when.arguments[""]: empty key (escape a literal dot as \.)`,
+			`line 19: routes[0].mcp.tools[1].when.arguments["a.*"]: glob and gjson syntax (* ? # | @) is not allowed: a path names one value`,
+			"line 20: routes[0].mcp.tools[1].approval: approval on a tool is not yet supported on mcp routes",
+			`line 21: routes[0].mcp.tools[2].name: bad glob "drop_[": syntax error in pattern`,
+			"line 22: routes[0].mcp.tools[3].allow: an entry with deny refuses every caller, so it must not set allow",
+			"line 23: routes[0].mcp.tools[4].allow.groups: groups is empty",
+			`line 23: routes[0].mcp.tools[4].name: name is required: exact, or a glob such as "drop_*"`,
+			`line 24: routes[0].mcp.tools[5]: unknown key "colour"`,
+			"line 25: routes[0].mcp.resources[0].deny: deny needs a message: the reason the model is given",
+			`line 25: routes[0].mcp.resources[0].uri: uri is required: exact, or a glob such as "drop_*"`,
+			"line 26: routes[0].mcp.prompts[0].allow: allow must set at least one of groups, scopes, subjects or claims",
+			`line 27: routes[0].mcp.methods[1]: method "tools/call" is always allowed or decided by tools, resources and prompts; it cannot be listed here`,
+			`line 27: routes[0].mcp.methods[2]: method "notifications/message" is always allowed or decided by tools, resources and prompts; it cannot be listed here`,
+			`line 27: routes[0].mcp.methods[3]: bad glob "logging/[": syntax error in pattern`,
+			"line 31: routes[1].mcp: a route with deny never forwards a request, so it must not set mcp",
+			"line 32: routes[2].upstream: upstream is required: the upstream that allowed requests are forwarded to",
+			"line 35: routes[2].approval: route-level approval (it would bind the JSON-RPC id, so no retry could use it) is not yet supported on mcp routes",
+		},
+	},
+	{
 		"approval.bad.yaml",
 		[]string{
 			"line 21: routes[1].approval.approvers: approvers must set at least one of groups, scopes, subjects or claims",
@@ -252,6 +277,17 @@ var badFiles = []struct {
 		[]string{
 			"line 15: routes[0].mask[0].action: action hash needs masking.hash_key, a per-deployment secret of at least 16 bytes",
 			"line 22: routes[1].mask[0].action: action hash needs masking.hash_key, a per-deployment secret of at least 16 bytes",
+			`line 27: routes[2].mask[0].case_insensitive: want true or false, got "maybe"`,
+		},
+	},
+	{
+		"mask_headers.bad.yaml",
+		[]string{
+			"line 12: guards[0].mask_headers: guards take only name, match and deny",
+			`line 18: routes[0].mask_headers[1]: "bad name" is not a header name`,
+			`line 18: routes[0].mask_headers[2]: "content-length" cannot be masked: the gateway or the client needs it to read the response`,
+			`line 18: routes[0].mask_headers[3]: header "set-cookie" is listed twice`,
+			"line 23: routes[1].mask_headers: mask_headers is empty; leave it out to mask no header",
 		},
 	},
 	{

@@ -194,7 +194,61 @@ type Route struct {
 	Mask        []MaskRule `yaml:"mask"`
 	Detect      []string   `yaml:"detect"`
 	PassNonJSON bool       `yaml:"pass_non_json"`
-	Approval    *Approval  `yaml:"approval"`
+	// MaskHeaders names response headers (Set-Cookie, X-Debug-User) whose values the
+	// client gets as [REDACTED]; the record holds what the client got.
+	MaskHeaders []string  `yaml:"mask_headers"`
+	Approval    *Approval `yaml:"approval"`
+	// MCP makes the route an MCP route: POST bodies are JSON-RPC messages judged per
+	// tool, resource and prompt; see package mcp.
+	MCP *MCP `yaml:"mcp"`
+}
+
+// MCP is the policy of an MCP route. Tools, resources and prompts it does not list are
+// refused and left out of list answers; initialize, ping, notifications and responses to
+// the server's own requests are always allowed for a caller the route allows.
+type MCP struct {
+	// Resource is the route's public URL for OAuth discovery (RFC 9728); not yet supported.
+	Resource  string        `yaml:"resource"`
+	Tools     []MCPTool     `yaml:"tools"`
+	Resources []MCPResource `yaml:"resources"`
+	Prompts   []MCPPrompt   `yaml:"prompts"`
+	// Methods are further protocol methods (completion/complete, logging/setLevel) the
+	// server may be sent; globs allowed.
+	Methods []string `yaml:"methods"`
+}
+
+// MCPTool is one entry of mcp.tools: the first entry whose name (exact or glob) matches
+// and whose when holds decides a tools/call.
+type MCPTool struct {
+	Name string `yaml:"name"`
+	// Allow has the keys of a route's allow; nil means the route's allow.
+	Allow *Allow `yaml:"allow"`
+	// Deny refuses the call with this reason.
+	Deny string   `yaml:"deny"`
+	When *MCPWhen `yaml:"when"`
+	// Mask and Approval are not yet supported on tools; Load refuses them.
+	Mask     []MaskRule `yaml:"mask"`
+	Approval *Approval  `yaml:"approval"`
+}
+
+// MCPWhen is a condition on a tool call.
+type MCPWhen struct {
+	// Arguments maps a dotted path in params.arguments to accepted values, as when.body.
+	Arguments map[string]Scalars `yaml:"arguments"`
+}
+
+// MCPResource is one entry of mcp.resources, matched by URI glob.
+type MCPResource struct {
+	URI   string `yaml:"uri"`
+	Allow *Allow `yaml:"allow"`
+	Deny  string `yaml:"deny"`
+}
+
+// MCPPrompt is one entry of mcp.prompts, matched by name glob.
+type MCPPrompt struct {
+	Name  string `yaml:"name"`
+	Allow *Allow `yaml:"allow"`
+	Deny  string `yaml:"deny"`
 }
 
 // Match selects requests by method, path pattern and optional conditions.
@@ -238,6 +292,9 @@ type MaskRule struct {
 	Field  string `yaml:"field"`
 	Action string `yaml:"action"`
 	With   string `yaml:"with"`
+	// CaseInsensitive matches the keys of Field under Unicode simple case folding (as Go's
+	// encoding/json matches struct fields): field ssn then masks "SSN" and "Ssn" too.
+	CaseInsensitive bool `yaml:"case_insensitive"`
 }
 
 // Approval holds a request for a human decision.

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"maps"
 	"net"
+	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -504,7 +505,7 @@ func (v *validator) routes() {
 	}
 	for i := range v.cfg.Guards {
 		g, p := &v.cfg.Guards[i], idx("guards", i)
-		for _, k := range []string{"upstream", "rewrite", "allow", "websocket", "mask", "detect", "pass_non_json", "approval"} {
+		for _, k := range []string{"upstream", "rewrite", "allow", "websocket", "mask", "detect", "pass_non_json", "mask_headers", "approval", "mcp"} {
 			if v.has(p + "." + k) {
 				v.errorf(p+"."+k, "guards take only name, match and deny")
 			}
@@ -520,6 +521,9 @@ func (v *validator) routes() {
 		name(p, r.Name)
 		v.match(p+".match", &r.Match)
 		v.route(p, r)
+		if r.MCP != nil {
+			v.mcp(p, r)
+		}
 	}
 }
 
@@ -604,7 +608,7 @@ func (v *validator) route(p string, r *Route) {
 		if r.Deny == "" {
 			v.errorf(p+".deny", "deny needs a message: the reason a matching request is refused with")
 		}
-		for _, k := range []string{"allow", "approval", "upstream", "rewrite", "websocket", "mask", "detect"} {
+		for _, k := range []string{"allow", "approval", "upstream", "rewrite", "websocket", "mask", "detect", "mcp"} {
 			if v.set(p + "." + k) {
 				v.errorf(p+"."+k, "a route with deny never forwards a request, so it must not set %s", k)
 			}
@@ -672,6 +676,7 @@ func (v *validator) route(p string, r *Route) {
 	if v.set(p+".pass_non_json") && !masks {
 		v.errorf(p+".pass_non_json", "pass_non_json applies only to a route with mask or detect")
 	}
+	v.maskHeaders(p+".mask_headers", r.MaskHeaders)
 	if a := r.Approval; a != nil {
 		ap := p + ".approval"
 		v.allow(ap+".approvers", &a.Approvers, "approvers")
@@ -828,4 +833,37 @@ func (v *validator) limits(l *Limits) {
 	if v.set("limits.max_unauthenticated_conns_per_peer") && l.MaxUnauthenticatedConnsPerPeer < 1 {
 		v.errorf("limits.max_unauthenticated_conns_per_peer", "max_unauthenticated_conns_per_peer must be at least 1")
 	}
+}
+
+// maskHeaders checks a route's mask_headers: header names, each once, none that frames
+// the response (redacting it would break the response, not hide data).
+func (v *validator) maskHeaders(p string, names []string) {
+	if v.set(p) && len(names) == 0 {
+		v.errorf(p, "mask_headers is empty; leave it out to mask no header")
+	}
+	seen := map[string]bool{}
+	for j, n := range names {
+		np := idx(p, j)
+		k := http.CanonicalHeaderKey(n)
+		switch {
+		case !validHeaderName(n):
+			v.errorf(np, "%s is not a header name", v.show(np, n))
+		case slices.Contains([]string{"Content-Length", "Content-Type", "Content-Encoding", "Transfer-Encoding", "Trailer", "Connection", "X-Request-Id"}, k):
+			v.errorf(np, "%s cannot be masked: the gateway or the client needs it to read the response", v.show(np, n))
+		case seen[k]:
+			v.errorf(np, "header %s is listed twice", v.show(np, n))
+		}
+		seen[k] = true
+	}
+}
+
+// validHeaderName reports whether s is an RFC 9110 field name (a token).
+func validHeaderName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return s != ""
 }

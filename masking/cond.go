@@ -3,6 +3,8 @@ package masking
 import (
 	"bytes"
 	"strconv"
+
+	"github.com/keyholehq/keyhole/jsonscan"
 )
 
 // Conditions of '#(...)#' filters are decided before the walker enters the element, by
@@ -81,7 +83,7 @@ func (w *walker) any(i int, path []comp, q *query) (hit, found bool) {
 			}
 			key := b[i+1 : kend-1]
 			if kesc {
-				w.key = unescapeString(w.key[:0], key)
+				w.key = jsonscan.Unescape(w.key[:0], key)
 				key = w.key
 			}
 			i = skipSpace(b, kend)
@@ -148,7 +150,7 @@ func (w *walker) jvalueAt(i int) jvalue {
 		}
 		s := b[i+1 : end-1]
 		if esc {
-			w.val = unescapeString(w.val[:0], s)
+			w.val = jsonscan.Unescape(w.val[:0], s)
 			s = w.val
 		}
 		return jvalue{typ: jString, exists: true, str: s}
@@ -360,6 +362,11 @@ func load8(b []byte, i int) uint64 {
 	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
 		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
 }
+
+const (
+	lsb = 0x0101010101010101
+	msb = 0x8080808080808080
+)
 
 // quoteOrSlash reports whether one of the eight bytes of x is '"' or '\\'.
 func quoteOrSlash(x uint64) bool {

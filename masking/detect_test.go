@@ -230,3 +230,20 @@ func TestDetectors(t *testing.T) {
 			`{"a":"bob@example.com","b":"bob@example.com"}`, `{"a":"***********.com","b":"[EMAIL]"}`, Counts{Last4: 1, Detected: 1}},
 	}, allDetectors...)
 }
+
+func TestText(t *testing.T) {
+	m, err := New(nil, []string{"us_ssn", "email"}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ in, want string }{
+		{"customer", "customer"},
+		{"123-45-6789", "[US_SSN]"},
+		{"/next?who=ada@example.com&ssn=123-45-6789", "/next?who=[EMAIL]&ssn=[US_SSN]"},
+	} {
+		got, _ := m.Text(nil, []byte(c.in))
+		if string(got) != c.want {
+			t.Errorf("Text(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

@@ -93,6 +93,11 @@ func New(rules []config.MaskRule, detect []string, opts Options) (*Masker, error
 			fail(i, "unsupported gjson path %q: %v", r.Field, err)
 			continue
 		}
+		if r.CaseInsensitive {
+			for j := range comps {
+				comps[j].foldCase()
+			}
+		}
 		cr := rule{comps: comps}
 		switch r.Action {
 		case "redact":

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/keyholehq/keyhole/jsonscan"
 )
 
 // compKind is the kind of one component of a compiled path.
@@ -30,14 +32,40 @@ type comp struct {
 	index int    // compKey: the array index the key names, or -1
 	glob  []gtok // compGlob
 	q     *query // compFilter
+	fold  bool   // compKey, compGlob: keys compare under case folding; lit and glob are folded
+}
+
+// foldCase makes c match keys case-insensitively (a rule's case_insensitive).
+func (c *comp) foldCase() {
+	switch c.kind {
+	case compKey:
+		c.lit, c.fold = jsonscan.AppendFold(nil, c.lit), true
+	case compGlob:
+		for i := range c.glob {
+			c.glob[i].lit = jsonscan.AppendFold(nil, c.glob[i].lit)
+		}
+		c.fold = true
+	case compFilter:
+		// Keys inside a condition fold too: more elements match, so more is masked.
+		for i := range c.q.path {
+			c.q.path[i].foldCase()
+		}
+	}
 }
 
 // matchKey reports whether an object member whose unescaped key is key matches c.
 func (c *comp) matchKey(key []byte) bool {
 	switch c.kind {
 	case compKey:
+		if c.fold {
+			return bytes.EqualFold(key, c.lit)
+		}
 		return bytes.Equal(key, c.lit)
 	case compGlob:
+		if c.fold {
+			var buf [64]byte
+			return globMatch(jsonscan.AppendFold(buf[:0], key), c.glob)
+		}
 		return globMatch(key, c.glob)
 	case compAll:
 		return len(key) == 1 && key[0] == '#'
@@ -263,10 +291,10 @@ func parseQuery(s string) (*query, int, error) {
 		value = trim(value[opsz:])
 		if len(value) >= 2 && value[0] == '"' && value[len(value)-1] == '"' {
 			raw := []byte(value[1 : len(value)-1])
-			if !validEscapes(raw) {
+			if !jsonscan.ValidEscapes(raw) {
 				return nil, 0, errQueryString
 			}
-			q.val = unescapeString(nil, raw)
+			q.val = jsonscan.Unescape(nil, raw)
 		} else {
 			q.val = []byte(value)
 		}

@@ -9,6 +9,8 @@ import (
 	"hash"
 	"slices"
 	"unicode/utf8"
+
+	"github.com/keyholehq/keyhole/jsonscan"
 )
 
 // maxDepth bounds the nesting of arrays and objects Apply accepts. Deeper documents
@@ -206,7 +208,7 @@ func (w *walker) object(i, depth, lo, hi int, scan bool) int {
 	var lens uint64
 	all := false
 	for _, r := range w.act[lo:hi] {
-		if c := &w.m.rules[r].comps[depth]; c.kind == compKey && len(c.lit) > 0 {
+		if c := &w.m.rules[r].comps[depth]; c.kind == compKey && len(c.lit) > 0 && !c.fold {
 			firsts[c.lit[0]>>6] |= 1 << (c.lit[0] & 63)
 			lens |= 1 << (len(c.lit) & 63)
 		} else {
@@ -232,7 +234,7 @@ func (w *walker) object(i, depth, lo, hi int, scan bool) int {
 		if lo < hi {
 			key := b[k+1 : kend-1]
 			if kesc {
-				w.key = unescapeString(w.key[:0], key)
+				w.key = jsonscan.Unescape(w.key[:0], key)
 				key = w.key
 			}
 			if all || len(key) > 0 && firsts[key[0]>>6]&(1<<(key[0]&63)) != 0 && lens&(1<<(len(key)&63)) != 0 {
@@ -338,7 +340,7 @@ func (w *walker) advanceKey(key []byte, depth, lo, hi int) int {
 	for _, r := range w.act[lo:hi] {
 		ru := &rules[r]
 		c := &ru.comps[depth]
-		if c.kind == compKey {
+		if c.kind == compKey && !c.fold {
 			if string(c.lit) != string(key) {
 				continue
 			}
@@ -418,7 +420,7 @@ func (w *walker) stringAt(start, end int) []byte {
 	if bytes.IndexByte(raw, '\\') < 0 {
 		return raw
 	}
-	w.val = unescapeString(w.val[:0], raw)
+	w.val = jsonscan.Unescape(w.val[:0], raw)
 	return w.val
 }
 
@@ -468,7 +470,7 @@ func (w *walker) detectString(start, end int, esc bool) {
 	raw := w.b[start+1 : end-1]
 	text := raw
 	if esc {
-		w.val = unescapeString(w.val[:0], raw)
+		w.val = jsonscan.Unescape(w.val[:0], raw)
 		text = w.val
 	}
 	fs := w.det.find(text, w.m.detect)
@@ -487,112 +489,19 @@ func (w *walker) detectString(start, end int, esc bool) {
 // str validates the JSON string at b[i] == '"' and returns the index after it and
 // whether it holds an escape, or -1.
 func (w *walker) str(i int) (int, bool) {
-	b := w.b
-	esc := false
-	i++
-	for {
-		// Eight plain ASCII bytes at a time: no '"', no '\\', no control, no high bit.
-		for i+8 <= len(b) && !special(load8(b, i)) {
-			i += 8
-		}
-		for i < len(b) && plain[b[i]] {
-			i++
-		}
-		if i >= len(b) {
-			return w.fail(len(b), "unterminated string"), false
-		}
-		switch c := b[i]; {
-		case c == '"':
-			return i + 1, esc
-		case c == '\\':
-			esc = true
-			if i+1 >= len(b) {
-				return w.fail(len(b), "unterminated string"), false
-			}
-			switch b[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				if hex4(b, i+2) < 0 {
-					return w.fail(i, `invalid \u escape`), false
-				}
-				i += 6
-			default:
-				return w.fail(i, "invalid escape"), false
-			}
-		case c < 0x20:
-			return w.fail(i, "control character in a string"), false
-		default:
-			r, n := utf8.DecodeRune(b[i:])
-			if r == utf8.RuneError && n <= 1 {
-				return w.fail(i, "invalid UTF-8"), false
-			}
-			i += n
-		}
+	end, esc, f := jsonscan.ScanString(w.b, i)
+	if f != jsonscan.NoFault {
+		return w.fail(end, f.String()), false
 	}
+	return end, esc
 }
-
-const (
-	lsb = 0x0101010101010101
-	msb = 0x8080808080808080
-)
-
-// special reports whether one of the eight bytes of x is not plain: '"', '\\', a
-// control character or a byte of a multi-byte UTF-8 sequence.
-func special(x uint64) bool {
-	quote := x ^ (lsb * '"')
-	slash := x ^ (lsb * '\\')
-	return ((quote-lsb)&^quote|(slash-lsb)&^slash|(x-lsb*0x20)|x)&msb != 0
-}
-
-// plain marks the bytes a JSON string holds as they are: printable ASCII but '"' and '\\'.
-var plain = func() (t [256]bool) {
-	for c := 0x20; c < 0x80; c++ {
-		t[c] = c != '"' && c != '\\'
-	}
-	return t
-}()
 
 func (w *walker) number(i int) int {
-	b := w.b
-	start := i
-	if b[i] == '-' {
-		i++
+	end, f := jsonscan.ScanNumber(w.b, i)
+	if f != jsonscan.NoFault {
+		return w.fail(end, f.String())
 	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	case i < len(b) && '1' <= b[i] && b[i] <= '9':
-		i = digitsEnd(b, i)
-	default:
-		return w.fail(start, "invalid number")
-	}
-	if i < len(b) && b[i] == '.' {
-		j := digitsEnd(b, i+1)
-		if j == i+1 {
-			return w.fail(start, "invalid number")
-		}
-		i = j
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		j := digitsEnd(b, i)
-		if j == i {
-			return w.fail(start, "invalid number")
-		}
-		i = j
-	}
-	return i
-}
-
-func digitsEnd(b []byte, i int) int {
-	for i < len(b) && '0' <= b[i] && b[i] <= '9' {
-		i++
-	}
-	return i
+	return end
 }
 
 func (w *walker) literal(i int, lit string) int {
@@ -602,14 +511,4 @@ func (w *walker) literal(i int, lit string) int {
 	return i + len(lit)
 }
 
-func skipSpace(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
+func skipSpace(b []byte, i int) int { return jsonscan.SkipSpace(b, i) }

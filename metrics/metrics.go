@@ -19,7 +19,9 @@ type Metrics struct {
 	InFlight prometheus.Gauge
 	// UpstreamDuration observes the time from forwarding to the upstream's response headers.
 	UpstreamDuration *prometheus.HistogramVec
-	// UpstreamErrors counts failed upstream exchanges by upstream and kind (timeout, connect, protocol).
+	// UpstreamErrors counts failed upstream exchanges by upstream and kind (timeout,
+	// connect, protocol, canceled; truncated and stalled for a response body that ended
+	// early or stopped coming after its headers).
 	UpstreamErrors *prometheus.CounterVec
 	// AuthFailures counts refused tokens by reason.
 	AuthFailures *prometheus.CounterVec
@@ -31,6 +33,9 @@ type Metrics struct {
 	// MaskFailures counts responses of masked routes refused or aborted because they could
 	// not be masked, by route.
 	MaskFailures *prometheus.CounterVec
+	// CredentialEcho counts responses from which the gateway removed an upstream
+	// credential that the upstream sent back (a debug endpoint echoing its request), by route.
+	CredentialEcho *prometheus.CounterVec
 	// ConfigReloads counts configuration reloads by result (success, error).
 	ConfigReloads *prometheus.CounterVec
 	// ConfigLastReloadSuccess is the Unix time of the last successful load or reload.
@@ -83,7 +88,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"upstream"}),
 		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyhole_upstream_errors_total",
-			Help: "Failed upstream exchanges by upstream and kind (timeout, connect, protocol, canceled).",
+			Help: "Failed upstream exchanges by upstream and kind (timeout, connect, protocol, canceled, truncated, stalled).",
 		}, []string{"upstream", "kind"}),
 		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyhole_auth_failures_total",
@@ -100,6 +105,10 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		MaskFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyhole_mask_failures_total",
 			Help: "Responses of masked routes that could not be masked (refused with 502, or aborted mid-stream), by route.",
+		}, []string{"route"}),
+		CredentialEcho: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyhole_credential_echo_total",
+			Help: "Responses from which an upstream credential the upstream echoed was removed, by route.",
 		}, []string{"route"}),
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyhole_config_reloads_total",
@@ -150,7 +159,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{
 		m.Requests, m.RequestDuration, m.InFlight, m.UpstreamDuration, m.UpstreamErrors,
-		m.AuthFailures, m.JWKSRefresh, m.MaskedValues, m.MaskFailures, m.ConfigReloads, m.ConfigLastReloadSuccess,
+		m.AuthFailures, m.JWKSRefresh, m.MaskedValues, m.MaskFailures, m.CredentialEcho, m.ConfigReloads, m.ConfigLastReloadSuccess,
 		m.RecorderQueueDepth, m.RecorderWriteSeconds, m.RecorderErrors, m.RecorderDropped,
 		m.ApprovalsPending, m.ApprovalsTotal, m.ApprovalWaitSeconds, m.MaskedBytesHeld, m.ConnsRefused,
 		collectors.NewGoCollector(),

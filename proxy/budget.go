@@ -84,27 +84,28 @@ func (g *Gateway) readMasked(info *reqInfo, r io.Reader, size int64) ([]byte, in
 			return buf, held, nil
 		}
 		if err != nil {
-			return fail(&maskError{msg: "response body could not be read"})
+			return fail(err) // the caller tells the upstream's failure from the client's
 		}
 	}
 }
 
-// maskHeld masks raw, which holds held bytes of the budget, and returns the masked body
-// to send, which releases its share of the budget when closed. raw's share is released.
-func (g *Gateway) maskHeld(info *reqInfo, raw []byte, held int64) (io.ReadCloser, int, error) {
+// maskHeld masks raw, which holds held bytes of the budget, and returns the masked bytes
+// and the body that sends them, which releases their share of the budget when closed.
+// raw's share is released.
+func (g *Gateway) maskHeld(info *reqInfo, raw []byte, held int64) ([]byte, io.ReadCloser, error) {
 	want := int64(len(raw)) + 64 // what masking allocates for its output
 	if !g.holdMasked(want, info.state.maxMaskedHeld) {
 		g.adjustMasked(-held)
-		return nil, 0, overloaded()
+		return nil, nil, overloaded()
 	}
 	out, err := g.maskDocument(info, raw)
 	g.adjustMasked(-held)
 	if err != nil {
 		g.adjustMasked(-want)
-		return nil, 0, err
+		return nil, nil, err
 	}
 	g.adjustMasked(int64(cap(out)) - want)
-	return &heldBody{Reader: bytes.NewReader(out), g: g, n: int64(cap(out))}, len(out), nil
+	return out, &heldBody{Reader: bytes.NewReader(out), g: g, n: int64(cap(out))}, nil
 }
 
 // heldBody is a masked body the gateway holds until the client has it (or the write

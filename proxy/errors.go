@@ -34,6 +34,12 @@ type refusal struct {
 
 func (r *refusal) Error() string { return r.code + ": " + r.msg }
 
+// clientClosed is the outcome of a request whose client went away before it had its
+// answer: nobody is left to send a refusal to, but the log and the record say why.
+func clientClosed(cause error) *refusal {
+	return &refusal{status: 499, code: "client_closed", msg: "client closed the request", decision: labelError, cause: cause}
+}
+
 func badRequest(msg string) *refusal {
 	return &refusal{status: http.StatusBadRequest, code: "bad_request", msg: msg, decision: labelError}
 }
@@ -61,6 +67,15 @@ func statusFor(err error) *refusal {
 	if errors.As(err, &me) {
 		return &refusal{status: http.StatusBadGateway, code: "mask_failed", msg: me.msg, decision: labelError, cause: err}
 	}
+	var ue *upstreamBodyError
+	if errors.As(err, &ue) && ue.kind == kindStalled {
+		return &refusal{status: http.StatusGatewayTimeout, code: "upstream_timeout",
+			msg: "the upstream stopped sending its response", decision: labelError, cause: err}
+	}
+	if errors.As(err, &ue) {
+		return &refusal{status: http.StatusBadGateway, code: "upstream_truncated",
+			msg: "the upstream's response ended before it was complete", decision: labelError, cause: err}
+	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return &refusal{status: http.StatusRequestEntityTooLarge, code: "body_too_large",
@@ -85,7 +100,10 @@ func upstreamTimedOut(err error) bool {
 // upstreamErrorKind is the kind label of keyhole_upstream_errors_total.
 func upstreamErrorKind(err error) string {
 	var op *net.OpError
+	var ue *upstreamBodyError
 	switch {
+	case errors.As(err, &ue):
+		return ue.kind
 	case upstreamTimedOut(err):
 		return "timeout"
 	case errors.Is(err, context.Canceled):

@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/keyholehq/keyhole/masking"
 	"github.com/keyholehq/keyhole/metrics"
 	"github.com/keyholehq/keyhole/rules"
+	"github.com/keyholehq/keyhole/scrub"
 )
 
 // Verifier verifies a bearer token and returns its caller. A refusal is an *identity.Error.
@@ -50,6 +52,12 @@ type State struct {
 	bodyIdle, bodyTotal, writeIdle time.Duration
 	// maxMaskedHeld is limits.max_masked_bytes_held.
 	maxMaskedHeld int64
+	// scrub removes every upstream's credential from responses; empty when none has one.
+	scrub *scrub.Scrubber
+	// maskHeaders holds each route's mask_headers, canonical, by route name.
+	maskHeaders map[string][]string
+	mcp         map[string]*mcpRoute // by route name; only mcp routes
+	maxMCPList  int64                // limits.max_response_body_masked: list answers are buffered to filter
 }
 
 // Gateway is the data-plane http.Handler. It is safe for concurrent use; Swap may be
@@ -65,6 +73,9 @@ type Gateway struct {
 	ap       Approvals // nil: routes with approval are refused
 	// maskedHeld is the bytes of masked bodies held now, by every request of every State.
 	maskedHeld atomic.Int64
+	// echoWarned holds the routes whose credential echo has been logged (route name →
+	// struct{}): the warning is logged once per route, the metric counts every response.
+	echoWarned sync.Map
 }
 
 var _ http.Handler = (*Gateway)(nil)
@@ -115,7 +126,27 @@ func (g *Gateway) NewState(cfg *config.Config, table *rules.Table, v Verifier, p
 	if cfg.Masking != nil {
 		hashKey = []byte(cfg.Masking.HashKey.Reveal())
 	}
-	for _, r := range cfg.Routes {
+	var creds []string
+	for _, c := range cfg.Upstreams {
+		if c.Credential != nil {
+			creds = append(creds, c.Credential.Value.Reveal())
+		}
+	}
+	s.scrub = scrub.New(creds, scrub.SameLength)
+	s.maskHeaders = map[string][]string{}
+	s.mcp, s.maxMCPList = map[string]*mcpRoute{}, int64(cfg.Limits.MaxResponseBodyMasked)
+	for i, r := range cfg.Routes {
+		if r.MCP != nil {
+			mr, err := newMCPRoute(cfg, i)
+			if err != nil {
+				return nil, err
+			}
+			s.mcp[r.Name] = mr
+		}
+		g.metrics.CredentialEcho.WithLabelValues(r.Name)
+		for _, k := range r.MaskHeaders {
+			s.maskHeaders[r.Name] = append(s.maskHeaders[r.Name], http.CanonicalHeaderKey(k))
+		}
 		if len(r.Mask) == 0 && len(r.Detect) == 0 {
 			continue
 		}
@@ -192,9 +223,16 @@ type reqInfo struct {
 	rec         recording
 	status      int    // set when the status is not what was written (client gone: 499)
 	approvalID  string // the approval this request waited on or was forwarded on
+	// upstreamCut is set when the upstream's response body ended early or stalled;
+	// cutShort when the client got only part of the response because of it.
+	upstreamCut *upstreamBodyError
+	cutShort    bool
+	// cancelUpstream cancels the request to the upstream (a stalled body).
+	cancelUpstream context.CancelFunc
 	// clientReason is the client's X-Keyhole-Reason, read before client X-Keyhole-
 	// headers are removed, for approvers.
 	clientReason string
+	mcp          *mcpState // set on mcp routes
 }
 
 type infoKey struct{}
@@ -220,6 +258,7 @@ func (g *Gateway) begin(next http.Handler) http.Handler {
 		bodyIdle, bodyTotal := config.DefaultRequestBodyIdleTimeout, config.DefaultRequestBodyTimeout
 		if st := info.state; st != nil {
 			bodyIdle, bodyTotal, sw.writeIdle = st.bodyIdle, st.bodyTotal, st.writeIdle
+			sw.scrub = st.scrub
 		}
 		if r.Body != nil && r.Body != http.NoBody {
 			// Every read of the body, whoever reads it (the rules, the record, the
@@ -245,11 +284,18 @@ func (g *Gateway) begin(next http.Handler) http.Handler {
 						msg: "the gateway failed to serve this request", decision: labelError})
 				}
 			}
+			if ue := info.upstreamCut; ue != nil && info.refusal == nil {
+				g.upstreamBodyFailed(sw, info, ue)
+			}
 			if p == http.ErrAbortHandler {
 				info.decision = labelError
 				if info.refusal == nil {
-					info.status = 499 // the client went away mid-response
+					// The client went away mid-response: recorded with the code the
+					// ErrorHandler gives one that leaves before the response begins.
+					info.status = 499
+					info.refusal = clientClosed(nil)
 				}
+				mcpClientClosed(r, info)
 			}
 			g.finish(r, sw, info)
 			g.metrics.InFlight.Dec()
@@ -451,13 +497,14 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 				return
 			}
 		}
-		if mcp {
+		d := st.table.Decide(&req, info.principal)
+		mr := st.mcpRoute(d)
+		if mcp && mr == nil {
 			if rf := checkMCPHeaders(r.Header, req.Body); rf != nil {
 				g.refuse(w, info, rf)
 				return
 			}
 		}
-		d := st.table.Decide(&req, info.principal)
 		info.route, info.reason = d.Route, d.Reason
 		if rf := refusalFor(d); rf != nil {
 			info.rec.body = req.Body
@@ -496,6 +543,16 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 		}
 		if d.Route.Approval == nil {
 			info.decision = labelAllowed
+		}
+		if mr != nil {
+			var lf *listFilter
+			var ok bool
+			if w, lf, ok = g.judgeMCP(w, r, info, mr, &req); !ok {
+				return
+			}
+			if lf != nil {
+				defer g.finishList(lf, info)
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -583,7 +640,12 @@ func checkMCPHeaders(h http.Header, body []byte) *refusal {
 
 // forward sends the request to the route's upstream.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
-	infoFrom(r.Context()).upstream.proxy.ServeHTTP(w, r)
+	info := infoFrom(r.Context())
+	// Its own context, so that a stalled response body can be cut off (upstreamBody).
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	info.cancelUpstream = cancel
+	info.upstream.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // upstreamError is the ReverseProxy ErrorHandler: it counts the failure and answers 502,
@@ -616,7 +678,8 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	if kind == "canceled" && r.Context().Err() != nil {
 		// The client went away; nobody is left to answer.
 		info.decision, info.status = labelError, 499
-		info.refusal = &refusal{code: "client_closed", msg: "client closed the request", cause: err}
+		info.refusal = clientClosed(err)
+		mcpClientClosed(r, info)
 		return
 	}
 	rf = statusFor(err)
@@ -639,6 +702,9 @@ type statusWriter struct {
 	// writeIdle is the write deadline of each chunk of the body, through ctl.
 	ctl       *http.ResponseController
 	writeIdle time.Duration
+	// scrub removes credentials from 1xx headers, which ReverseProxy writes without
+	// ModifyResponse.
+	scrub *scrub.Scrubber
 	// capture is how many bytes of the body to keep in captured, for the record.
 	capture  int64
 	captured []byte
@@ -647,6 +713,9 @@ type statusWriter struct {
 func (w *statusWriter) WriteHeader(code int) {
 	if w.drop1xx && code < 200 && code != http.StatusSwitchingProtocols {
 		return
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		scrubHeader(w.scrub, w.Header())
 	}
 	if !w.wrote && code >= 200 {
 		w.status, w.wrote = code, true

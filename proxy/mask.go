@@ -13,6 +13,7 @@ import (
 	"strconv"
 
 	"github.com/keyholehq/keyhole/config"
+	"github.com/keyholehq/keyhole/jsonscan"
 	"github.com/keyholehq/keyhole/masking"
 	"github.com/keyholehq/keyhole/recorder"
 )
@@ -99,17 +100,32 @@ func (g *Gateway) maskResponse(resp *http.Response, info *reqInfo) error {
 		// whatever it claims to be (text/plain carrying JSON leaks as well as JSON does).
 		// Held whole, as received and as masked, within limits.max_masked_bytes_held.
 		raw, held, err := g.readMasked(info, body, resp.ContentLength)
+		var ue *upstreamBodyError
+		if errors.As(err, &ue) {
+			return ue // the upstream's fault, not the mask's
+		}
+		if err != nil && resp.Request.Context().Err() != nil {
+			return err // the client left: 499 client_closed, not the mask's fault
+		}
+		var rf *refusal
+		var me *maskError
+		if err != nil && !errors.As(err, &rf) && !errors.As(err, &me) {
+			return &maskError{msg: "response body could not be read"}
+		}
+		if err != nil {
+			return err // over the size limit, or over the budget (503 overloaded)
+		}
+		out, sent, err := g.maskHeld(info, raw, held)
 		if err != nil {
 			return err
 		}
-		out, n, err := g.maskHeld(info, raw, held)
-		if err != nil {
-			return err
+		if enc, bom := jsonscan.Detect(raw); (bom > 0 || enc != jsonscan.UTF8) && !bytes.Equal(out, raw) {
+			setCharsetUTF8(h) // masked from UTF-16/32 or BOM-prefixed JSON, sent as UTF-8
 		}
 		resp.Body.Close()
-		resp.Body = out
-		resp.ContentLength = int64(n)
-		h.Set("Content-Length", strconv.Itoa(n))
+		resp.Body = sent
+		resp.ContentLength = int64(len(out))
+		h.Set("Content-Length", strconv.Itoa(len(out)))
 		return nil
 	}
 	resp.ContentLength = -1
@@ -127,12 +143,18 @@ func decodedBody(resp *http.Response) (io.Reader, error) {
 		return resp.Body, nil
 	case "gzip", "x-gzip":
 		zr, err := gzip.NewReader(resp.Body)
+		if ue := (*upstreamBodyError)(nil); errors.As(err, &ue) {
+			return nil, ue // cut before its gzip header: the upstream's fault
+		}
 		if err != nil {
 			return nil, &maskError{msg: "gzip response body could not be decoded"}
 		}
 		return zr, nil
 	case "deflate":
 		zr, err := zlib.NewReader(resp.Body)
+		if ue := (*upstreamBodyError)(nil); errors.As(err, &ue) {
+			return nil, ue
+		}
 		if err != nil {
 			return nil, &maskError{msg: "deflate response body could not be decoded"}
 		}
@@ -151,7 +173,14 @@ func (g *Gateway) maskDocument(info *reqInfo, doc []byte) ([]byte, error) {
 	if len(bytes.TrimSpace(doc)) == 0 {
 		return doc, nil
 	}
-	out, n, err := info.mask.masker.Apply(make([]byte, 0, len(doc)+64), doc)
+	// Clients decode JSON with a BOM or in UTF-16/32 (RFC 4627 §3) as JSON: mask the text
+	// it stands for, and send it as UTF-8, the encoding RFC 8259 requires. Decoding is
+	// lossy, as a lenient client's is; what does not begin like JSON is judged as before.
+	text := doc
+	if enc, bom := jsonscan.Detect(doc); bom > 0 || enc != jsonscan.UTF8 {
+		text, _ = jsonscan.Transcode(nil, doc[bom:], enc, true)
+	}
+	out, n, err := info.mask.masker.Apply(make([]byte, 0, len(text)+64), text)
 	if err != nil {
 		switch {
 		case errors.Is(err, masking.ErrNotJSON) && info.mask.passNonJSON && !compressed(doc):
@@ -164,6 +193,19 @@ func (g *Gateway) maskDocument(info *reqInfo, doc []byte) ([]byte, error) {
 	}
 	g.countMasked(info.route.Name, n)
 	return out, nil
+}
+
+// setCharsetUTF8 labels a masked body that was transcoded to UTF-8 as UTF-8.
+func setCharsetUTF8(h http.Header) {
+	ct, params, err := mime.ParseMediaType(h.Get("Content-Type"))
+	if err != nil {
+		ct, params = "application/json", nil
+	}
+	if params == nil {
+		params = map[string]string{}
+	}
+	params["charset"] = "utf-8"
+	h.Set("Content-Type", mime.FormatMediaType(ct, params))
 }
 
 // compressed reports whether doc starts as a gzip or zlib stream does: a compressed body
@@ -276,8 +318,18 @@ func (s *streamMasker) nextEvent() error {
 					data = append(data, '\n')
 				}
 				data, hasData = append(data, value...), true
-			case "event", "id", "retry":
-				fields = append(append(fields, body...), '\n')
+			case "event", "id":
+				v, ferr := s.g.maskField(s.info, value)
+				if ferr != nil {
+					return ferr
+				}
+				fields = append(append(append(append(fields, name...), ": "...), v...), '\n')
+			case "retry":
+				// Clients ignore a retry that is not all digits; one that is not cannot
+				// carry anything but a delay.
+				if allDigits(value) {
+					fields = append(append(fields, body...), '\n')
+				}
 			case "":
 				// A comment: keep it as a keep-alive, without its text.
 				fields = append(fields, ":\n"...)
@@ -317,4 +369,34 @@ func trimEOL(line []byte) (body, eol []byte) {
 		return line[:len(line)-1], line[len(line)-1:]
 	}
 	return line, nil
+}
+
+// maskField masks the value of an SSE id or event field, which clients hand to the
+// application as it is (issue 11: `id: {"ssn":"..."}`, `event: 123-45-6789`): a value
+// that is JSON is masked as a document, any other value has the detectors run over it.
+// Ids are scanned rather than replaced with opaque ones: a resuming client sends the id
+// back in Last-Event-ID, and opaque ids would need a mapping the gateway keeps across
+// reconnections and replicas; event names are the client's dispatch keys and cannot be
+// opaque at all.
+func (g *Gateway) maskField(info *reqInfo, value []byte) ([]byte, error) {
+	out, n, err := info.mask.masker.Apply(nil, value)
+	if err == nil {
+		g.countMasked(info.route.Name, n)
+		return out, nil
+	}
+	if !errors.Is(err, masking.ErrNotJSON) {
+		return nil, &maskError{msg: "an event field looks like JSON but is not valid"}
+	}
+	out, found := info.mask.masker.Text(nil, value)
+	g.countMasked(info.route.Name, masking.Counts{Detected: found})
+	return out, nil
+}
+
+func allDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return len(b) > 0
 }

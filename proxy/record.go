@@ -52,7 +52,8 @@ func (g *Gateway) record(next http.Handler) http.Handler {
 		}
 		x := g.exchange(r, info)
 		if err := g.rec.Begin(r.Context(), x, info.rec.secrets...); err != nil {
-			g.log.Error("request not recorded; refused", "request_id", info.id, "error", err.Error())
+			// The access-log line says why (cause); the recorder logs, once, that its
+			// store cannot be written, not once per request it refuses.
 			g.refuse(w, info, &refusal{status: http.StatusServiceUnavailable, code: "recorder_unavailable",
 				msg: "the request could not be recorded, so it was not forwarded", decision: labelError, cause: err})
 			return
@@ -188,7 +189,8 @@ func (g *Gateway) finishRecord(r *http.Request, sw *statusWriter, info *reqInfo,
 	if rf := info.refusal; rf != nil {
 		x.Error, x.Reason = rf.code, rf.msg
 	}
-	x.Response = &recorder.Response{Status: status, Header: info.respHeader, Body: recorder.NewCodedBody(sw.captured, sw.bytes, info.respHeader.Values("Content-Encoding"), g.rec.BodyLimit())}
+	x.Response = &recorder.Response{Status: status, Header: info.respHeader, Body: recorder.NewCodedBody(sw.captured, sw.bytes, info.respHeader.Values("Content-Encoding"), g.rec.BodyLimit()),
+		Incomplete: info.cutShort}
 	x.Durations = recorder.Durations{TotalMS: ms(elapsed), UpstreamMS: ms(info.upstreamDur)}
 	if begun {
 		g.rec.End(x, info.rec.secrets...)

@@ -154,15 +154,19 @@ func TestRecordEveryPath(t *testing.T) {
 		if got := x.Response.Header.Get("Set-Cookie"); got != recorder.Redacted {
 			t.Errorf("recorded Set-Cookie = %q, want %q", got, recorder.Redacted)
 		}
-		if strings.Count(x.Response.Body.Text, recorder.Redacted) != 3 {
+		// The gateway scrubbed the echo from what the client got (same length), and the
+		// record holds what the client got.
+		if strings.Count(x.Response.Body.Text, "[REDACTED") != 3 {
 			t.Errorf("recorded body %s: want the key redacted in all three encodings", x.Response.Body.Text)
 		}
 	})
 	t.Run("gzip response recorded decoded and redacted", func(t *testing.T) {
 		x := h.exchange(t, ids["gzip response"])
 		b := x.Response.Body
-		if b.Coding != "gzip" || b.Truncated || !strings.HasPrefix(b.Text, `{"path":"/api/customers/43"`) ||
-			strings.Count(b.Text, recorder.Redacted) != 3 {
+		// The gateway decodes a coding the upstream sent unasked, to check it for the
+		// credential; the client, and so the record, gets it decoded.
+		if b.Coding != "" || b.Truncated || !strings.HasPrefix(b.Text, `{"path":"/api/customers/43"`) ||
+			strings.Count(b.Text, "[REDACTED") != 3 {
 			t.Errorf("recorded gzip body = %+v, want it decoded with the key redacted three times", b)
 		}
 	})

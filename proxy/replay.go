@@ -103,7 +103,7 @@ func (g *Gateway) Replay(ctx context.Context, x *recorder.Exchange, target strin
 	nx.ForwardedAt = &fwd
 	resp, rerr := up.transport.RoundTrip(req)
 	if rerr == nil {
-		nx.Response, rerr = g.replayResponse(resp, &reqInfo{route: rt, mask: mask, state: st})
+		nx.Response, rerr = g.replayResponse(resp, &reqInfo{state: st, route: rt, mask: mask})
 	}
 	done := time.Now()
 	nx.RespondedAt = &done
@@ -235,6 +235,7 @@ func (g *Gateway) replayResponse(resp *http.Response, info *reqInfo) (*recorder.
 	// The body masking puts in holds masked-body budget until it is closed: close the
 	// body resp has at the end, not the one it has now.
 	defer func() { resp.Body.Close() }()
+	g.maskHeaders(resp.Header, info)
 	if info.mask != nil {
 		if err := g.maskResponse(resp, info); err != nil {
 			return nil, err
@@ -258,6 +259,12 @@ func (g *Gateway) replayResponse(resp *http.Response, info *reqInfo) (*recorder.
 	}
 	h := resp.Header.Clone()
 	h.Del("Content-Length")
+	// As the data plane does: an upstream that echoes its credential must not show it
+	// to the auditor either (the record's redaction would too, but by name only here).
+	if s := info.state.scrub; !s.Empty() {
+		scrubHeader(s, h)
+		b = s.Bytes(b)
+	}
 	return &recorder.Response{Status: resp.StatusCode, Header: h, Body: recorder.NewCodedBody(b, size, h.Values("Content-Encoding"), limit)}, nil
 }
 

@@ -143,6 +143,16 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 		out.Header["X-Forwarded-Proto"] = []string{"http"}
 	}
 	out.Header.Set("X-Request-Id", info.id)
+	// A client's request trailers arrive after the body, when every check has run: a
+	// chunked request could carry Authorization, X-Forwarded-For or a tenant header the
+	// rules never saw (issue 11). None is forwarded, nor the Trailer header naming them.
+	out.Trailer = nil
+	delete(out.Header, "Trailer")
+	if !info.state.scrub.Empty() {
+		// The response must come back readable, so that it can be checked for an
+		// echoed credential.
+		delete(out.Header, "Accept-Encoding")
+	}
 	if u.credHeader != "" {
 		out.Header[u.credHeader] = []string{u.credValue}
 	}
@@ -156,8 +166,22 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 	// Set again: forwarding a 1xx response clears the headers already set.
 	resp.Header.Del("X-Request-Id")
 	info.respHeader.Set("X-Request-Id", info.id)
+	if resp.StatusCode != http.StatusSwitchingProtocols && resp.Body != nil && resp.Body != http.NoBody {
+		// (A 101's body is the upgraded connection, which ReverseProxy must write to.)
+		resp.Body = watchBody(resp, info, u.timeout, info.cancelUpstream)
+	}
+	u.g.maskHeaders(resp.Header, info)
 	if info.mask != nil {
-		return u.g.maskResponse(resp, info)
+		if err := u.g.maskResponse(resp, info); err != nil {
+			return err
+		}
+		// Masking may have read the whole body, and with it the trailers: ReverseProxy
+		// announces those it finds now, and sends those it finds at the end.
+		resp.Trailer = nil
+		resp.Body = &trailerless{ReadCloser: resp.Body, resp: resp}
+	}
+	if !info.state.scrub.Empty() {
+		return u.g.scrubResponse(resp, info)
 	}
 	return nil
 }

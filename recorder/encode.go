@@ -161,6 +161,9 @@ func appendResponse(b []byte, r *Response, red *Redactor) []byte {
 	b = strconv.AppendInt(b, int64(r.Status), 10)
 	b = appendHeader(b, r.Header, red)
 	b = appendBody(b, &r.Body)
+	if r.Incomplete {
+		b = append(b, `,"incomplete":true`...)
+	}
 	return append(b, '}')
 }
 

@@ -71,6 +71,10 @@ type Response struct {
 	Status int         `json:"status"`
 	Header http.Header `json:"headers,omitempty"`
 	Body   Body        `json:"body"`
+	// Incomplete is set when the client got only part of the response: the upstream's
+	// body ended early or stalled after the status was sent (Exchange.Error says which),
+	// and Body holds what the gateway delivered before it cut the connection.
+	Incomplete bool `json:"incomplete,omitempty"`
 }
 
 // Body is a captured message body, at most the recorder's body limit long.

@@ -76,8 +76,29 @@ type Recorder struct {
 	mu     sync.RWMutex // held for reading while sending to queue; Close takes it to close queue
 	closed bool
 	done   chan struct{} // closed when the writer has drained the queue
-	stop   chan struct{} // closed by Close: stops retention
+	stop   chan struct{} // closed by Close: stops retention and the health watch
 	pruned chan struct{} // closed when retention has stopped
+	// health is the outcome of the last write to the store (a commit, a sync or a
+	// probe); nil until the first one.
+	health  atomic.Pointer[health]
+	watched chan struct{} // closed when the health watch has stopped
+}
+
+// health is the outcome of one write to the store.
+type health struct {
+	err error
+	at  time.Time
+}
+
+// healthInterval is how often the recorder checks that its store can write while it
+// has written nothing: readiness must follow a disk that filled up or a file that was
+// deleted while no traffic came.
+const healthInterval = time.Second
+
+// Prober is a Store that can tell, without writing a record, whether it can write now.
+// The recorder probes at start and whenever it has written nothing for a second.
+type Prober interface {
+	Probe(ctx context.Context) error
 }
 
 // item is one entry to write; done, when not nil, receives the outcome.
@@ -102,9 +123,15 @@ func New(s Store, p Policy, o Options) *Recorder {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	r := &Recorder{store: s, opts: o, queue: make(chan item, o.QueueSize), done: make(chan struct{}),
-		stop: make(chan struct{}), pruned: make(chan struct{})}
+		stop: make(chan struct{}), pruned: make(chan struct{}), watched: make(chan struct{})}
 	r.SetPolicy(p)
 	go r.write()
+	if pr, ok := s.(Prober); ok {
+		go r.watch(pr)
+	} else {
+		r.health.Store(&health{at: time.Now()})
+		close(r.watched)
+	}
 	if o.Retention > 0 {
 		go r.retain()
 	} else {
@@ -125,6 +152,61 @@ func (r *Recorder) SetPolicy(p Policy) {
 		p.Redactor = NewRedactor(nil, nil)
 	}
 	r.policy.Store(&p)
+}
+
+// Strict reports whether the policy is strict mode: a request the recorder cannot write
+// is refused.
+func (r *Recorder) Strict() bool { return r.policy.Load().Mode == Strict }
+
+// Health returns nil when the last write to the store (a commit of records, a sync, or
+// the probe the recorder makes when it has written nothing for a second) succeeded, and
+// that write's error otherwise: in strict mode, requests are being refused. Before the
+// first write or probe it returns an error too: a gateway restarted on a full disk must
+// not look ready until its store has shown it can write.
+func (r *Recorder) Health() error {
+	h := r.health.Load()
+	if h == nil {
+		return errors.New("recorder: store not checked yet")
+	}
+	return h.err
+}
+
+// setHealth records the outcome of a write to the store. It logs when the store stops
+// being writable, once, not for every refused request, and when it recovers.
+func (r *Recorder) setHealth(err error) {
+	old := r.health.Swap(&health{err: err, at: time.Now()})
+	switch {
+	case err != nil && (old == nil || old.err == nil):
+		r.opts.Log.Error("record store cannot be written: strict mode refuses requests, best-effort mode loses their records, until a write succeeds",
+			"error", err.Error())
+	case err == nil && old != nil && old.err != nil:
+		r.opts.Log.Info("record store writable again", "was", old.err.Error())
+	}
+}
+
+// watch probes the store at start and then whenever nothing was written to it for
+// healthInterval, until Close.
+func (r *Recorder) watch(pr Prober) {
+	defer close(r.watched)
+	probe := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		r.setHealth(pr.Probe(ctx))
+	}
+	probe()
+	t := time.NewTicker(healthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if h := r.health.Load(); h == nil || time.Since(h.at) >= healthInterval/2 {
+				// Nothing written since the last tick.
+				probe()
+			}
+		case <-r.stop:
+			return
+		}
+	}
 }
 
 // BodyLimit returns how many bytes of each body a record keeps.
@@ -260,7 +342,9 @@ func (r *Recorder) write() {
 	syncNow := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := unsynced.Sync(ctx); err != nil {
+		err := unsynced.Sync(ctx)
+		r.setHealth(err)
+		if err != nil {
 			if c := r.opts.Metrics.Errors; c != nil {
 				c.Inc()
 			}
@@ -330,15 +414,15 @@ func (r *Recorder) write() {
 		if o := r.opts.Metrics.WriteSeconds; o != nil {
 			o.Observe(time.Since(start).Seconds())
 		}
+		r.setHealth(err)
 		if err != nil {
 			if c := r.opts.Metrics.Errors; c != nil {
 				c.Inc()
 			}
-			if n := len(batch) - waiting; n > 0 {
-				r.lose(n, err)
-			}
-			if waiting > 0 {
-				r.opts.Log.Error("exchange records not written; strict mode refuses their requests", "entries", waiting, "error", err.Error())
+			// Counted, not logged: setHealth said once that the store cannot be
+			// written, and a line for every failed batch would be one per request.
+			if c := r.opts.Metrics.Dropped; c != nil && len(batch) > waiting {
+				c.Add(float64(len(batch) - waiting))
 			}
 		}
 		for _, it := range batch {
@@ -388,8 +472,8 @@ func (r *Recorder) retain() {
 	}
 }
 
-// Close stops accepting records, writes everything queued, and stops retention, waiting
-// for both. It does not close the store. It returns ctx's error if they did not stop in time.
+// Close stops accepting records, writes everything queued, and stops retention and the
+// health watch, waiting for them. It does not close the store. It returns ctx's error if they did not stop in time.
 func (r *Recorder) Close(ctx context.Context) error {
 	r.mu.Lock()
 	if !r.closed {
@@ -398,7 +482,7 @@ func (r *Recorder) Close(ctx context.Context) error {
 		close(r.stop)
 	}
 	r.mu.Unlock()
-	for _, c := range []chan struct{}{r.done, r.pruned} {
+	for _, c := range []chan struct{}{r.done, r.pruned, r.watched} {
 		select {
 		case <-c:
 		case <-ctx.Done():

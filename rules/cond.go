@@ -3,7 +3,9 @@ package rules
 import (
 	"bytes"
 	"encoding/json"
-	"net/url"
+	"fmt"
+	"mime"
+	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/identity"
+	"github.com/keyholehq/keyhole/jsonscan"
 )
 
 // when is a compiled match.when: every condition set must hold.
@@ -90,8 +93,22 @@ func (t *Table) conditions(rt *Route, r *Request, bs *bodyState) outcome {
 			return failed
 		}
 	}
-	if w.bodyRegex != nil && (len(r.Body) == 0 || !regexHolds(w.bodyRegex, r.Body)) {
-		return failed
+	if w.bodyRegex != nil {
+		if len(r.Body) == 0 {
+			return failed
+		}
+		matched, why := regexHolds(w.bodyRegex, r.Body, r.Header)
+		switch {
+		case why != "" && rt.Guard:
+			// A guard that cannot read the body denies it: what it cannot see may be
+			// what it exists to stop.
+			return held
+		case why != "":
+			bs.reason = why
+			return invalid
+		case !matched:
+			return failed
+		}
 	}
 	for i := range w.body {
 		if len(r.Body) == 0 || !w.body[i].holds(r.Body) {
@@ -314,61 +331,137 @@ func anyClaim(values []value, got any) bool {
 	return false
 }
 
-// regexHolds reports whether re matches body as an upstream may read it: the raw bytes,
-// the URL-decoded form (a form body), and every decoded string of a JSON body. Matching
-// the raw bytes alone would let `{"q":"DROP\u0020TABLE"}` or `q=drop%20table` past a guard
-// whose backend decodes them.
-func regexHolds(re *regexp.Regexp, body []byte) bool {
+// regexHolds reports whether re matches body as an upstream may read it, or why it
+// cannot tell. An upstream may read the body in the charset its Content-Type declares,
+// in the encoding a BOM or the RFC 4627 NUL pattern shows (UTF-16, UTF-32), as a form
+// (percent-decoded) and with any lenient JSON parser: Python's json takes NaN and any
+// depth, Go's json.Decoder stops after the first value, JSON5 takes single quotes,
+// trailing commas and \x escapes. Matching only the raw bytes, or the strings of bodies
+// that are strictly valid, would let `{"q":"DROP\u0020TABLE","n":NaN}` past a guard
+// whose backend reads DROP TABLE. So re is matched against the raw bytes, and against
+// every decoded string-like span (jsonscan.Strings) of every reading of the body. A body
+// in a charset the gateway cannot decode, or not valid in the UTF-16/32 it declares or
+// shows, cannot be judged: why says so and the caller refuses it.
+func regexHolds(re *regexp.Regexp, body []byte, header http.Header) (matched bool, why string) {
 	if re.Match(body) {
-		return true
+		return true, ""
 	}
-	if bytes.ContainsAny(body, "%+") {
-		if s, err := url.QueryUnescape(string(body)); err == nil && re.MatchString(s) {
-			return true
+	text, others, why := readings(body, header)
+	if why != "" {
+		return false, why
+	}
+	if len(text) != len(body) && re.Match(text) {
+		return true, ""
+	}
+	if readingHolds(re, text) {
+		return true, ""
+	}
+	for _, t := range others {
+		if re.Match(t) || readingHolds(re, t) {
+			return true, ""
 		}
 	}
-	// Without a backslash every JSON string decodes to its own bytes, already matched above.
-	if bytes.IndexByte(body, '\\') < 0 || !jsonDepthWithin(body, maxDepth) || !gjson.ValidBytes(body) {
-		return false
-	}
-	return jsonStringMatches(re, gjson.ParseBytes(body))
+	return false, ""
 }
 
-// jsonStringMatches reports whether re matches any string key or value within v.
-func jsonStringMatches(re *regexp.Regexp, v gjson.Result) bool {
-	switch {
-	case v.Type == gjson.String:
-		return re.MatchString(v.Str)
-	case v.IsObject() || v.IsArray():
-		found := false
-		v.ForEach(func(k, e gjson.Result) bool {
-			found = (k.Type == gjson.String && re.MatchString(k.Str)) || jsonStringMatches(re, e)
-			return !found
-		})
-		return found
+// readingHolds reports whether re matches a decoded span of text, or of its form decoding.
+func readingHolds(re *regexp.Regexp, text []byte) bool {
+	if textHolds(re, text) {
+		return true
+	}
+	if bytes.ContainsAny(text, "%+") {
+		form := appendFormDecoded(nil, text)
+		return re.Match(form) || textHolds(re, form)
 	}
 	return false
 }
 
-// jsonDepthWithin reports whether the brackets of b, outside strings, nest at most max deep,
-// so that gjson's recursive walk stays bounded.
-func jsonDepthWithin(b []byte, max int) bool {
-	depth, inStr := 0, false
-	for i := 0; i < len(b); i++ {
-		c := b[i]
+// textHolds reports whether re matches a decoded string-like span of text.
+func textHolds(re *regexp.Regexp, text []byte) bool {
+	// Without a backslash every span decodes to its own bytes, already matched.
+	if bytes.IndexByte(text, '\\') < 0 {
+		return false
+	}
+	return jsonscan.Strings(text, func(s []byte, decoded bool) bool { return decoded && re.Match(s) })
+}
+
+// readings returns body as read as UTF-8 (without a UTF-8 BOM), the other readings
+// (transcoded from UTF-16/32) an upstream may make, or why it cannot be read.
+func readings(body []byte, header http.Header) (text []byte, others [][]byte, why string) {
+	declared := jsonscan.UTF8
+	if ct := header.Get("Content-Type"); ct != "" {
+		_, params, err := mime.ParseMediaType(ct)
+		if err != nil && strings.Contains(strings.ToLower(ct), "charset") {
+			return nil, nil, "request body has a Content-Type the gateway cannot parse for its charset"
+		}
+		enc, ok := jsonscan.EncodingOf(params["charset"])
 		switch {
-		case inStr && c == '\\':
-			i++
-		case c == '"':
-			inStr = !inStr
-		case inStr:
-		case c == '{' || c == '[':
-			if depth++; depth > max {
-				return false
+		case !ok && isLatin1(params["charset"]):
+			// A single-byte charset reads ASCII as ASCII: the raw bytes say it all.
+		case !ok:
+			return nil, nil, fmt.Sprintf("request body is in charset %q, which the gateway cannot read", params["charset"])
+		}
+		declared = enc
+	}
+	enc, bom := jsonscan.Detect(body)
+	if bom == 0 && declared != jsonscan.UTF8 {
+		enc = declared
+	}
+	if enc != jsonscan.UTF8 {
+		t, err := jsonscan.Transcode(nil, body[bom:], enc, false)
+		if err != nil {
+			return nil, nil, fmt.Sprintf("request body is not valid %s", enc)
+		}
+		others = append(others, t)
+	} else if bytes.IndexByte(body, 0) >= 0 {
+		// NUL bytes but no sign of UTF-16/32 at the start: text in those encodings after a
+		// binary or misaligned start is read as such by some upstream, so read it too.
+		for _, e := range []jsonscan.Encoding{jsonscan.UTF16LE, jsonscan.UTF16BE, jsonscan.UTF32LE, jsonscan.UTF32BE} {
+			for off := range 2 {
+				t, _ := jsonscan.Transcode(nil, body[off:], e, true)
+				others = append(others, t)
 			}
-		case c == '}' || c == ']':
-			depth--
 		}
 	}
-	return true
+	return body[bom:], others, ""
+}
+
+// isLatin1 reports whether charset names a single-byte superset of ASCII an upstream
+// may read a body in; for an ASCII expression its bytes are its text.
+func isLatin1(charset string) bool {
+	switch strings.ToLower(strings.TrimSpace(charset)) {
+	case "iso-8859-1", "latin1", "iso-8859-15", "windows-1252", "cp1252":
+		return true
+	}
+	return false
+}
+
+// appendFormDecoded appends s form-decoded as lenient servers do: '+' is a space, a
+// valid %XX its byte, and an invalid '%' is kept (PHP, many frameworks), so that one bad
+// escape does not hide the rest of the body from the guard.
+func appendFormDecoded(dst, s []byte) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '+':
+			dst = append(dst, ' ')
+		case c == '%' && i+2 < len(s) && unhex(s[i+1]) >= 0 && unhex(s[i+2]) >= 0:
+			dst = append(dst, byte(unhex(s[i+1])<<4|unhex(s[i+2])))
+			i += 2
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c-'a') + 10
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
 }

@@ -269,6 +269,12 @@ func (g *gateway) ready() error {
 	if err := g.store.Ping(ctx); err != nil {
 		return errors.New("record store unreachable")
 	}
+	// Strict mode refuses every request the recorder cannot write: a gateway on a full
+	// disk, or whose store file was deleted, must leave the load balancer's rotation.
+	// (Best-effort mode still serves; its lost records are counted.)
+	if err := g.rec.Health(); err != nil && g.rec.Strict() {
+		return errors.New("record store cannot be written now, and strict mode refuses requests it cannot record")
+	}
 	return nil
 }
 

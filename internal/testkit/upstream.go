@@ -16,6 +16,8 @@ type Received struct {
 	Host       string      `json:"host"`
 	Header     http.Header `json:"header"`
 	Body       string      `json:"body"`
+	// Trailer holds the request trailers that arrived after the body, if any.
+	Trailer http.Header `json:"trailer,omitempty"`
 }
 
 // Upstream is a real HTTP server standing in for a backend API. It records every request
@@ -41,7 +43,7 @@ func NewUpstream(t testing.TB) *Upstream {
 
 func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
-	rec := Received{Method: r.Method, RequestURI: r.RequestURI, Host: r.Host, Header: r.Header.Clone(), Body: string(body)}
+	rec := Received{Method: r.Method, RequestURI: r.RequestURI, Host: r.Host, Header: r.Header.Clone(), Body: string(body), Trailer: r.Trailer.Clone()}
 	u.mu.Lock()
 	u.reqs = append(u.reqs, rec)
 	u.mu.Unlock()

@@ -47,8 +47,8 @@ const (
 // read; on a nil return they are set as stored (Pending, open, none). a must have an
 // ID, a Binding, CreatedAt and ExpiresAt, and MinApprovals of at least 1.
 func (s *Store) CreateApproval(ctx context.Context, a *approvals.Approval, maxPending int) error {
-	if s.w == nil {
-		return errReadOnly
+	if err := s.writable(); err != nil {
+		return err
 	}
 	if err := s.createApproval(ctx, a, maxPending); err != nil {
 		return fmt.Errorf("sqlite: create approval: %w", err)
@@ -212,8 +212,8 @@ func (s *Store) Approvals(ctx context.Context, f approvals.Filter) ([]*approvals
 // approvals.ErrNotFound, approvals.ErrNotPending, or approvals.ErrAlreadyDecided when
 // d's approver decided this approval before; then nothing is written.
 func (s *Store) DecideApproval(ctx context.Context, id string, d approvals.Decision, now time.Time) (*approvals.Approval, error) {
-	if s.w == nil {
-		return nil, errReadOnly
+	if err := s.writable(); err != nil {
+		return nil, err
 	}
 	a, err := s.decideApproval(ctx, id, d, now)
 	if err != nil {
@@ -317,8 +317,8 @@ func (s *Store) decideApproval(ctx context.Context, id string, d approvals.Decis
 // of many concurrent callers, in any number of processes sharing the file, exactly one
 // gets true. An unknown id is false, not an error.
 func (s *Store) ConsumeApproval(ctx context.Context, id, exchange string, now time.Time) (bool, error) {
-	if s.w == nil {
-		return false, errReadOnly
+	if err := s.writable(); err != nil {
+		return false, err
 	}
 	// One conditional statement: SQLite runs it under the file's write lock, so the
 	// check and the change cannot be split by another consumer.
@@ -335,8 +335,8 @@ func (s *Store) ConsumeApproval(ctx context.Context, id, exchange string, now ti
 // was Pending or Approved (a Denied or Expired one keeps its state). It reports whether
 // this call closed it; an unknown id is false, not an error.
 func (s *Store) CloseApproval(ctx context.Context, id string) (bool, error) {
-	if s.w == nil {
-		return false, errReadOnly
+	if err := s.writable(); err != nil {
+		return false, err
 	}
 	n, err := s.exec(ctx, `UPDATE approvals SET closed = 1,
 		state = CASE WHEN state IN (?, ?) THEN ? ELSE state END
@@ -361,8 +361,8 @@ func (s *Store) exec(ctx context.Context, q string, args ...any) (int64, error) 
 // after now to Expired, leaving it open so that the requester's next retry learns of
 // the expiry, and returns them as they then are, in id order. DecidedAt is unchanged.
 func (s *Store) ExpireApprovals(ctx context.Context, now time.Time) ([]*approvals.Approval, error) {
-	if s.w == nil {
-		return nil, errReadOnly
+	if err := s.writable(); err != nil {
+		return nil, err
 	}
 	as, err := s.expireApprovals(ctx, now)
 	if err != nil {

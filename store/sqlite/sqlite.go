@@ -49,6 +49,10 @@ type Store struct {
 	// transaction uses them through Tx.StmtContext instead of preparing its own.
 	stmts *writer
 
+	// files tells whether the files SQLite writes are still the ones at their paths;
+	// nil for a store opened read-only.
+	files *fileWatch
+
 	// pruneChunk is the most entries one Prune transaction deletes; see Prune.
 	pruneChunk int
 }
@@ -94,14 +98,23 @@ func openPath(ctx context.Context, path string) (*Store, error) {
 	}
 	// SQLite would create the file with mode 0644; records hold personal data. The WAL
 	// and shared-memory files SQLite makes beside it take the file's mode.
+	// The store keeps this descriptor for its lifetime: it names the file SQLite
+	// writes, so that a file deleted or replaced under the gateway is noticed (see
+	// ErrFileGone).
 	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Close(); err != nil {
+	s, err := openWriter(ctx, abs, f)
+	if err != nil {
+		f.Close()
 		return nil, err
 	}
+	return s, nil
+}
 
+// openWriter opens the pools on the file at abs, which f holds open.
+func openWriter(ctx context.Context, abs string, f *os.File) (*Store, error) {
 	w, err := sql.Open("sqlite", abs+"?"+writeParams)
 	if err != nil {
 		return nil, err
@@ -138,7 +151,14 @@ func openPath(ctx context.Context, path string) (*Store, error) {
 	n := max(4, runtime.GOMAXPROCS(0))
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
-	return &Store{w: w, path: file, r: r, stmts: stmts, pruneChunk: defaultPruneChunk}, nil
+	s := &Store{w: w, path: file, r: r, stmts: stmts, files: &fileWatch{db: f, path: file}, pruneChunk: defaultPruneChunk}
+	// Learn the WAL SQLite opened (it exists once the migration check read the file).
+	if err := s.files.check(); err != nil {
+		s.files = nil // f is the caller's to close
+		s.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // errReadOnly is what a store opened with OpenReadOnly answers to a write.
@@ -241,7 +261,11 @@ func (s *Store) Close() error {
 		s.stmts.close()
 		werr = s.w.Close()
 	}
-	if err := errors.Join(s.r.Close(), werr); err != nil {
+	var ferr error
+	if s.files != nil {
+		ferr = s.files.db.Close()
+	}
+	if err := errors.Join(s.r.Close(), werr, ferr); err != nil {
 		return fmt.Errorf("sqlite: close: %w", err)
 	}
 	return nil

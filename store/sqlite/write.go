@@ -57,8 +57,8 @@ func (s *Store) AppendUnsynced(ctx context.Context, entries []*recorder.Entry) e
 // what AppendUnsynced committed since the last synced commit or checkpoint, and its
 // directory (SQLite syncs a new WAL's directory entry only at a synced commit).
 func (s *Store) Sync(ctx context.Context) error {
-	if s.w == nil {
-		return errReadOnly
+	if err := s.writable(); err != nil {
+		return err
 	}
 	err := syncFile(s.path + "-wal")
 	if errors.Is(err, fs.ErrNotExist) {
@@ -84,8 +84,8 @@ func syncFile(path string) error {
 }
 
 func (s *Store) appendChecked(ctx context.Context, entries []*recorder.Entry, sync bool) error {
-	if s.w == nil {
-		return errReadOnly
+	if err := s.writable(); err != nil {
+		return err
 	}
 	if len(entries) == 0 {
 		return nil
@@ -271,8 +271,8 @@ const defaultPruneChunk = 10_000
 // deletes nothing, and appends nothing, when no entry is older than cutoff. On an
 // error it returns how many entries the transactions already committed deleted.
 func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
-	if s.w == nil {
-		return 0, errReadOnly
+	if err := s.writable(); err != nil {
+		return 0, err
 	}
 	var limit int64 = -1 // the chain head when Prune began
 	var total int64
