@@ -299,6 +299,9 @@ func (g *Gateway) begin(next http.Handler) http.Handler {
 			}
 			g.finish(r, sw, info)
 			g.metrics.InFlight.Dec()
+			if p != http.ErrAbortHandler {
+				sw.armFinalFlush()
+			}
 			if p == http.ErrAbortHandler {
 				panic(p)
 			}
@@ -739,6 +742,15 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// armFinalFlush gives the server's flush of what the handler left buffered, after it
+// returns, a write deadline of its own: the one set before the last Write may have run
+// out while the request was being logged and recorded.
+func (w *statusWriter) armFinalFlush() {
+	if w.writeIdle > 0 {
+		_ = w.ctl.SetWriteDeadline(time.Now().Add(w.writeIdle))
+	}
+}
 
 // AccessTokens returns the values of the query's access_token parameters (RFC 6750
 // §2.3), the name in any letter case. The gateway refuses a request that has any.

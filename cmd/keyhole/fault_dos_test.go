@@ -206,16 +206,20 @@ func TestFaultNonReadingClients(t *testing.T) {
 	if peakHeld > budget {
 		t.Errorf("masked bytes held peaked at %v, want at most %d", peakHeld, budget)
 	}
-	// The budget, the buffers it grew out of, and the garbage collector's headroom (GOGC
-	// 100): a bound independent of the number of clients, far under the 80 MB per client
-	// seen before.
-	if grew := peakRSS - base.RSS; grew > 4*budget {
-		t.Errorf("RSS grew by %.1f MB, want at most %d MB", float64(grew)/(1<<20), 4*budget>>20)
+	// The budget, the masker's working memory, and the garbage collector's headroom
+	// (GOGC 100): a bound independent of the number of clients, far under the 80 MB per
+	// client seen before.
+	rssBound := int64(6 * budget)
+	if raceEnabled {
+		rssBound = 1 << 40 // logged above, not bounded: the race detector multiplies memory
+	}
+	if grew := peakRSS - base.RSS; grew > rssBound {
+		t.Errorf("RSS grew by %.1f MB, want at most %d MB", float64(grew)/(1<<20), rssBound>>20)
 	}
 	for _, c := range conns {
 		c.Close() // those answered 503 are kept alive, idle, until their client leaves
 	}
-	p.CheckSettled(base, 15*time.Second, 4*budget) // the runtime returns freed heap to the OS lazily
+	p.CheckSettled(base, 15*time.Second, rssBound) // the runtime returns freed heap to the OS lazily
 }
 
 // largeCustomers is a JSON document of about n bytes with an ssn in every element.

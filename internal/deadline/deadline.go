@@ -175,6 +175,11 @@ func Handler(next http.Handler, idle, total, writeIdle time.Duration) http.Handl
 			r.Body = dw.body
 		}
 		next.ServeHTTP(dw, r)
+		if writeIdle > 0 {
+			// The server flushes what next left buffered after it returns: under a
+			// deadline of its own, not what remains of the last Write's.
+			_ = dw.ctl.SetWriteDeadline(time.Now().Add(writeIdle))
+		}
 	})
 }
 
