@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keyholehq/keyhole/internal/deadline"
 )
 
 // Options configures the admin handler.
@@ -30,8 +33,23 @@ type Options struct {
 	Pprof bool
 }
 
-// New returns the admin plane's handler. It is safe for concurrent use.
+// The admin plane's bodies are small JSON objects: a body may pause adminBodyIdle and take
+// adminBodyTimeout in all; a response write may wait adminWriteIdle on a client that does
+// not read (reset on progress, so a long HAR export to a reading client lives).
+const (
+	adminBodyIdle    = 10 * time.Second
+	adminBodyTimeout = 30 * time.Second
+	adminWriteIdle   = 30 * time.Second
+)
+
+// New returns the admin plane's handler. It is safe for concurrent use. Every request
+// body is read under a deadline, and an answer written before the body has ended (a 401,
+// a 403) closes the connection instead of waiting for the rest of it.
 func New(o Options) http.Handler {
+	return deadline.Handler(newRouter(o), adminBodyIdle, adminBodyTimeout, adminWriteIdle)
+}
+
+func newRouter(o Options) http.Handler {
 	r := chi.NewRouter()
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

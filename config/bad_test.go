@@ -134,6 +134,16 @@ var badFiles = []struct {
 		},
 	},
 	{
+		"limits.bad.yaml",
+		[]string{
+			"line 10: limits.request_body_idle_timeout: request_body_idle_timeout must be greater than 0",
+			"line 11: limits.request_body_timeout: request_body_timeout must be greater than 0",
+			"line 12: limits.response_write_idle_timeout: response_write_idle_timeout must be greater than 0",
+			"line 13: limits.max_masked_bytes_held: max_masked_bytes_held must be at least twice max_response_body_masked (33554432 bytes), or the largest masked response could never be served",
+			"line 14: limits.max_unauthenticated_conns_per_peer: max_unauthenticated_conns_per_peer must be at least 1",
+		},
+	},
+	{
 		"bad_size.bad.yaml",
 		[]string{
 			`line 9: limits.max_request_body: bad size "10XB": want a whole number with an optional unit (KiB, MiB, GiB, KB, MB, GB)`,

@@ -23,6 +23,12 @@ const (
 	DefaultMaxResponseBodyMasked = 32 << 20
 	DefaultRecorderStore         = "sqlite://data/keyhole.db" // relative to the config file's directory
 	DefaultRecorderBodyLimit     = 1 << 20
+	// DefaultRequestBodyIdleTimeout and the rest are the defaults of limits.*: see Limits.
+	DefaultRequestBodyIdleTimeout         = 30 * time.Second
+	DefaultRequestBodyTimeout             = 5 * time.Minute
+	DefaultResponseWriteIdleTimeout       = 30 * time.Second
+	DefaultMaxMaskedBytesHeld             = 256 << 20
+	DefaultMaxUnauthenticatedConnsPerPeer = 64
 )
 
 // DefaultAlgorithms are the token signing algorithms accepted when an issuer lists none.
@@ -340,8 +346,22 @@ type Masking struct {
 	HashKey Secret `yaml:"hash_key"`
 }
 
-// Limits bounds what the gateway buffers.
+// Limits bounds what the gateway buffers, and for how long a client may keep it waiting.
 type Limits struct {
 	MaxRequestBody        ByteSize `yaml:"max_request_body"`
 	MaxResponseBodyMasked ByteSize `yaml:"max_response_body_masked"`
+	// RequestBodyIdleTimeout is the longest a request body may pause between two reads,
+	// and RequestBodyTimeout the longest all of it may take to arrive, whether the gateway
+	// judges, records or streams it to the upstream. A slower client gets 408.
+	RequestBodyIdleTimeout Duration `yaml:"request_body_idle_timeout"`
+	RequestBodyTimeout     Duration `yaml:"request_body_timeout"`
+	// ResponseWriteIdleTimeout is the longest one write of a response may wait on a
+	// client that does not read; reset on progress, so slow readers of long streams live.
+	ResponseWriteIdleTimeout Duration `yaml:"response_write_idle_timeout"`
+	// MaxMaskedBytesHeld bounds the bytes of masked response bodies the gateway holds at
+	// once, across all requests; a masked response beyond it is refused with 503.
+	MaxMaskedBytesHeld ByteSize `yaml:"max_masked_bytes_held"`
+	// MaxUnauthenticatedConnsPerPeer bounds the data-plane connections one peer IP may
+	// hold before a request on them authenticates; further ones are closed on accept.
+	MaxUnauthenticatedConnsPerPeer int `yaml:"max_unauthenticated_conns_per_peer"`
 }

@@ -179,8 +179,11 @@ func TestLoadGood(t *testing.T) {
 		},
 		Recorder:  &Recorder{Store: "sqlite://testdata/data/keyhole.db", Mode: "strict", BodyLimit: DefaultRecorderBodyLimit},
 		Approvals: &Approvals{MaxPendingPerSubject: DefaultMaxPendingPerSubject},
-		Limits:    Limits{MaxRequestBody: 1 << 20, MaxResponseBodyMasked: 2000000},
-		Path:      "testdata/good.yaml",
+		Limits: Limits{MaxRequestBody: 1 << 20, MaxResponseBodyMasked: 2000000,
+			RequestBodyIdleTimeout: Duration(DefaultRequestBodyIdleTimeout), RequestBodyTimeout: Duration(DefaultRequestBodyTimeout),
+			ResponseWriteIdleTimeout: Duration(DefaultResponseWriteIdleTimeout), MaxMaskedBytesHeld: DefaultMaxMaskedBytesHeld,
+			MaxUnauthenticatedConnsPerPeer: DefaultMaxUnauthenticatedConnsPerPeer},
+		Path: "testdata/good.yaml",
 	}
 	want.lines, want.written = cfg.lines, cfg.written
 	if !reflect.DeepEqual(cfg, want) {
@@ -221,6 +224,11 @@ upstreams:
 		{"timeout", cfg.Upstreams["crm"].Timeout, Duration(DefaultUpstreamTimeout)},
 		{"max_request_body", cfg.Limits.MaxRequestBody, ByteSize(DefaultMaxRequestBody)},
 		{"max_response_body_masked", cfg.Limits.MaxResponseBodyMasked, ByteSize(DefaultMaxResponseBodyMasked)},
+		{"request_body_idle_timeout", cfg.Limits.RequestBodyIdleTimeout, Duration(DefaultRequestBodyIdleTimeout)},
+		{"request_body_timeout", cfg.Limits.RequestBodyTimeout, Duration(DefaultRequestBodyTimeout)},
+		{"response_write_idle_timeout", cfg.Limits.ResponseWriteIdleTimeout, Duration(DefaultResponseWriteIdleTimeout)},
+		{"max_masked_bytes_held", cfg.Limits.MaxMaskedBytesHeld, ByteSize(DefaultMaxMaskedBytesHeld)},
+		{"max_unauthenticated_conns_per_peer", cfg.Limits.MaxUnauthenticatedConnsPerPeer, DefaultMaxUnauthenticatedConnsPerPeer},
 	} {
 		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)

@@ -90,6 +90,21 @@ func (v *validator) defaults() {
 	if !v.set("limits.max_response_body_masked") {
 		c.Limits.MaxResponseBodyMasked = DefaultMaxResponseBodyMasked
 	}
+	if !v.set("limits.request_body_idle_timeout") {
+		c.Limits.RequestBodyIdleTimeout = Duration(DefaultRequestBodyIdleTimeout)
+	}
+	if !v.set("limits.request_body_timeout") {
+		c.Limits.RequestBodyTimeout = Duration(DefaultRequestBodyTimeout)
+	}
+	if !v.set("limits.response_write_idle_timeout") {
+		c.Limits.ResponseWriteIdleTimeout = Duration(DefaultResponseWriteIdleTimeout)
+	}
+	if !v.set("limits.max_masked_bytes_held") {
+		c.Limits.MaxMaskedBytesHeld = ByteSize(max(DefaultMaxMaskedBytesHeld, 2*int64(c.Limits.MaxResponseBodyMasked)))
+	}
+	if !v.set("limits.max_unauthenticated_conns_per_peer") {
+		c.Limits.MaxUnauthenticatedConnsPerPeer = DefaultMaxUnauthenticatedConnsPerPeer
+	}
 	if c.Recorder == nil {
 		c.Recorder = &Recorder{}
 	}
@@ -142,6 +157,7 @@ func (v *validator) validate() {
 	if v.set("limits.max_response_body_masked") && c.Limits.MaxResponseBodyMasked <= 0 {
 		v.errorf("limits.max_response_body_masked", "max_response_body_masked must be greater than 0")
 	}
+	v.limits(&c.Limits)
 	if c.Masking != nil && v.set("masking.hash_key") && len(c.Masking.HashKey) < 16 {
 		v.errorf("masking.hash_key", "hash_key must be at least 16 bytes")
 	}
@@ -793,6 +809,29 @@ func (v *validator) approvals(a *Approvals) {
 	}
 	if a.MaxPendingPerSubject < 1 {
 		v.errorf("approvals.max_pending_per_subject", "max_pending_per_subject must be at least 1")
+	}
+}
+
+// limits checks the timeouts and bounds of limits.
+func (v *validator) limits(l *Limits) {
+	for _, d := range []struct {
+		key string
+		d   Duration
+	}{
+		{"request_body_idle_timeout", l.RequestBodyIdleTimeout},
+		{"request_body_timeout", l.RequestBodyTimeout},
+		{"response_write_idle_timeout", l.ResponseWriteIdleTimeout},
+	} {
+		if v.set("limits."+d.key) && d.d <= 0 {
+			v.errorf("limits."+d.key, "%s must be greater than 0", d.key)
+		}
+	}
+	if v.set("limits.max_masked_bytes_held") && l.MaxMaskedBytesHeld < 2*l.MaxResponseBodyMasked && l.MaxResponseBodyMasked > 0 {
+		// A body is held twice while it is masked: as received and as masked.
+		v.errorf("limits.max_masked_bytes_held", "max_masked_bytes_held must be at least twice max_response_body_masked (%d bytes), or the largest masked response could never be served", int64(l.MaxResponseBodyMasked))
+	}
+	if v.set("limits.max_unauthenticated_conns_per_peer") && l.MaxUnauthenticatedConnsPerPeer < 1 {
+		v.errorf("limits.max_unauthenticated_conns_per_peer", "max_unauthenticated_conns_per_peer must be at least 1")
 	}
 }
 

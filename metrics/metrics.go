@@ -56,6 +56,12 @@ type Metrics struct {
 	ApprovalsTotal *prometheus.CounterVec
 	// ApprovalWaitSeconds is the time from an approval's request to its decision.
 	ApprovalWaitSeconds prometheus.Histogram
+	// MaskedBytesHeld is the bytes of masked response bodies the gateway holds now
+	// (limits.max_masked_bytes_held bounds it).
+	MaskedBytesHeld prometheus.Gauge
+	// ConnsRefused counts data-plane connections closed on accept because their peer
+	// held limits.max_unauthenticated_conns_per_peer unauthenticated ones.
+	ConnsRefused prometheus.Counter
 }
 
 // New creates the metrics and registers them, with the Go runtime and process collectors,
@@ -142,12 +148,20 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Time from an approval's request to its decision.",
 			Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600},
 		}),
+		MaskedBytesHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyhole_masked_bytes_held",
+			Help: "Bytes of masked response bodies held by the gateway now.",
+		}),
+		ConnsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keyhole_connections_refused_total",
+			Help: "Data-plane connections closed on accept: their peer held too many unauthenticated connections.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.Requests, m.RequestDuration, m.InFlight, m.UpstreamDuration, m.UpstreamErrors,
 		m.AuthFailures, m.JWKSRefresh, m.MaskedValues, m.MaskFailures, m.CredentialEcho, m.ConfigReloads, m.ConfigLastReloadSuccess,
 		m.RecorderQueueDepth, m.RecorderWriteSeconds, m.RecorderErrors, m.RecorderDropped,
-		m.ApprovalsPending, m.ApprovalsTotal, m.ApprovalWaitSeconds,
+		m.ApprovalsPending, m.ApprovalsTotal, m.ApprovalWaitSeconds, m.MaskedBytesHeld, m.ConnsRefused,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -24,6 +25,8 @@ import (
 
 	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/identity"
+	"github.com/keyholehq/keyhole/internal/connlimit"
+	"github.com/keyholehq/keyhole/internal/deadline"
 	"github.com/keyholehq/keyhole/masking"
 	"github.com/keyholehq/keyhole/metrics"
 	"github.com/keyholehq/keyhole/rules"
@@ -45,6 +48,10 @@ type State struct {
 	maxBody   int64
 	// maxPending is approvals.max_pending_per_subject.
 	maxPending int
+	// limits.request_body_idle_timeout, request_body_timeout, response_write_idle_timeout.
+	bodyIdle, bodyTotal, writeIdle time.Duration
+	// maxMaskedHeld is limits.max_masked_bytes_held.
+	maxMaskedHeld int64
 	// scrub removes every upstream's credential from responses; empty when none has one.
 	scrub *scrub.Scrubber
 	// maskHeaders holds each route's mask_headers, canonical, by route name.
@@ -64,6 +71,8 @@ type Gateway struct {
 	handler  http.Handler
 	rec      Recorder  // nil: exchanges are not recorded
 	ap       Approvals // nil: routes with approval are refused
+	// maskedHeld is the bytes of masked bodies held now, by every request of every State.
+	maskedHeld atomic.Int64
 	// echoWarned holds the routes whose credential echo has been logged (route name →
 	// struct{}): the warning is logged once per route, the metric counts every response.
 	echoWarned sync.Map
@@ -107,7 +116,9 @@ func New(log *slog.Logger, m *metrics.Metrics, rec Recorder, ap Approvals) *Gate
 // settings did not change are reused, keeping their warm connections.
 func (g *Gateway) NewState(cfg *config.Config, table *rules.Table, v Verifier, prev *State) (*State, error) {
 	s := &State{table: table, verifier: v, upstreams: map[string]*upstream{}, masks: map[string]*routeMask{},
-		maxBody: int64(cfg.Limits.MaxRequestBody)}
+		maxBody: int64(cfg.Limits.MaxRequestBody), bodyIdle: time.Duration(cfg.Limits.RequestBodyIdleTimeout),
+		bodyTotal: time.Duration(cfg.Limits.RequestBodyTimeout), writeIdle: time.Duration(cfg.Limits.ResponseWriteIdleTimeout),
+		maxMaskedHeld: int64(cfg.Limits.MaxMaskedBytesHeld)}
 	if cfg.Approvals != nil {
 		s.maxPending = cfg.Approvals.MaxPendingPerSubject
 	}
@@ -202,7 +213,8 @@ type reqInfo struct {
 	upstream    *upstream
 	forwardPath string // decoded path after rewrite, appended to the upstream's base path
 	mask        *routeMask
-	respHeader  http.Header // the client response's header map
+	respHeader  http.Header    // the client response's header map
+	body        *deadline.Body // the request body under its read deadlines; nil without a body
 	forwarded   time.Time
 	upstreamDur time.Duration
 	decision    string
@@ -242,9 +254,19 @@ func (g *Gateway) refuse(w http.ResponseWriter, info *reqInfo, rf *refusal) {
 func (g *Gateway) begin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info := &reqInfo{id: ulid.Make().String(), start: time.Now(), state: g.state.Load()}
-		sw := &statusWriter{ResponseWriter: w}
-		if info.state != nil {
-			sw.scrub = info.state.scrub
+		sw := &statusWriter{ResponseWriter: w, ctl: http.NewResponseController(w)}
+		bodyIdle, bodyTotal := config.DefaultRequestBodyIdleTimeout, config.DefaultRequestBodyTimeout
+		if st := info.state; st != nil {
+			bodyIdle, bodyTotal, sw.writeIdle = st.bodyIdle, st.bodyTotal, st.writeIdle
+			sw.scrub = st.scrub
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			// Every read of the body, whoever reads it (the rules, the record, the
+			// upstream transport, the server's drain), is under these deadlines, and any
+			// answer written before the body has ended closes the connection instead of
+			// waiting for the rest (issue 11: a stalled body held a connection for ever).
+			info.body = deadline.NewBody(w, r, bodyIdle, bodyTotal)
+			r.Body, sw.body = info.body, info.body
 		}
 		if g.rec != nil {
 			info.rec.header = r.Header.Clone()
@@ -277,6 +299,9 @@ func (g *Gateway) begin(next http.Handler) http.Handler {
 			}
 			g.finish(r, sw, info)
 			g.metrics.InFlight.Dec()
+			if p != http.ErrAbortHandler {
+				sw.armFinalFlush()
+			}
 			if p == http.ErrAbortHandler {
 				panic(p)
 			}
@@ -442,6 +467,8 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 			g.refuse(w, info, rf)
 			return
 		}
+		// The connection no longer counts against limits.max_unauthenticated_conns_per_peer.
+		connlimit.Authenticated(r.Context())
 		next.ServeHTTP(w, r)
 	})
 }
@@ -468,7 +495,7 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 		req := rules.Request{Method: r.Method, Path: info.path, Query: query, Header: r.Header}
 		mcp := r.Header.Get("Mcp-Method") != "" || r.Header.Get("Mcp-Name") != ""
 		if mcp || st.table.NeedsBody(r.Method, info.path) {
-			if rf := readBody(w, r, &req); rf != nil {
+			if rf := readBody(r, &req); rf != nil {
 				g.refuse(w, info, rf)
 				return
 			}
@@ -492,7 +519,7 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 			info.decision = labelApprovalPending
 			if req.Body == nil {
 				// An approval covers the exact body bytes, and approvers must read them.
-				if rf := readBody(w, r, &req); rf != nil {
+				if rf := readBody(r, &req); rf != nil {
 					g.refuse(w, info, rf)
 					return
 				}
@@ -558,14 +585,24 @@ func Outcome(d rules.Decision) (status int, code string) {
 	return http.StatusOK, ""
 }
 
-// bodyReadTimeout bounds how long the gateway waits for a body it must buffer to judge.
-const bodyReadTimeout = 30 * time.Second
+// bodyError is the refusal for a request body that could not be read: 413 beyond the
+// limit, 408 when the client was too slow (limits.request_body_*), 400 otherwise.
+func bodyError(err error) *refusal {
+	if rf := statusFor(err); rf.status == http.StatusRequestEntityTooLarge {
+		return rf
+	}
+	if os.IsTimeout(err) {
+		return &refusal{status: http.StatusRequestTimeout, code: "request_timeout",
+			msg: "the request body did not arrive in time", decision: labelError, cause: err}
+	}
+	return badRequest("request body could not be read")
+}
 
 // readBody buffers the (already size-limited) request body for body conditions and
 // approvals, and puts it back for forwarding. A compressed body is refused: conditions
 // judge (and approvers read) the bytes the upstream will decode, and a gzip body would be
 // noise to both. Every Content-Encoding field counts: "identity" then "gzip" is gzip.
-func readBody(w http.ResponseWriter, r *http.Request, req *rules.Request) *refusal {
+func readBody(r *http.Request, req *rules.Request) *refusal {
 	for _, v := range r.Header.Values("Content-Encoding") {
 		for _, ce := range strings.Split(v, ",") {
 			if ce = strings.TrimSpace(ce); ce != "" && !strings.EqualFold(ce, "identity") {
@@ -576,15 +613,9 @@ func readBody(w http.ResponseWriter, r *http.Request, req *rules.Request) *refus
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	body, err := io.ReadAll(r.Body)
-	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
-		if rf := statusFor(err); rf.status == http.StatusRequestEntityTooLarge {
-			return rf
-		}
-		return badRequest("request body could not be read")
+		return bodyError(err)
 	}
 	req.Body = body
 	r.Body = io.NopCloser(bytes.NewReader(body))
@@ -633,6 +664,18 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		g.refuse(w, info, statusFor(err))
 		return
 	}
+	var rf *refusal
+	if errors.As(err, &rf) {
+		g.refuse(w, info, rf) // the gateway's own answer (overloaded), not the upstream's failure
+		return
+	}
+	if berr := info.body.Err(); berr != nil {
+		// The client's body failed (too slow, cut, too large) while it streamed upstream:
+		// the client's fault, not the upstream's. (A failed body read also cancels the
+		// request's context, so this comes before the check for a client gone.)
+		g.refuse(w, info, bodyError(berr))
+		return
+	}
 	kind := upstreamErrorKind(err)
 	g.metrics.UpstreamErrors.WithLabelValues(info.upstream.name, kind).Inc()
 	if kind == "canceled" && r.Context().Err() != nil {
@@ -642,7 +685,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		mcpClientClosed(r, info)
 		return
 	}
-	rf := statusFor(err)
+	rf = statusFor(err)
 	if rf.cause == nil {
 		rf.cause = err
 	}
@@ -657,6 +700,11 @@ type statusWriter struct {
 	bytes   int64
 	wrote   bool
 	drop1xx bool // masked routes: 1xx responses (103 Early Hints) carry unmasked upstream headers
+	// body is the request body, abandoned when the answer starts before it has ended.
+	body *deadline.Body
+	// writeIdle is the write deadline of each chunk of the body, through ctl.
+	ctl       *http.ResponseController
+	writeIdle time.Duration
 	// scrub removes credentials from 1xx headers, which ReverseProxy writes without
 	// ModifyResponse.
 	scrub *scrub.Scrubber
@@ -674,6 +722,7 @@ func (w *statusWriter) WriteHeader(code int) {
 	}
 	if !w.wrote && code >= 200 {
 		w.status, w.wrote = code, true
+		w.body.Abandon(w.Header())
 	} else if code < 200 && w.status == 0 {
 		w.status = code // 101 Switching Protocols: the response is the upgraded stream
 	}
@@ -684,7 +733,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if !w.wrote {
 		w.WriteHeader(http.StatusOK)
 	}
-	n, err := w.ResponseWriter.Write(b)
+	n, err := deadline.Write(w.ctl, w.writeIdle, w.ResponseWriter, b)
 	if room := w.capture - int64(len(w.captured)); room > 0 && n > 0 {
 		w.captured = append(w.captured, b[:min(int64(n), room)]...)
 	}
@@ -693,6 +742,15 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// armFinalFlush gives the server's flush of what the handler left buffered, after it
+// returns, a write deadline of its own: the one set before the last Write may have run
+// out while the request was being logged and recorded.
+func (w *statusWriter) armFinalFlush() {
+	if w.writeIdle > 0 {
+		_ = w.ctl.SetWriteDeadline(time.Now().Add(w.writeIdle))
+	}
+}
 
 // AccessTokens returns the values of the query's access_token parameters (RFC 6750
 // §2.3), the name in any letter case. The gateway refuses a request that has any.

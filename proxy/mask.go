@@ -68,12 +68,12 @@ func CheckMasks(cfg *config.Config) error {
 	return errors.Join(errs...)
 }
 
-// maskResponse replaces resp's body with its masked form, or returns a *maskError. It runs
+// maskResponse replaces resp's body with its masked form, or returns a *maskError (or the
+// 503 overloaded refusal, beyond limits.max_masked_bytes_held). It runs
 // in ModifyResponse, before any header reaches the client, so a refusal is still possible;
 // streamed framings (NDJSON, SSE) are masked as they arrive, one line or event at a time,
 // and a failure mid-stream aborts the response rather than pass an unmasked event.
 func (g *Gateway) maskResponse(resp *http.Response, info *reqInfo) error {
-	rm := info.mask
 	h := resp.Header
 	for _, k := range maskResponseHeaders {
 		delete(h, k)
@@ -98,7 +98,8 @@ func (g *Gateway) maskResponse(resp *http.Response, info *reqInfo) error {
 	default:
 		// application/json, any +json, and every other type: a body that is JSON is masked
 		// whatever it claims to be (text/plain carrying JSON leaks as well as JSON does).
-		raw, err := io.ReadAll(io.LimitReader(body, rm.limit+1))
+		// Held whole, as received and as masked, within limits.max_masked_bytes_held.
+		raw, held, err := g.readMasked(info, body, resp.ContentLength)
 		var ue *upstreamBodyError
 		if errors.As(err, &ue) {
 			return ue // the upstream's fault, not the mask's
@@ -106,13 +107,15 @@ func (g *Gateway) maskResponse(resp *http.Response, info *reqInfo) error {
 		if err != nil && resp.Request.Context().Err() != nil {
 			return err // the client left: 499 client_closed, not the mask's fault
 		}
-		if err != nil {
+		var rf *refusal
+		var me *maskError
+		if err != nil && !errors.As(err, &rf) && !errors.As(err, &me) {
 			return &maskError{msg: "response body could not be read"}
 		}
-		if int64(len(raw)) > rm.limit {
-			return &maskError{msg: "response body is larger than the gateway masks"}
+		if err != nil {
+			return err // over the size limit, or over the budget (503 overloaded)
 		}
-		out, err := g.maskDocument(info, raw)
+		out, sent, err := g.maskHeld(info, raw, held)
 		if err != nil {
 			return err
 		}
@@ -120,7 +123,7 @@ func (g *Gateway) maskResponse(resp *http.Response, info *reqInfo) error {
 			setCharsetUTF8(h) // masked from UTF-16/32 or BOM-prefixed JSON, sent as UTF-8
 		}
 		resp.Body.Close()
-		resp.Body = io.NopCloser(bytes.NewReader(out))
+		resp.Body = sent
 		resp.ContentLength = int64(len(out))
 		h.Set("Content-Length", strconv.Itoa(len(out)))
 		return nil

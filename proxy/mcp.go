@@ -107,7 +107,7 @@ func (g *Gateway) judgeMCP(w http.ResponseWriter, r *http.Request, info *reqInfo
 		return w, nil, true // the GET stream and DELETE: the route's allow decided
 	}
 	if req.Body == nil {
-		if rf := readBody(w, r, req); rf != nil {
+		if rf := readBody(r, req); rf != nil {
 			g.refuse(w, info, rf)
 			return nil, nil, false
 		}

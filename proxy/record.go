@@ -46,7 +46,7 @@ func (g *Gateway) record(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if rf := info.rec.captureBody(w, r, g.rec.BodyLimit()); rf != nil {
+		if rf := info.rec.captureBody(r, g.rec.BodyLimit()); rf != nil {
 			g.refuse(w, info, rf)
 			return
 		}
@@ -65,9 +65,9 @@ func (g *Gateway) record(next http.Handler) http.Handler {
 
 // captureBody keeps the first limit bytes of the request body for the record. A body the
 // gateway buffered to judge is reused; a streamed one is read up to the limit now (so the
-// record written before forwarding holds it), under the same read deadline as a body
-// read to judge, and the rest streams on to the upstream unbuffered.
-func (rc *recording) captureBody(w http.ResponseWriter, r *http.Request, limit int64) *refusal {
+// record written before forwarding holds it), and the rest streams on to the upstream
+// unbuffered.
+func (rc *recording) captureBody(r *http.Request, limit int64) *refusal {
 	if rc.body != nil || r.Body == nil || r.Body == http.NoBody {
 		rc.reqBody, rc.reqSize = rc.body, int64(len(rc.body))
 		if int64(len(rc.reqBody)) > limit {
@@ -76,15 +76,11 @@ func (rc *recording) captureBody(w http.ResponseWriter, r *http.Request, limit i
 		return nil
 	}
 	// One byte more than the limit tells a body that fits from one that does not.
-	ctl := http.NewResponseController(w)
-	_ = ctl.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	// The read deadline is the body's own (deadline.Body) and stays set for the rest,
+	// which streams on: clearing it here let a client stall the upload for ever.
 	prefix, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	_ = ctl.SetReadDeadline(time.Time{})
 	if err != nil {
-		if rf := statusFor(err); rf.status == http.StatusRequestEntityTooLarge {
-			return rf
-		}
-		return badRequest("request body could not be read")
+		return bodyError(err)
 	}
 	rc.reqBody, rc.reqSize = prefix, int64(len(prefix))
 	if rc.reqSize > limit {

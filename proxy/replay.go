@@ -232,7 +232,9 @@ func replayHeader(judged http.Header, decoded, masked bool) http.Header {
 // replayResponse reads a replayed response as a client of the route would receive it:
 // masked by the data plane's masking when the route masks, at most the body limit kept.
 func (g *Gateway) replayResponse(resp *http.Response, info *reqInfo) (*recorder.Response, error) {
-	defer resp.Body.Close()
+	// The body masking puts in holds masked-body budget until it is closed: close the
+	// body resp has at the end, not the one it has now.
+	defer func() { resp.Body.Close() }()
 	g.maskHeaders(resp.Header, info)
 	if info.mask != nil {
 		if err := g.maskResponse(resp, info); err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/keyholehq/keyhole/approvals"
 	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/identity"
+	"github.com/keyholehq/keyhole/internal/connlimit"
 	"github.com/keyholehq/keyhole/internal/logbuf"
 	"github.com/keyholehq/keyhole/metrics"
 	"github.com/keyholehq/keyhole/proxy"
@@ -121,21 +122,23 @@ type listenOverrides struct{ data, admin string }
 // gateway is one running Keyhole process: its listeners, the data plane, the admin plane,
 // the verifier and the reload machinery. Reloads are serialised by mu.
 type gateway struct {
-	src      source
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	metrics  *metrics.Metrics
-	proxy    *proxy.Gateway
-	dev      *identity.DevIssuer
-	ctx      context.Context // the process context, for the verifier's background work
-	dataLn   net.Listener
-	adminLn  net.Listener
-	verifier atomic.Pointer[identity.Verifier]
-	store    store
-	rec      *recorder.Recorder
-	ap       *approvals.Service
-	notifier *approvals.Notifier
-	table    atomic.Pointer[rules.Table] // the running route table, for admin roles
+	src     source
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *metrics.Metrics
+	proxy   *proxy.Gateway
+	dev     *identity.DevIssuer
+	ctx     context.Context // the process context, for the verifier's background work
+	dataLn  net.Listener
+	adminLn net.Listener
+	// connLimit is dataLn's limit of unauthenticated connections per peer.
+	connLimit *connlimit.Listener
+	verifier  atomic.Pointer[identity.Verifier]
+	store     store
+	rec       *recorder.Recorder
+	ap        *approvals.Service
+	notifier  *approvals.Notifier
+	table     atomic.Pointer[rules.Table] // the running route table, for admin roles
 
 	mu          sync.Mutex
 	cfg         *config.Config
@@ -185,6 +188,8 @@ func start(ctx context.Context, src source, log *slog.Logger, over listenOverrid
 		g.close()
 		return nil, fmt.Errorf("listen: %w", err)
 	}
+	g.connLimit = connlimit.NewListener(g.dataLn, cfg.Limits.MaxUnauthenticatedConnsPerPeer, m.ConnsRefused.Inc)
+	g.dataLn = g.connLimit
 	if cfg.Identity.Dev {
 		if g.dev, err = identity.NewDevIssuer("http://" + g.adminLn.Addr().String() + "/dev"); err != nil {
 			g.close()
@@ -277,8 +282,12 @@ func (g *gateway) ready() error {
 // file changes, then drains in-flight requests and returns.
 func (g *gateway) serve(ctx context.Context, watch time.Duration) error {
 	cfg := g.cfg
+	// No ReadTimeout or WriteTimeout: they would cut long uploads and SSE streams. Each
+	// request's body reads and response writes have their own deadlines instead
+	// (limits.request_body_*, limits.response_write_idle_timeout), reset on progress.
 	dataSrv := &http.Server{
 		Handler:           g.proxy,
+		ConnContext:       connlimit.ConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -297,6 +306,8 @@ func (g *gateway) serve(ctx context.Context, watch time.Duration) error {
 		opts.DevIssuer, opts.DevPath = g.dev.Handler(), "/dev"
 	}
 	adminH := admin.New(opts)
+	// admin.New bounds body reads and response writes per request (no global timeouts: a
+	// 30 s CPU profile or a long HAR export must finish).
 	adminSrv := &http.Server{
 		Handler:           adminH,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -439,6 +450,7 @@ func (g *gateway) reload(force bool) {
 	g.rec.SetPolicy(recorderPolicy(cfg, old))
 	g.notifier.Set(notifyConfig(cfg))
 	g.proxy.Swap(state)
+	g.connLimit.SetMax(cfg.Limits.MaxUnauthenticatedConnsPerPeer)
 	g.table.Store(table)
 	g.cfg, g.state = cfg, state
 	g.lastSum = g.fingerprint(data)
