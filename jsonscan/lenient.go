@@ -109,23 +109,4 @@ func UnescapeLenient(dst, raw []byte) []byte {
 }
 
 // hex2 returns the value of the two hex digits at b[i:], or -1.
-func hex2(b []byte, i int) rune {
-	if i+2 > len(b) {
-		return -1
-	}
-	var r rune
-	for _, c := range b[i : i+2] {
-		switch {
-		case '0' <= c && c <= '9':
-			c -= '0'
-		case 'a' <= c && c <= 'f':
-			c -= 'a' - 10
-		case 'A' <= c && c <= 'F':
-			c -= 'A' - 10
-		default:
-			return -1
-		}
-		r = r<<4 | rune(c)
-	}
-	return r
-}
+func hex2(b []byte, i int) rune { return hexDigits(b, i, 2) }

@@ -197,12 +197,15 @@ func digits(b []byte, i int) int {
 }
 
 // Hex4 returns the value of the four hex digits at b[i:], or -1.
-func Hex4(b []byte, i int) rune {
-	if i < 0 || i+4 > len(b) {
+func Hex4(b []byte, i int) rune { return hexDigits(b, i, 4) }
+
+// hexDigits returns the value of the n hex digits at b[i:], or -1.
+func hexDigits(b []byte, i, n int) rune {
+	if i < 0 || i+n > len(b) {
 		return -1
 	}
 	var r rune
-	for _, c := range b[i : i+4] {
+	for _, c := range b[i : i+n] {
 		switch {
 		case '0' <= c && c <= '9':
 			c -= '0'

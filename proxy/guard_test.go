@@ -4,35 +4,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"unicode/utf16"
-)
 
-// utf encodes s in UTF-16 or UTF-32 (size 2 or 4), little- or big-endian, with a BOM when bom.
-func utf(s string, size int, big, bom bool) string {
-	if bom {
-		s = "\ufeff" + s
-	}
-	var out []byte
-	put := func(u uint32) {
-		for k := range size {
-			shift := 8 * k
-			if big {
-				shift = 8 * (size - 1 - k)
-			}
-			out = append(out, byte(u>>shift))
-		}
-	}
-	for _, r := range s {
-		if size == 2 {
-			for _, u := range utf16.Encode([]rune{r}) {
-				put(uint32(u))
-			}
-		} else {
-			put(uint32(r))
-		}
-	}
-	return string(out)
-}
+	"github.com/keyholehq/keyhole/internal/testkit"
+)
 
 // TestGuardLenientBodiesEndToEnd posts bodies a lenient backend parser reads as DROP TABLE
 // (issue 11 item 3): each must be denied by the guard and never reach the upstream.
@@ -49,16 +23,16 @@ func TestGuardLenientBodiesEndToEnd(t *testing.T) {
 		{"trailing data", doc + ` x`, "application/json"},
 		{"513 nested arrays", strings.Repeat("[", 513) + doc + strings.Repeat("]", 513), "application/json"},
 		{"trailing comma", `{"q":"DROP\u0020TABLE users",}`, "application/json"},
-		{"UTF-16LE BOM", utf(plainDoc, 2, false, true), "application/json"},
-		{"UTF-16BE BOM", utf(plainDoc, 2, true, true), "application/json"},
-		{"UTF-32LE BOM", utf(plainDoc, 4, false, true), "application/json"},
-		{"UTF-32BE BOM", utf(plainDoc, 4, true, true), "application/json"},
-		{"UTF-16LE", utf(plainDoc, 2, false, false), "application/json"},
-		{"UTF-16BE", utf(plainDoc, 2, true, false), "application/json"},
-		{"UTF-32LE", utf(plainDoc, 4, false, false), "application/json"},
-		{"UTF-32BE", utf(plainDoc, 4, true, false), "application/json"},
+		{"UTF-16LE BOM", testkit.EncodeText(plainDoc, 2, false, true), "application/json"},
+		{"UTF-16BE BOM", testkit.EncodeText(plainDoc, 2, true, true), "application/json"},
+		{"UTF-32LE BOM", testkit.EncodeText(plainDoc, 4, false, true), "application/json"},
+		{"UTF-32BE BOM", testkit.EncodeText(plainDoc, 4, true, true), "application/json"},
+		{"UTF-16LE", testkit.EncodeText(plainDoc, 2, false, false), "application/json"},
+		{"UTF-16BE", testkit.EncodeText(plainDoc, 2, true, false), "application/json"},
+		{"UTF-32LE", testkit.EncodeText(plainDoc, 4, false, false), "application/json"},
+		{"UTF-32BE", testkit.EncodeText(plainDoc, 4, true, false), "application/json"},
 		{"undecodable charset", `{"q":"+AEQ-ROP TABLE users"}`, "application/json; charset=utf-7"},
-		{"invalid UTF-16", utf(`{"q":"x"}`, 2, false, true) + "!", "application/json"},
+		{"invalid UTF-16", testkit.EncodeText(`{"q":"x"}`, 2, false, true) + "!", "application/json"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,7 +48,7 @@ func TestGuardLenientBodiesEndToEnd(t *testing.T) {
 	}
 	t.Run("harmless lenient body passes", func(t *testing.T) {
 		h.crm.Reset()
-		resp, b := h.do(t, "POST", "/crm/customers", tok, utf(`{"q":"select 1"}`, 2, false, true), nil)
+		resp, b := h.do(t, "POST", "/crm/customers", tok, testkit.EncodeText(`{"q":"select 1"}`, 2, false, true), nil)
 		if resp.StatusCode != 200 || len(h.crm.Requests()) != 1 {
 			t.Fatalf("status %d %s, %d upstream requests; want 200 and 1", resp.StatusCode, b, len(h.crm.Requests()))
 		}

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/keyholehq/keyhole/internal/testkit"
 )
 
 // TestMaskEncodedJSON: JSON with a BOM or in UTF-16/32 is JSON to its clients, so a
@@ -17,12 +19,12 @@ func TestMaskEncodedJSON(t *testing.T) {
 	h.load(t, maskConfig)
 	bodies := map[string]string{
 		"/utf8-bom":     "\ufeff" + customerJSON,
-		"/utf16le-bom":  utf(customerJSON, 2, false, true),
-		"/utf16be":      utf(customerJSON, 2, true, false),
-		"/utf32le-bom":  utf(customerJSON, 4, false, true),
-		"/utf32be":      utf(customerJSON, 4, true, false),
-		"/utf16-plain":  utf("plain words", 2, false, true),
-		"/utf16-broken": utf(`{"ssn":"`+plantedSSN, 2, false, true),
+		"/utf16le-bom":  testkit.EncodeText(customerJSON, 2, false, true),
+		"/utf16be":      testkit.EncodeText(customerJSON, 2, true, false),
+		"/utf32le-bom":  testkit.EncodeText(customerJSON, 4, false, true),
+		"/utf32be":      testkit.EncodeText(customerJSON, 4, true, false),
+		"/utf16-plain":  testkit.EncodeText("plain words", 2, false, true),
+		"/utf16-broken": testkit.EncodeText(`{"ssn":"`+plantedSSN, 2, false, true),
 	}
 	h.crm.Respond = func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json; charset=utf-16")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/keyholehq/keyhole/internal/testkit"
 	"github.com/keyholehq/keyhole/jsonscan"
 )
 
@@ -100,8 +101,8 @@ func FuzzCheckBody(f *testing.F) {
 		if lenientMatch(guard, b) {
 			forms := map[string][]byte{"utf-8": b}
 			if utf8.Valid(b) {
-				forms["utf-16le with BOM"] = []byte(encodeText(string(b), 2, false, true))
-				forms["utf-32be"] = []byte(encodeText(string(b), 4, true, false))
+				forms["utf-16le with BOM"] = []byte(testkit.EncodeText(string(b), 2, false, true))
+				forms["utf-32be"] = []byte(testkit.EncodeText(string(b), 4, true, false))
 			}
 			for name, body := range forms {
 				if matched, why := regexHolds(guard, body, nil); !matched && why == "" {

@@ -3,37 +3,10 @@ package rules
 import (
 	"strings"
 	"testing"
-	"unicode/utf16"
 
 	"github.com/keyholehq/keyhole/config"
+	"github.com/keyholehq/keyhole/internal/testkit"
 )
-
-// encodeText returns s in UTF-16 or UTF-32 (size 2 or 4), little- or big-endian, with a BOM when bom.
-func encodeText(s string, size int, big, bom bool) string {
-	if bom {
-		s = "\ufeff" + s
-	}
-	var out []byte
-	put := func(u uint32) {
-		for k := range size {
-			shift := 8 * k
-			if big {
-				shift = 8 * (size - 1 - k)
-			}
-			out = append(out, byte(u>>shift))
-		}
-	}
-	for _, r := range s {
-		if size == 2 {
-			for _, u := range utf16.Encode([]rune{r}) {
-				put(uint32(u))
-			}
-		} else {
-			put(uint32(r))
-		}
-	}
-	return string(out)
-}
 
 // TestDecideGuardLenientBodies holds the body_regex guard to what lenient backend parsers
 // (Python's json, Go's json.Decoder, JSON5, a UTF-16 reader) read as DROP TABLE.
@@ -61,25 +34,25 @@ func TestDecideGuardLenientBodies(t *testing.T) {
 		{"unterminated string", `{"q":"DROP\u0020TABLE users`, nil, deny},
 		{"lone surrogate before", `{"a":"\ud800","q":"DROP\u0020TABLE users"}`, nil, deny},
 		{"UTF-8 BOM", "\ufeff" + doc, nil, deny},
-		{"UTF-16LE BOM", encodeText(plainDoc, 2, false, true), nil, deny},
-		{"UTF-16BE BOM", encodeText(plainDoc, 2, true, true), nil, deny},
-		{"UTF-32LE BOM", encodeText(plainDoc, 4, false, true), nil, deny},
-		{"UTF-32BE BOM", encodeText(plainDoc, 4, true, true), nil, deny},
-		{"UTF-16LE", encodeText(plainDoc, 2, false, false), nil, deny},
-		{"UTF-16BE", encodeText(plainDoc, 2, true, false), nil, deny},
-		{"UTF-32LE", encodeText(plainDoc, 4, false, false), nil, deny},
-		{"UTF-32BE", encodeText(plainDoc, 4, true, false), nil, deny},
-		{"UTF-16LE escaped", encodeText(doc, 2, false, true), nil, deny},
-		{"UTF-16 plain text", encodeText("drop table users", 2, false, false), nil, deny},
-		{"UTF-16 after a non-ASCII start", "x" + encodeText("é drop table users", 2, false, false)[1:], nil, deny},
-		{"UTF-16 odd length with BOM", encodeText(`{"q":"x"}`, 2, false, true) + "!", nil, deny},
-		{"UTF-16 lone surrogate with BOM", encodeText(`{"q":"x"}`, 2, false, true) + "\x00\xd8", nil, deny},
-		{"declared charset utf-16le", encodeText(plainDoc, 2, false, false), []string{"Content-Type", "application/json; charset=utf-16le"}, deny},
+		{"UTF-16LE BOM", testkit.EncodeText(plainDoc, 2, false, true), nil, deny},
+		{"UTF-16BE BOM", testkit.EncodeText(plainDoc, 2, true, true), nil, deny},
+		{"UTF-32LE BOM", testkit.EncodeText(plainDoc, 4, false, true), nil, deny},
+		{"UTF-32BE BOM", testkit.EncodeText(plainDoc, 4, true, true), nil, deny},
+		{"UTF-16LE", testkit.EncodeText(plainDoc, 2, false, false), nil, deny},
+		{"UTF-16BE", testkit.EncodeText(plainDoc, 2, true, false), nil, deny},
+		{"UTF-32LE", testkit.EncodeText(plainDoc, 4, false, false), nil, deny},
+		{"UTF-32BE", testkit.EncodeText(plainDoc, 4, true, false), nil, deny},
+		{"UTF-16LE escaped", testkit.EncodeText(doc, 2, false, true), nil, deny},
+		{"UTF-16 plain text", testkit.EncodeText("drop table users", 2, false, false), nil, deny},
+		{"UTF-16 after a non-ASCII start", "x" + testkit.EncodeText("é drop table users", 2, false, false)[1:], nil, deny},
+		{"UTF-16 odd length with BOM", testkit.EncodeText(`{"q":"x"}`, 2, false, true) + "!", nil, deny},
+		{"UTF-16 lone surrogate with BOM", testkit.EncodeText(`{"q":"x"}`, 2, false, true) + "\x00\xd8", nil, deny},
+		{"declared charset utf-16le", testkit.EncodeText(plainDoc, 2, false, false), []string{"Content-Type", "application/json; charset=utf-16le"}, deny},
 		{"undecodable declared charset", `{"q":"+AEQ-ROP TABLE"}`, []string{"Content-Type", "application/json; charset=utf-7"}, deny},
 		{"form value holding JSON", `q=%7B%22a%22%3A%22DROP%5Cu0020TABLE%22%7D`, nil, deny},
 		{"form with an invalid percent escape", `x=%zz&q=drop%20table`, nil, deny},
 		{"harmless lenient body", `{"q":"select 1","n":NaN,}`, nil, want{Allow, "crm-read-customer", ""}},
-		{"harmless UTF-16", encodeText(`{"q":"select 1"}`, 2, false, true), nil, want{Allow, "crm-read-customer", ""}},
+		{"harmless UTF-16", testkit.EncodeText(`{"q":"select 1"}`, 2, false, true), nil, want{Allow, "crm-read-customer", ""}},
 		{"harmless declared latin-1", `{"q":"caf` + "\xe9" + `"}`, []string{"Content-Type", "text/plain; charset=ISO-8859-1"}, want{Allow, "crm-read-customer", ""}},
 		{"binary with NULs", "\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", nil, want{Allow, "crm-read-customer", ""}},
 	}
@@ -105,9 +78,9 @@ func TestDecideRouteBodyRegexUndecidable(t *testing.T) {
 		want want
 	}{
 		{"matches", `{"mode":"safe"}`, want{Allow, "safe-writes", ""}},
-		{"matches in UTF-16", encodeText(`{"mode":"safe"}`, 2, false, true), want{Allow, "safe-writes", ""}},
+		{"matches in UTF-16", testkit.EncodeText(`{"mode":"safe"}`, 2, false, true), want{Allow, "safe-writes", ""}},
 		{"does not match", `{"mode":"purge"}`, want{Forbid, "other-writes", ""}},
-		{"undecodable UTF-16", encodeText(`{"mode":"safe"}`, 2, false, true) + "!", want{Invalid, "safe-writes", ""}},
+		{"undecodable UTF-16", testkit.EncodeText(`{"mode":"safe"}`, 2, false, true) + "!", want{Invalid, "safe-writes", ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
