@@ -56,6 +56,11 @@ type Metrics struct {
 	ApprovalsTotal *prometheus.CounterVec
 	// ApprovalWaitSeconds is the time from an approval's request to its decision.
 	ApprovalWaitSeconds prometheus.Histogram
+	// MCPRequests counts requests of mcp routes by route, JSON-RPC method (the protocol's
+	// methods, response, GET, DELETE, invalid, else other), tool (the deciding
+	// mcp.tools entry's name, other for a tool no entry names, "" for other methods) and
+	// decision.
+	MCPRequests *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them, with the Go runtime and process collectors,
@@ -142,12 +147,16 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Time from an approval's request to its decision.",
 			Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600},
 		}),
+		MCPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyhole_mcp_requests_total",
+			Help: "Requests of mcp routes by route, JSON-RPC method, tool (config names, other) and decision.",
+		}, []string{"route", "method", "tool", "decision"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.Requests, m.RequestDuration, m.InFlight, m.UpstreamDuration, m.UpstreamErrors,
 		m.AuthFailures, m.JWKSRefresh, m.MaskedValues, m.MaskFailures, m.CredentialEcho, m.ConfigReloads, m.ConfigLastReloadSuccess,
 		m.RecorderQueueDepth, m.RecorderWriteSeconds, m.RecorderErrors, m.RecorderDropped,
-		m.ApprovalsPending, m.ApprovalsTotal, m.ApprovalWaitSeconds,
+		m.ApprovalsPending, m.ApprovalsTotal, m.ApprovalWaitSeconds, m.MCPRequests,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

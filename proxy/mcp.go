@@ -100,6 +100,7 @@ type mcpState struct {
 	method string // JSON-RPC method of a POST, "" for GET and DELETE and responses
 	name   string
 	id     json.RawMessage // JSON-RPC id of a POST, nil for a notification
+	tool   string          // the tool label of keyhole_mcp_requests_total
 }
 
 // judgeMCP decides an allowed request on an mcp route by its JSON-RPC message. It
@@ -136,7 +137,7 @@ func (g *Gateway) judgeMCP(w http.ResponseWriter, r *http.Request, info *reqInfo
 	info.mcp.method, info.mcp.name, info.mcp.id = m.Method, m.Name, m.ID
 	missing := mr.missing(info.principal)
 	d := mr.policy.Judge(m, missing)
-	info.reason = d.Reason
+	info.reason, info.mcp.tool = d.Reason, toolLabel(m, d)
 	if d.Effect == mcp.Allow {
 		g.maskMCP(w, r, info, mr, m, d)
 		if mcp.IsList(m.Method) {
