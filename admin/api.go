@@ -127,7 +127,8 @@ func principal(r *http.Request) *identity.Principal {
 // filter reads the list filters of a request.
 func filter(r *http.Request) (recorder.Filter, error) {
 	q := r.URL.Query()
-	f := recorder.Filter{Subject: q.Get("subject"), Route: q.Get("route"), Decision: q.Get("decision"), Cursor: q.Get("cursor")}
+	f := recorder.Filter{Subject: q.Get("subject"), Route: q.Get("route"), Decision: q.Get("decision"), Cursor: q.Get("cursor"),
+		Tool: q.Get("tool")}
 	var err error
 	for _, t := range []struct {
 		key string

@@ -51,7 +51,7 @@ var badFiles = []struct {
 		[]string{
 			`line 10: routes[0].match.methods[2]: an mcp route takes only POST, GET and DELETE, not "PUT"`,
 			"line 14: routes[0].mcp.resource: resource (OAuth protected resource metadata, RFC 9728) is not yet supported on mcp routes",
-			"line 17: routes[0].mcp.tools[0].mask: mask on a tool is not yet supported on mcp routes",
+			`line 17: routes[0].mcp.tools[0].mask[0].action: unknown action "shred": want redact, remove, hash, last4`,
 			`line 19: routes[0].mcp.tools[1].when.arguments[""]: empty key (escape a literal dot as \.)`,
 			`line 19: routes[0].mcp.tools[1].when.arguments["a.*"]: glob and gjson syntax (* ? # | @) is not allowed: a path names one value`,
 			"line 20: routes[0].mcp.tools[1].approval: approval on a tool is not yet supported on mcp routes",
@@ -69,6 +69,7 @@ var badFiles = []struct {
 			"line 31: routes[1].mcp: a route with deny never forwards a request, so it must not set mcp",
 			"line 32: routes[2].upstream: upstream is required: the upstream that allowed requests are forwarded to",
 			"line 35: routes[2].approval: route-level approval (it would bind the JSON-RPC id, so no retry could use it) is not yet supported on mcp routes",
+			"line 37: routes[2].mask: an mcp route masks per tool: set mask on its mcp.tools entries (detect applies to every answer)",
 		},
 	},
 	{

@@ -226,7 +226,8 @@ type MCPTool struct {
 	// Deny refuses the call with this reason.
 	Deny string   `yaml:"deny"`
 	When *MCPWhen `yaml:"when"`
-	// Mask and Approval are not yet supported on tools; Load refuses them.
+	// Mask masks the call's result: structuredContent and every content text that is
+	// JSON, with the same rules (see proxy/mcp_mask.go). Approval is not yet supported.
 	Mask     []MaskRule `yaml:"mask"`
 	Approval *Approval  `yaml:"approval"`
 }

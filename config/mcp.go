@@ -31,8 +31,8 @@ func (v *validator) mcp(p string, r *Route) {
 	if r.Approval != nil {
 		notYet(p+".approval", "route-level approval (it would bind the JSON-RPC id, so no retry could use it)")
 	}
-	if v.set(p+".mask") || v.set(p+".detect") {
-		notYet(p+".mask", "route-level mask and detect (answers are JSON-RPC, often as text/event-stream)")
+	if v.set(p + ".mask") {
+		v.errorf(p+".mask", "an mcp route masks per tool: set mask on its mcp.tools entries (detect applies to every answer)")
 	}
 	if r.Websocket {
 		v.errorf(p+".websocket", "an mcp route is Streamable HTTP, not a websocket")
@@ -57,7 +57,13 @@ func (v *validator) mcp(p string, r *Route) {
 			}
 		}
 		if v.set(tp + ".mask") {
-			notYet(tp+".mask", "mask on a tool")
+			if len(t.Mask) == 0 {
+				v.errorf(tp+".mask", "mask is empty; leave it out to mask nothing")
+			}
+			if t.Deny != "" {
+				v.errorf(tp+".mask", "an entry with deny never forwards a call, so it has no result to mask")
+			}
+			v.maskRules(tp+".mask", t.Mask)
 		}
 		if v.set(tp + ".approval") {
 			notYet(tp+".approval", "approval on a tool")

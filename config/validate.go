@@ -644,24 +644,7 @@ func (v *validator) route(p string, r *Route) {
 	if r.Websocket && hasApproval {
 		v.errorf(p+".websocket", "a websocket route cannot need approval: an approval would cover the handshake, not the messages after it")
 	}
-	for j, m := range r.Mask {
-		mp := idx(p+".mask", j)
-		if m.Field == "" {
-			v.errorf(mp+".field", "field is required")
-		}
-		switch {
-		case m.Action == "":
-			v.errorf(mp+".action", "action is required: %s", strings.Join(maskActions, ", "))
-		case !slices.Contains(maskActions, m.Action):
-			v.errorf(mp+".action", "unknown action %s: want %s", v.show(mp+".action", m.Action), strings.Join(maskActions, ", "))
-		}
-		if v.set(mp+".with") && m.Action != "redact" {
-			v.errorf(mp+".with", "with applies only to action redact")
-		}
-		if m.Action == "hash" && (v.cfg.Masking == nil || v.cfg.Masking.HashKey == "") {
-			v.errorf(mp+".action", "action hash needs masking.hash_key, a per-deployment secret of at least 16 bytes")
-		}
-	}
+	v.maskRules(p+".mask", r.Mask)
 	seen := make(map[string]bool)
 	for j, d := range r.Detect {
 		dp := idx(p+".detect", j)
@@ -832,6 +815,29 @@ func (v *validator) limits(l *Limits) {
 	}
 	if v.set("limits.max_unauthenticated_conns_per_peer") && l.MaxUnauthenticatedConnsPerPeer < 1 {
 		v.errorf("limits.max_unauthenticated_conns_per_peer", "max_unauthenticated_conns_per_peer must be at least 1")
+	}
+}
+
+// maskRules checks the mask rules at p (a route's mask, a tool's mask): field and action
+// set, with only on redact, hash only with masking.hash_key.
+func (v *validator) maskRules(p string, rules []MaskRule) {
+	for j, m := range rules {
+		mp := idx(p, j)
+		if m.Field == "" {
+			v.errorf(mp+".field", "field is required")
+		}
+		switch {
+		case m.Action == "":
+			v.errorf(mp+".action", "action is required: %s", strings.Join(maskActions, ", "))
+		case !slices.Contains(maskActions, m.Action):
+			v.errorf(mp+".action", "unknown action %s: want %s", v.show(mp+".action", m.Action), strings.Join(maskActions, ", "))
+		}
+		if v.set(mp+".with") && m.Action != "redact" {
+			v.errorf(mp+".with", "with applies only to action redact")
+		}
+		if m.Action == "hash" && (v.cfg.Masking == nil || v.cfg.Masking.HashKey == "") {
+			v.errorf(mp+".action", "action hash needs masking.hash_key, a per-deployment secret of at least 16 bytes")
+		}
 	}
 }
 

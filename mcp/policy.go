@@ -47,6 +47,9 @@ type Decision struct {
 	Entry string
 	// Approval is the deciding tool entry's approval, for Effect Approval.
 	Approval *config.Approval
+	// Index is the deciding entry's position in mcp.tools, resources or prompts, when
+	// Entry names one of them (-1 when a call matched none).
+	Index int
 }
 
 // Missing reports why the caller does not satisfy a (never nil), "" when it does. The
@@ -206,9 +209,11 @@ func (p *Policy) decide(entries []entry, what, name string, m *Message, missing 
 		if !glob(e.pattern, name) || !e.holds(m) {
 			continue
 		}
-		return p.verdict(e, what, name, missing)
+		d := p.verdict(e, what, name, missing)
+		d.Index = i
+		return d
 	}
-	return Decision{Reason: fmt.Sprintf("%s %s is not offered on route %s", what, name, p.route)}
+	return Decision{Reason: fmt.Sprintf("%s %s is not offered on route %s", what, name, p.route), Index: -1}
 }
 
 func (p *Policy) verdict(e *entry, what, name string, missing Missing) Decision {

@@ -62,6 +62,11 @@ type Metrics struct {
 	// ConnsRefused counts data-plane connections closed on accept because their peer
 	// held limits.max_unauthenticated_conns_per_peer unauthenticated ones.
 	ConnsRefused prometheus.Counter
+	// MCPRequests counts requests of mcp routes by route, JSON-RPC method (the protocol's
+	// methods, response, GET, DELETE, invalid, else other), tool (the deciding
+	// mcp.tools entry's name, other for a tool no entry names, "" for other methods) and
+	// decision.
+	MCPRequests *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them, with the Go runtime and process collectors,
@@ -156,12 +161,16 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "keyhole_connections_refused_total",
 			Help: "Data-plane connections closed on accept: their peer held too many unauthenticated connections.",
 		}),
+		MCPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyhole_mcp_requests_total",
+			Help: "Requests of mcp routes by route, JSON-RPC method, tool (config names, other) and decision.",
+		}, []string{"route", "method", "tool", "decision"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.Requests, m.RequestDuration, m.InFlight, m.UpstreamDuration, m.UpstreamErrors,
 		m.AuthFailures, m.JWKSRefresh, m.MaskedValues, m.MaskFailures, m.CredentialEcho, m.ConfigReloads, m.ConfigLastReloadSuccess,
 		m.RecorderQueueDepth, m.RecorderWriteSeconds, m.RecorderErrors, m.RecorderDropped,
-		m.ApprovalsPending, m.ApprovalsTotal, m.ApprovalWaitSeconds, m.MaskedBytesHeld, m.ConnsRefused,
+		m.ApprovalsPending, m.ApprovalsTotal, m.ApprovalWaitSeconds, m.MaskedBytesHeld, m.ConnsRefused, m.MCPRequests,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

@@ -142,6 +142,7 @@ func (g *Gateway) NewState(cfg *config.Config, table *rules.Table, v Verifier, p
 				return nil, err
 			}
 			s.mcp[r.Name] = mr
+			g.initMCPMetrics(&cfg.Routes[i])
 		}
 		g.metrics.CredentialEcho.WithLabelValues(r.Name)
 		for _, k := range r.MaskHeaders {
@@ -338,6 +339,7 @@ func (g *Gateway) finish(r *http.Request, sw *statusWriter, info *reqInfo) {
 		g.finishRecord(r, sw, info, status, elapsed)
 	}
 	g.metrics.Requests.WithLabelValues(route, method, strconv.Itoa(status), info.decision).Inc()
+	g.countMCP(r, route, info)
 	g.metrics.RequestDuration.WithLabelValues(route).Observe(elapsed.Seconds())
 	if info.upstream != nil && !info.forwarded.IsZero() {
 		g.metrics.UpstreamDuration.WithLabelValues(info.upstream.name).Observe(info.upstreamDur.Seconds())

@@ -37,6 +37,7 @@ type routeMask struct {
 	masker      *masking.Masker
 	passNonJSON bool
 	limit       int64 // limits.max_response_body_masked: one document, one NDJSON line, one SSE event
+	mcp         *mcpMask
 }
 
 // CheckMasks compiles every route's mask and detect rules and returns their errors at
@@ -63,6 +64,11 @@ func CheckMasks(cfg *config.Config) error {
 			} else {
 				errs = append(errs, cfg.Errorf(fmt.Sprintf("routes[%d]", i), "%v", e))
 			}
+		}
+	}
+	for i, r := range cfg.Routes {
+		if r.MCP != nil {
+			errs = append(errs, checkToolMasks(cfg, i)...)
 		}
 	}
 	return errors.Join(errs...)
@@ -179,6 +185,9 @@ func (g *Gateway) maskDocument(info *reqInfo, doc []byte) ([]byte, error) {
 	text := doc
 	if enc, bom := jsonscan.Detect(doc); bom > 0 || enc != jsonscan.UTF8 {
 		text, _ = jsonscan.Transcode(nil, doc[bom:], enc, true)
+	}
+	if info.mask.mcp != nil && info.mask.mcp.call {
+		return g.maskToolAnswer(info, text, doc)
 	}
 	out, n, err := info.mask.masker.Apply(make([]byte, 0, len(text)+64), text)
 	if err != nil {

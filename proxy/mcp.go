@@ -18,6 +18,7 @@ import (
 type mcpRoute struct {
 	policy *mcp.Policy
 	allows map[*config.Allow]*rules.Allower
+	masks  *mcpMasks
 }
 
 // newMCPRoute compiles the mcp block of cfg.Routes[i].
@@ -28,6 +29,9 @@ func newMCPRoute(cfg *config.Config, i int) (*mcpRoute, error) {
 		return nil, fmt.Errorf("route %q: mcp: %w", r.Name, err)
 	}
 	mr := &mcpRoute{policy: p, allows: map[*config.Allow]*rules.Allower{}}
+	if mr.masks, err = compileMCPMasks(cfg, i); err != nil {
+		return nil, err
+	}
 	add := func(field string, a *config.Allow) error {
 		if a == nil {
 			return nil
@@ -95,6 +99,8 @@ func mcpClientClosed(r *http.Request, info *reqInfo) {
 type mcpState struct {
 	method string // JSON-RPC method of a POST, "" for GET and DELETE and responses
 	name   string
+	id     json.RawMessage // JSON-RPC id of a POST, nil for a notification
+	tool   string          // the tool label of keyhole_mcp_requests_total
 }
 
 // judgeMCP decides an allowed request on an mcp route by its JSON-RPC message. It
@@ -104,6 +110,7 @@ type mcpState struct {
 func (g *Gateway) judgeMCP(w http.ResponseWriter, r *http.Request, info *reqInfo, mr *mcpRoute, req *rules.Request) (http.ResponseWriter, *listFilter, bool) {
 	info.mcp = &mcpState{}
 	if r.Method != http.MethodPost {
+		g.maskMCP(w, r, info, mr, nil, mcp.Decision{})
 		return w, nil, true // the GET stream and DELETE: the route's allow decided
 	}
 	if req.Body == nil {
@@ -127,11 +134,12 @@ func (g *Gateway) judgeMCP(w http.ResponseWriter, r *http.Request, info *reqInfo
 		g.answerMCP(w, info, rf, http.StatusBadRequest, mcp.ErrorMessage(id, pe.Code, pe.Msg, keyholeError(rf, info.id)))
 		return nil, nil, false
 	}
-	info.mcp.method, info.mcp.name = m.Method, m.Name
+	info.mcp.method, info.mcp.name, info.mcp.id = m.Method, m.Name, m.ID
 	missing := mr.missing(info.principal)
 	d := mr.policy.Judge(m, missing)
-	info.reason = d.Reason
+	info.reason, info.mcp.tool = d.Reason, toolLabel(m, d)
 	if d.Effect == mcp.Allow {
+		g.maskMCP(w, r, info, mr, m, d)
 		if mcp.IsList(m.Method) {
 			f := &listFilter{ResponseWriter: w, policy: mr.policy, method: m.Method, missing: missing,
 				limit: info.state.maxMCPList}

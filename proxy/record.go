@@ -108,6 +108,7 @@ func (g *Gateway) exchange(r *http.Request, info *reqInfo) *recorder.Exchange {
 		x.Route = info.route.Name
 	}
 	x.Masked = info.mask != nil
+	x.MCP = mcpRecord(r, info)
 	if info.upstream != nil {
 		x.Upstream = info.upstream.name
 		x.Request.ForwardPath = info.forwardPath

@@ -57,6 +57,18 @@ func appendExchange(b []byte, x *Exchange, red *Redactor) ([]byte, error) {
 	if x.Masked {
 		b = append(b, `,"masked":true`...)
 	}
+	if m := x.MCP; m != nil {
+		b = append(b, `,"mcp":{`...)
+		n := len(b)
+		b = appendOptString(b, `,"method":`, m.Method)
+		b = appendOptString(b, `,"name":`, m.Name)
+		b = appendOptString(b, `,"id":`, m.ID)
+		b = appendOptString(b, `,"session_id":`, m.Session)
+		if len(b) > n {
+			b = append(b[:n], b[n+1:]...) // the first member's leading comma
+		}
+		b = append(b, '}')
+	}
 	b = append(b, `,"request":{"method":`...)
 	b = appendString(b, x.Request.Method)
 	b = append(b, `,"path":`...)

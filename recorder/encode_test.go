@@ -182,6 +182,7 @@ func FuzzAppendExchange(f *testing.F) {
 		at := time.Unix(0, n).UTC()
 		x := &Exchange{ID: id, ReceivedAt: at, ForwardedAt: &at, Route: name, Decision: value, Reason: path,
 			Identity:  &Identity{Subject: value, Groups: []string{name, value}},
+			MCP:       &MCP{Method: name, Name: value, ID: path},
 			Request:   Request{Method: name, Path: path, Query: value, Header: http.Header{name: {value}, value: nil}, Body: Body{Text: value, Size: n}},
 			Response:  &Response{Status: int(n), Header: http.Header{path: {}}, Body: Body{Coding: name, Truncated: n%2 == 0}},
 			Durations: Durations{TotalMS: ms, UpstreamMS: -ms}}

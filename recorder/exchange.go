@@ -34,12 +34,36 @@ type Exchange struct {
 	// Target is the origin a replay was sent to when it was not the upstream's.
 	Target string `json:"target,omitempty"`
 	// Masked is whether the route masked the response: what the record holds is masked.
-	Masked   bool      `json:"masked,omitempty"`
+	Masked bool `json:"masked,omitempty"`
+	// MCP is what an mcp route read of the JSON-RPC message, nil on other routes.
+	MCP      *MCP      `json:"mcp,omitempty"`
 	Request  Request   `json:"request"`
 	Response *Response `json:"response,omitempty"`
 	// Error is the error code the client received (upstream_timeout, mask_failed, ...).
 	Error     string    `json:"error,omitempty"`
 	Durations Durations `json:"durations"`
+}
+
+// MCP is the Model Context Protocol part of an exchange on an mcp route. The arguments
+// are in the request body, redacted as any body is.
+type MCP struct {
+	// Method is the JSON-RPC method ("tools/call"), "" for a response to the server's
+	// request and for GET and DELETE.
+	Method string `json:"method,omitempty"`
+	// Name is the tool or prompt name, or the resource URI, the method acts on.
+	Name string `json:"name,omitempty"`
+	// ID is the JSON-RPC id as its JSON text: 7, or "req-7" with its quotes.
+	ID string `json:"id,omitempty"`
+	// Session is the request's Mcp-Session-Id.
+	Session string `json:"session_id,omitempty"`
+}
+
+// Tool is the name of the tool m calls, "" when m is not a tools/call.
+func (m *MCP) Tool() string {
+	if m == nil || m.Method != "tools/call" {
+		return ""
+	}
+	return m.Name
 }
 
 // Identity is who made the request, from the verified token.

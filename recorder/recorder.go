@@ -509,6 +509,7 @@ func requestEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 	if x.Identity != nil {
 		e.Subject = clean(x.Identity.Subject)
 	}
+	e.Tool = clean(x.MCP.Tool())
 	return e, nil
 }
 

@@ -37,7 +37,8 @@ type Entry struct {
 	Decision string
 	Method   string
 	Path     string
-	Status   int // response entries only
+	Status   int    // response entries only
+	Tool     string // request entries of tools/call on mcp routes: the tool's name
 }
 
 // Record is one exchange as stored: its request entry and, once the response is done,
@@ -54,6 +55,7 @@ type Filter struct {
 	Route        string
 	Decision     string
 	Status       int
+	Tool         string // tools/call of this tool on mcp routes
 	// Cursor is the ID of the last exchange of the previous page: the page holds older ones.
 	Cursor string
 	Limit  int // at most this many; a store caps it

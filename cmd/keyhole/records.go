@@ -37,6 +37,7 @@ func (s *recordsSource) flags(fs *flag.FlagSet, getenv func(string) string) {
 		{"subject", "only this subject"}, {"route", "only this route"},
 		{"decision", "only this decision (allowed, forbidden, denied, no_route, unauthenticated, error, replay)"},
 		{"status", "only this response status"}, {"limit", "at most this many"},
+		{"tool", "only tools/call of this MCP tool (mcp routes)"},
 	} {
 		s.filters[f.name] = fs.String(f.name, "", f.help)
 	}
@@ -232,7 +233,7 @@ func (s *recordsSource) exchanges(ctx context.Context, cursor string, limit int)
 
 // storeFilter turns API-style filters into a recorder.Filter.
 func storeFilter(q url.Values) (recorder.Filter, error) {
-	f := recorder.Filter{Subject: q.Get("subject"), Route: q.Get("route"), Decision: q.Get("decision")}
+	f := recorder.Filter{Subject: q.Get("subject"), Route: q.Get("route"), Decision: q.Get("decision"), Tool: q.Get("tool")}
 	for _, t := range []struct {
 		key string
 		dst *time.Time

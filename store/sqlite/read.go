@@ -18,14 +18,14 @@ const (
 )
 
 const (
-	entryColumns = "seq, kind, exchange_id, at_ns, data, prev_hash, hash, subject, route, decision, method, path, status"
+	entryColumns = "seq, kind, exchange_id, at_ns, data, prev_hash, hash, subject, route, decision, method, path, status, tool"
 	// recordQuery selects an exchange's request entry (q) and response entry (r, all
 	// NULL when there is none), scanned by scanRecord.
 	recordQuery = `SELECT
 		q.seq, q.kind, q.exchange_id, q.at_ns, q.data, q.prev_hash, q.hash,
-		q.subject, q.route, q.decision, q.method, q.path, q.status,
+		q.subject, q.route, q.decision, q.method, q.path, q.status, q.tool,
 		r.seq, r.kind, r.exchange_id, r.at_ns, r.data, r.prev_hash, r.hash,
-		r.subject, r.route, r.decision, r.method, r.path, r.status
+		r.subject, r.route, r.decision, r.method, r.path, r.status, r.tool
 	FROM exchanges x
 	JOIN entries q ON q.seq = x.request_seq
 	LEFT JOIN entries r ON r.seq = x.response_seq`
@@ -65,6 +65,9 @@ func (s *Store) List(ctx context.Context, f recorder.Filter) ([]recorder.Record,
 	}
 	if f.Status != 0 {
 		cond("x.status = ?", f.Status)
+	}
+	if f.Tool != "" {
+		cond("x.tool = ?", f.Tool)
 	}
 	if f.Cursor != "" {
 		cond("x.id < ?", f.Cursor)
@@ -170,14 +173,14 @@ func scanRecord(sc scanner) (recorder.Record, error) {
 type nullEntry struct {
 	seq, at, status                                        sql.NullInt64
 	kind, id, prev, hash, subject, route, decision, method sql.NullString
-	path                                                   sql.NullString
+	path, tool                                             sql.NullString
 	data                                                   []byte
 }
 
 // dest returns the Scan destinations in entryColumns order.
 func (n *nullEntry) dest() []any {
 	return []any{&n.seq, &n.kind, &n.id, &n.at, &n.data, &n.prev, &n.hash,
-		&n.subject, &n.route, &n.decision, &n.method, &n.path, &n.status}
+		&n.subject, &n.route, &n.decision, &n.method, &n.path, &n.status, &n.tool}
 }
 
 func (n *nullEntry) entry() recorder.Entry {
@@ -195,5 +198,6 @@ func (n *nullEntry) entry() recorder.Entry {
 		Method:     n.method.String,
 		Path:       n.path.String,
 		Status:     int(n.status.Int64),
+		Tool:       n.tool.String,
 	}
 }

@@ -268,6 +268,7 @@ func TestSyncFindsTheWAL(t *testing.T) {
 func TestAppendGet(t *testing.T) {
 	s, _ := open(t)
 	req, resp := pair(1, "alice", "items", "allowed", 201)
+	req.Tool = "lookup_customer"
 	lone, _ := pair(2, "bob", "items", "forbidden", 0) // refused before a response was recorded
 	if err := s.Append(t.Context(), []*recorder.Entry{req, lone, resp}); err != nil {
 		t.Fatal(err)
@@ -335,7 +336,7 @@ func equalEntry(a, b recorder.Entry) bool {
 	return a.Seq == b.Seq && a.Kind == b.Kind && a.ExchangeID == b.ExchangeID && a.At.Equal(b.At) &&
 		bytes.Equal(a.Data, b.Data) && a.PrevHash == b.PrevHash && a.Hash == b.Hash &&
 		a.Subject == b.Subject && a.Route == b.Route && a.Decision == b.Decision &&
-		a.Method == b.Method && a.Path == b.Path && a.Status == b.Status
+		a.Method == b.Method && a.Path == b.Path && a.Status == b.Status && a.Tool == b.Tool
 }
 
 func TestAppendAllOrNothing(t *testing.T) {
@@ -409,6 +410,9 @@ func TestList(t *testing.T) {
 			decision, status = "denied", 403
 		}
 		req, resp := pair(i, subject, route, decision, status)
+		if i%7 == 3 {
+			req.Tool = "lookup_customer" // tools/call on an mcp route
+		}
 		if i == 29 { // the newest has no response yet
 			es = append(es, req)
 			continue
@@ -438,6 +442,8 @@ func TestList(t *testing.T) {
 		{"route", recorder.Filter{Route: "admin"}, ids(0, 30, func(i int) bool { return i%3 == 2 })},
 		{"decision", recorder.Filter{Decision: "denied"}, ids(0, 30, func(i int) bool { return i%5 == 0 })},
 		{"status", recorder.Filter{Status: 403}, ids(0, 30, func(i int) bool { return i%5 == 0 })},
+		{"tool", recorder.Filter{Tool: "lookup_customer"}, ids(0, 30, func(i int) bool { return i%7 == 3 })},
+		{"tool and subject", recorder.Filter{Tool: "lookup_customer", Subject: "bob"}, ids(0, 30, func(i int) bool { return i%7 == 3 && i%2 == 1 })},
 		{"since", recorder.Filter{Since: base.Add(25 * time.Second)}, ids(25, 30, nil)},
 		{"until", recorder.Filter{Until: base.Add(3 * time.Second)}, ids(0, 3, nil)},
 		{"since and until", recorder.Filter{Since: base.Add(10 * time.Second), Until: base.Add(12 * time.Second)}, ids(10, 12, nil)},

@@ -17,11 +17,11 @@ import (
 const (
 	selectHead  = "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1"
 	insertEntry = `INSERT INTO entries (seq, kind, exchange_id, at_ns, data, prev_hash, hash,
-		subject, route, decision, method, path, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		subject, route, decision, method, path, status, tool) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	// A second request entry with an id already indexed is kept in the chain but not
 	// indexed: see Append.
-	insertExchange = `INSERT INTO exchanges (id, received_ns, subject, route, decision, request_seq)
-		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`
+	insertExchange = `INSERT INTO exchanges (id, received_ns, subject, route, decision, request_seq, tool)
+		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`
 	completeExchange = `UPDATE exchanges SET decision = ?, status = ?, response_seq = ?
 		WHERE id = ? AND response_seq IS NULL`
 )
@@ -233,12 +233,12 @@ func (w *writer) write(ctx context.Context, e *recorder.Entry) error {
 	}
 	at := e.At.UnixNano()
 	if _, err := w.entry.ExecContext(ctx, e.Seq, e.Kind, e.ExchangeID, at, data, e.PrevHash, e.Hash,
-		e.Subject, e.Route, e.Decision, e.Method, e.Path, e.Status); err != nil {
+		e.Subject, e.Route, e.Decision, e.Method, e.Path, e.Status, e.Tool); err != nil {
 		return err
 	}
 	switch e.Kind {
 	case recorder.KindRequest:
-		if _, err := w.exchange.ExecContext(ctx, e.ExchangeID, at, e.Subject, e.Route, e.Decision, e.Seq); err != nil {
+		if _, err := w.exchange.ExecContext(ctx, e.ExchangeID, at, e.Subject, e.Route, e.Decision, e.Seq, e.Tool); err != nil {
 			return fmt.Errorf("index exchange: %w", err)
 		}
 	case recorder.KindResponse:

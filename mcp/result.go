@@ -1,0 +1,273 @@
+package mcp
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ResultMask is how MaskResult masks the parts of one tools/call answer. The caller binds
+// the functions to the called tool's mask rules and the route's detectors, so this package
+// needs no masker.
+type ResultMask struct {
+	// Fields masks one JSON document (structuredContent, or the JSON a text content holds)
+	// with the tool's field rules and the route's detectors.
+	Fields func(doc []byte) ([]byte, error)
+	// Text masks plain text with the route's detectors.
+	Text func(text []byte) []byte
+	// Other masks any other JSON value of the message (an error, _meta, an embedded
+	// resource) with the route's detectors; nil keeps them as they are.
+	Other func(v []byte) ([]byte, error)
+	// Strict refuses a text content that begins like JSON ('{' or '[') but is not valid
+	// JSON, as it must when the tool has field rules: the model reads the fields the rules
+	// name in it as well as a parser would, and the rules cannot find them.
+	Strict bool
+}
+
+// MaskResult masks msg, one JSON-RPC message the server sent while answering a tools/call
+// request. The answer itself (a message with no method) gets Fields on
+// result.structuredContent and on every result.content[].text that is a JSON object or
+// array (parsed, masked, written back as a JSON string), so that a value is masked alike in
+// both; Text on every other content text; Other on everything else. A message with a method
+// (a server request or notification on the same stream) gets Other whole. Members keep their
+// order and bytes where nothing changed; msg is returned as is when nothing did.
+//
+// It fails closed: msg that is not one JSON object, a result or content item that is not
+// an object, content that is not an array, a member repeated in an object it reads (two
+// readers would see different answers), or an error of a mask function is an error.
+func MaskResult(msg []byte, rm ResultMask) ([]byte, error) {
+	top, err := members(msg)
+	if err != nil {
+		return nil, fmt.Errorf("mcp: tools/call answer: %w", err)
+	}
+	if top.has("method") {
+		return other(msg, rm)
+	}
+	changed := false
+	for i := range top {
+		m := &top[i]
+		var v []byte
+		switch m.key {
+		case "jsonrpc", "id":
+			continue
+		case "result":
+			v, err = maskCallResult(m.value, rm)
+		default:
+			v, err = other(m.value, rm)
+		}
+		if err != nil {
+			return nil, err
+		}
+		changed = set(m, v) || changed
+	}
+	if !changed {
+		return msg, nil
+	}
+	return top.encode(), nil
+}
+
+func maskCallResult(raw []byte, rm ResultMask) ([]byte, error) {
+	res, err := members(raw)
+	if err != nil {
+		return nil, fmt.Errorf("mcp: tools/call result: %w", err)
+	}
+	changed := false
+	for i := range res {
+		m := &res[i]
+		var v []byte
+		switch m.key {
+		case "structuredContent":
+			if bytes.Equal(m.value, []byte("null")) {
+				continue
+			}
+			if v, err = rm.Fields(m.value); err != nil {
+				return nil, fmt.Errorf("mcp: tools/call structuredContent: %w", err)
+			}
+		case "content":
+			v, err = maskContent(m.value, rm)
+		case "isError":
+			continue
+		default:
+			v, err = other(m.value, rm)
+		}
+		if err != nil {
+			return nil, err
+		}
+		changed = set(m, v) || changed
+	}
+	if !changed {
+		return raw, nil
+	}
+	return res.encode(), nil
+}
+
+func maskContent(raw []byte, rm ResultMask) ([]byte, error) {
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, errors.New("mcp: tools/call content is not a list")
+	}
+	changed := false
+	for j, it := range items {
+		item, err := members(it)
+		if err != nil {
+			return nil, fmt.Errorf("mcp: tools/call content[%d]: %w", j, err)
+		}
+		itemChanged := false
+		for i := range item {
+			m := &item[i]
+			var v []byte
+			switch {
+			case m.key == "type":
+				continue
+			case m.key == "text" && len(m.value) > 0 && m.value[0] == '"':
+				v, err = maskText(m.value, rm)
+				if err != nil {
+					return nil, fmt.Errorf("mcp: tools/call content[%d].text: %w", j, err)
+				}
+			default:
+				if v, err = other(m.value, rm); err != nil {
+					return nil, err
+				}
+			}
+			itemChanged = set(m, v) || itemChanged
+		}
+		if itemChanged {
+			items[j], changed = item.encode(), true
+		}
+	}
+	if !changed {
+		return raw, nil
+	}
+	b := []byte{'['}
+	for j, it := range items {
+		if j > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, it...)
+	}
+	return append(b, ']'), nil
+}
+
+// maskText masks the JSON string raw: as a JSON document when its text is a JSON object or
+// array, as plain text otherwise.
+func maskText(raw []byte, rm ResultMask) ([]byte, error) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, errors.New("not a JSON string")
+	}
+	text := []byte(s)
+	var out []byte
+	switch t := bytes.TrimLeft(text, " \t\r\n"); {
+	case len(t) > 0 && (t[0] == '{' || t[0] == '[') && json.Valid(text):
+		v, err := rm.Fields(text)
+		if err != nil {
+			return nil, err
+		}
+		out = v
+	case len(t) > 0 && (t[0] == '{' || t[0] == '[') && rm.Strict:
+		return nil, errors.New("text looks like JSON but is not valid JSON, so the tool's mask rules cannot be applied")
+	default:
+		out = rm.Text(text)
+	}
+	if bytes.Equal(out, text) {
+		return raw, nil
+	}
+	return marshalString(out)
+}
+
+// marshalString writes b as a JSON string without HTML escaping, which would change text
+// the client shows.
+func marshalString(b []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	e := json.NewEncoder(&buf)
+	e.SetEscapeHTML(false)
+	if err := e.Encode(string(b)); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+func other(v []byte, rm ResultMask) ([]byte, error) {
+	if rm.Other == nil {
+		return v, nil
+	}
+	return rm.Other(v)
+}
+
+// member is one member of a JSON object, as written.
+type member struct {
+	key    string
+	rawKey json.RawMessage
+	value  json.RawMessage
+}
+
+// object is a JSON object's members in order.
+type object []member
+
+func (o object) has(key string) bool {
+	for _, m := range o {
+		if m.key == key {
+			return true
+		}
+	}
+	return false
+}
+
+// set replaces m's value with v and reports whether it changed.
+func set(m *member, v []byte) bool {
+	if bytes.Equal(m.value, v) {
+		return false
+	}
+	m.value = v
+	return true
+}
+
+func (o object) encode() []byte {
+	b := []byte{'{'}
+	for i, m := range o {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(append(append(b, m.rawKey...), ':'), m.value...)
+	}
+	return append(b, '}')
+}
+
+// members reads raw, one JSON object, into its members in order. Two keys equal after case
+// folding are refused: readers that keep the first, the last, or match keys
+// case-insensitively (Go's encoding/json into a struct) would read different answers.
+func members(raw []byte) (object, error) {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	if tok, err := d.Token(); err != nil || tok != json.Delim('{') {
+		return nil, errors.New("not a JSON object")
+	}
+	var o object
+	seen := map[string]bool{}
+	for d.More() {
+		tok, err := d.Token()
+		if err != nil {
+			return nil, fmt.Errorf("not JSON: %w", err)
+		}
+		k := tok.(string)
+		if seen[fold(k)] {
+			return nil, fmt.Errorf("a key is repeated (keys are compared ignoring case)")
+		}
+		seen[fold(k)] = true
+		var v json.RawMessage
+		if err := d.Decode(&v); err != nil {
+			return nil, fmt.Errorf("not JSON: %w", err)
+		}
+		rk, _ := json.Marshal(k)
+		o = append(o, member{key: k, rawKey: rk, value: v})
+	}
+	if _, err := d.Token(); err != nil {
+		return nil, fmt.Errorf("not JSON: %w", err)
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return nil, errors.New("more than one JSON value")
+	}
+	return o, nil
+}
