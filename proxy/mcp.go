@@ -131,6 +131,9 @@ func (g *Gateway) judgeMCP(w http.ResponseWriter, r *http.Request, info *reqInfo
 	missing := mr.missing(info.principal)
 	d := mr.policy.Judge(m, missing)
 	info.reason = d.Reason
+	if d.Effect == mcp.Forbid {
+		mr.stepUp(w.Header(), m, info.principal)
+	}
 	if d.Effect == mcp.Allow {
 		if mcp.IsList(m.Method) {
 			f := &listFilter{ResponseWriter: w, policy: mr.policy, method: m.Method, missing: missing,
