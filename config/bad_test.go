@@ -50,7 +50,6 @@ var badFiles = []struct {
 		"mcp.bad.yaml",
 		[]string{
 			`line 10: routes[0].match.methods[2]: an mcp route takes only POST, GET and DELETE, not "PUT"`,
-			"line 14: routes[0].mcp.resource: resource (OAuth protected resource metadata, RFC 9728) is not yet supported on mcp routes",
 			`line 17: routes[0].mcp.tools[0].mask[0].action: unknown action "shred": want redact, remove, hash, last4`,
 			`line 19: routes[0].mcp.tools[1].when.arguments[""]: empty key (escape a literal dot as \.)`,
 			`line 19: routes[0].mcp.tools[1].when.arguments["a.*"]: glob and gjson syntax (* ? # | @) is not allowed: a path names one value`,
@@ -70,6 +69,17 @@ var badFiles = []struct {
 			"line 32: routes[2].upstream: upstream is required: the upstream that allowed requests are forwarded to",
 			"line 35: routes[2].approval: route-level approval (it would bind the JSON-RPC id, so no retry could use it) is not yet supported on mcp routes",
 			"line 37: routes[2].mask: an mcp route masks per tool: set mask on its mcp.tools entries (detect applies to every answer)",
+		},
+	},
+	{
+		"mcp_resource.bad.yaml",
+		[]string{
+			`line 13: routes[0].mcp.resource: resource must be an absolute URL such as https://keyhole.example.com/crm/mcp, not "crm/mcp"`,
+			`line 18: routes[1].mcp.resource: resource must be an https URL (http only on a loopback host), not "http://keyhole.example.com/b/mcp"`,
+			"line 23: routes[2].mcp.resource: resource must not carry user info, a query or a fragment (RFC 9728)",
+			`line 28: routes[3].mcp.resource: a route with resource must match one exact path, not the pattern "/d/{tenant}/mcp"`,
+			`line 33: routes[4].mcp.resource: the path of resource ("/mcp") must be the route's match.path "/e/mcp"`,
+			`line 43: routes[6].mcp.resource: resource "https://keyhole.example.com/f/mcp" is already the resource of route first`,
 		},
 	},
 	{

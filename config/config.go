@@ -207,7 +207,9 @@ type Route struct {
 // refused and left out of list answers; initialize, ping, notifications and responses to
 // the server's own requests are always allowed for a caller the route allows.
 type MCP struct {
-	// Resource is the route's public URL for OAuth discovery (RFC 9728); not yet supported.
+	// Resource is the route's public URL: its OAuth protected resource metadata (RFC
+	// 9728) is served, and tokens whose audience is this URL are accepted on this route
+	// only (RFC 8707). Empty: no discovery, and only the issuers' audiences.
 	Resource  string        `yaml:"resource"`
 	Tools     []MCPTool     `yaml:"tools"`
 	Resources []MCPResource `yaml:"resources"`

@@ -26,7 +26,7 @@ func (v *validator) mcp(p string, r *Route) {
 		v.errorf(path, "%s is not yet supported on mcp routes", what)
 	}
 	if v.set(mp + ".resource") {
-		notYet(mp+".resource", "resource (OAuth protected resource metadata, RFC 9728)")
+		v.mcpResource(p, r)
 	}
 	if r.Approval != nil {
 		notYet(p+".approval", "route-level approval (it would bind the JSON-RPC id, so no retry could use it)")

@@ -20,6 +20,9 @@ type Principal struct {
 	Scopes   []string // from scp (array) or scope (space-separated string)
 	Claims   map[string]any
 	Expiry   time.Time
+	// Resource is set when the token was accepted only because its aud names the
+	// protected resource of WithAudience, not one of its issuer's audiences.
+	Resource string
 }
 
 // Reason classifies why a token was refused. Its values are the reason label of

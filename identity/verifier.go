@@ -374,7 +374,8 @@ var (
 //   - alg outside the issuer's algorithms → bad_signature;
 //   - exp missing or past → expired; nbf more than go-oidc's 5-minute leeway in the
 //     future ("outside its validity window") → expired; exp/nbf not numbers → malformed;
-//   - aud (string or array) holding none of the issuer's audiences → bad_audience;
+//   - aud (string or array) holding none of the issuer's audiences (nor the one of
+//     WithAudience) → bad_audience;
 //   - no sub → malformed; issuer whose keys were never fetched → unknown_key;
 //   - go-oidc with the issuer's key set. go-oidc wraps KeySet errors with %v, so the
 //     key set also records its verdict (unknown_key: kid absent even after a refetch;
@@ -410,7 +411,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 		return nil, e.copy()
 	}
 	p.Claims = cs.keep(p.Claims)
-	if v.cache != nil {
+	if v.cache != nil && p.Resource == "" {
 		v.cache.put(&key, cacheEntry{p: p, exp: p.Expiry.UnixNano(), keys: ks, gen: gen, claims: cs}, now.UnixNano())
 	}
 	return p, nil
@@ -519,8 +520,13 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Prin
 	if exp.Sub(born) > is.maxAge {
 		return nil, nil, 0, errTooLongLived
 	}
+	resource := ""
 	if !audienceMatches(claims["aud"], is.audiences) {
-		return nil, nil, 0, errAudience
+		extra := audienceFrom(ctx)
+		if extra == "" || !audienceMatches(claims["aud"], []string{extra}) {
+			return nil, nil, 0, errAudience
+		}
+		resource = extra
 	}
 	if sub, _ := claims["sub"].(string); sub == "" {
 		return nil, nil, 0, errNoSubject
@@ -540,7 +546,9 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Prin
 		}
 		return nil, nil, 0, errUnverifiable
 	}
-	return is.principal(claims, exp), is.keys, gen, nil
+	p := is.principal(claims, exp)
+	p.Resource = resource
+	return p, is.keys, gen, nil
 }
 
 // numericDate reads a JWT NumericDate the way go-oidc does (whole seconds, fraction

@@ -58,6 +58,7 @@ type State struct {
 	maskHeaders map[string][]string
 	mcp         map[string]*mcpRoute // by route name; only mcp routes
 	maxMCPList  int64                // limits.max_response_body_masked: list answers are buffered to filter
+	mcpAuth     *mcpAuth             // OAuth discovery and challenges of mcp routes
 }
 
 // Gateway is the data-plane http.Handler. It is safe for concurrent use; Swap may be
@@ -95,6 +96,7 @@ func New(log *slog.Logger, m *metrics.Metrics, rec Recorder, ap Approvals) *Gate
 	stages := []func(http.Handler) http.Handler{
 		g.begin,        // request id, panic recovery, metrics, the access-log line, the record
 		g.normalise,    // method, canonical path, header hygiene, body limit
+		g.discover,     // OAuth protected resource metadata of mcp routes, served without a token
 		g.authenticate, // bearer token -> Principal
 		g.decide,       // guards and route rules -> allow, or refuse
 		g.record,       // the request part of the record, durable first in strict mode
@@ -135,6 +137,10 @@ func (g *Gateway) NewState(cfg *config.Config, table *rules.Table, v Verifier, p
 	s.scrub = scrub.New(creds, scrub.SameLength)
 	s.maskHeaders = map[string][]string{}
 	s.mcp, s.maxMCPList = map[string]*mcpRoute{}, int64(cfg.Limits.MaxResponseBodyMasked)
+	var err error
+	if s.mcpAuth, err = newMCPAuth(cfg, verifierIssuers(v, cfg)); err != nil {
+		return nil, err
+	}
 	for i, r := range cfg.Routes {
 		if r.MCP != nil {
 			mr, err := newMCPRoute(cfg, i)
@@ -452,7 +458,11 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 		info.rec.secrets = append(info.rec.secrets, raw)
 		var err error
 		if ierr == nil {
-			info.principal, err = info.state.verifier.Verify(r.Context(), raw)
+			ctx := r.Context()
+			if aud := info.state.mcpAuth.audience(info.path); aud != "" {
+				ctx = identity.WithAudience(ctx, aud) // RFC 8707: a token for this MCP server
+			}
+			info.principal, err = info.state.verifier.Verify(ctx, raw)
 		} else {
 			err = ierr
 		}
@@ -462,6 +472,7 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 				// Sent, but not one usable Bearer token (two headers, another scheme).
 				rf.header = http.Header{"Www-Authenticate": {`Bearer realm="keyhole", error="invalid_request", error_description=` + quote(ierr.Msg)}}
 			}
+			info.state.mcpAuth.challenge(info.path, rf)
 			var ie *identity.Error
 			if errors.As(err, &ie) {
 				g.metrics.AuthFailures.WithLabelValues(string(ie.Reason)).Inc()
@@ -511,7 +522,7 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 			}
 		}
 		info.route, info.reason = d.Route, d.Reason
-		if rf := refusalFor(d); rf != nil {
+		if rf := st.mcpAuth.refusal(d, info.principal, info.path, refusalFor(d)); rf != nil {
 			info.rec.body = req.Body
 			g.refuse(w, info, rf)
 			return

@@ -138,6 +138,9 @@ func (g *Gateway) judgeMCP(w http.ResponseWriter, r *http.Request, info *reqInfo
 	missing := mr.missing(info.principal)
 	d := mr.policy.Judge(m, missing)
 	info.reason, info.mcp.tool = d.Reason, toolLabel(m, d)
+	if d.Effect == mcp.Forbid {
+		mr.stepUp(w.Header(), m, info.principal)
+	}
 	if d.Effect == mcp.Allow {
 		g.maskMCP(w, r, info, mr, m, d)
 		if mcp.IsList(m.Method) {
