@@ -54,7 +54,6 @@ var badFiles = []struct {
 			"line 17: routes[0].mcp.tools[0].mask: mask on a tool is not yet supported on mcp routes",
 			`line 19: routes[0].mcp.tools[1].when.arguments[""]: empty key (escape a literal dot as \.)`,
 			`line 19: routes[0].mcp.tools[1].when.arguments["a.*"]: glob and gjson syntax (* ? # | @) is not allowed: a path names one value`,
-			"line 20: routes[0].mcp.tools[1].approval: approval on a tool is not yet supported on mcp routes",
 			`line 21: routes[0].mcp.tools[2].name: bad glob "drop_[": syntax error in pattern`,
 			"line 22: routes[0].mcp.tools[3].allow: an entry with deny refuses every caller, so it must not set allow",
 			"line 23: routes[0].mcp.tools[4].allow.groups: groups is empty",
@@ -69,6 +68,15 @@ var badFiles = []struct {
 			"line 31: routes[1].mcp: a route with deny never forwards a request, so it must not set mcp",
 			"line 32: routes[2].upstream: upstream is required: the upstream that allowed requests are forwarded to",
 			"line 35: routes[2].approval: route-level approval (it would bind the JSON-RPC id, so no retry could use it) is not yet supported on mcp routes",
+		},
+	},
+	{
+		"mcp_approval.bad.yaml",
+		[]string{
+			"line 16: routes[0].mcp.tools[0].approval.approvers: approvers must set at least one of groups, scopes, subjects or claims",
+			"line 16: routes[0].mcp.tools[0].approval.min_approvals: min_approvals must be at least 1",
+			"line 16: routes[0].mcp.tools[0].approval.ttl: ttl must not be shorter than hold",
+			"line 17: routes[0].mcp.tools[1].approval: an entry with deny refuses every caller, so it must not set approval",
 		},
 	},
 	{

@@ -220,9 +220,12 @@ type MCPTool struct {
 	// Deny refuses the call with this reason.
 	Deny string   `yaml:"deny"`
 	When *MCPWhen `yaml:"when"`
-	// Mask and Approval are not yet supported on tools; Load refuses them.
-	Mask     []MaskRule `yaml:"mask"`
-	Approval *Approval  `yaml:"approval"`
+	// Mask is not yet supported on tools; Load refuses it.
+	Mask []MaskRule `yaml:"mask"`
+	// Approval holds a matching call for a human's decision; the approval binds the
+	// requester, route, tool name and canonical arguments. Hold defaults to
+	// DefaultMCPApprovalHold.
+	Approval *Approval `yaml:"approval"`
 }
 
 // MCPWhen is a condition on a tool call.
@@ -323,7 +326,10 @@ type Approvals struct {
 
 // Defaults of approvals.
 const (
-	DefaultApprovalHold         = Duration(60 * time.Second)
+	DefaultApprovalHold = Duration(60 * time.Second)
+	// DefaultMCPApprovalHold is the hold of an mcp tool's approval: below the 30 s and
+	// 60 s request timeouts of common MCP clients, so the client reads the answer.
+	DefaultMCPApprovalHold      = Duration(20 * time.Second)
 	DefaultApprovalTTL          = Duration(15 * time.Minute)
 	DefaultMaxPendingPerSubject = 20
 )
