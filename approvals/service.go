@@ -67,6 +67,10 @@ type Request struct {
 	// Redact returns s without credentials; what approvers see passes through it.
 	// Nil shows s as it is.
 	Redact func(s string) string
+	// Held, when not nil, is called once the request begins to wait for a decision on
+	// a, from Admit's goroutine; it must not block. (The data plane tells an MCP client
+	// which approval it waits for while it waits.)
+	Held func(a *Approval)
 }
 
 // Admission is Admit's answer: the outcome, and the approval it concerns (nil for
@@ -299,6 +303,9 @@ func (s *Service) hold(ctx context.Context, a *Approval, r Request, binding stri
 	defer s.release(binding, r.Requester.Subject)
 	wake := s.subscribe(a.ID)
 	defer s.unsubscribe(a.ID, wake)
+	if r.Held != nil {
+		r.Held(a)
+	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	poll := time.NewTicker(s.opts.Poll)
