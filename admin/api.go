@@ -31,6 +31,8 @@ type Roles interface {
 	AdminClient(p *identity.Principal) bool
 	HasRole(p *identity.Principal, role string) bool
 	Approves(p *identity.Principal, route string) bool
+	// ApprovesTool reports whether p may decide approvals of calls to tool on mcp route route.
+	ApprovesTool(p *identity.Principal, route, tool string) bool
 }
 
 // Replayer sends a recorded request again, with a fresh credential, to its upstream or

@@ -95,7 +95,7 @@ func (a *API) listApprovals(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	out := approvalList{Approvals: make([]approvalView, 0, len(list))}
 	for _, ap := range list {
-		if all || roles.Approves(p, ap.Route) {
+		if all || approves(roles, p, ap) {
 			out.Approvals = append(out.Approvals, view(ap, now))
 		}
 	}
@@ -119,7 +119,7 @@ func (a *API) approval(w http.ResponseWriter, r *http.Request) (*approvals.Appro
 	id := chi.URLParam(r, "id")
 	ap, err := a.Approvals.Approval(r.Context(), id)
 	switch {
-	case errors.Is(err, approvals.ErrNotFound) || err == nil && !all && !roles.Approves(p, ap.Route):
+	case errors.Is(err, approvals.ErrNotFound) || err == nil && !all && !approves(roles, p, ap):
 		apiError(w, http.StatusNotFound, "not_found", "no approval "+id+" that you may read")
 		return nil, false
 	case err != nil:
@@ -154,8 +154,12 @@ func (a *API) decide(v approvals.Verdict) http.HandlerFunc {
 			return
 		}
 		p := principal(r)
-		if !a.Roles().Approves(p, ap.Route) {
-			apiError(w, http.StatusForbidden, "forbidden", "only an approver of route "+ap.Route+" may decide this approval")
+		if !approves(a.Roles(), p, ap) {
+			what := "route " + ap.Route
+			if ap.Tool != "" {
+				what = "tool " + ap.Tool + " on " + what
+			}
+			apiError(w, http.StatusForbidden, "forbidden", "only an approver of "+what+" may decide this approval")
 			return
 		}
 		out, err := a.Approvals.Decide(r.Context(), ap.ID, by(p), v, req.Comment)
@@ -174,6 +178,15 @@ func (a *API) decide(v approvals.Verdict) http.HandlerFunc {
 			writeJSON(w, http.StatusOK, view(out, time.Now()))
 		}
 	}
+}
+
+// approves reports whether p may decide ap: an approver of its route or, for a tool call
+// on an mcp route, of its tool.
+func approves(roles Roles, p *identity.Principal, ap *approvals.Approval) bool {
+	if ap.Tool != "" {
+		return roles.ApprovesTool(p, ap.Route, ap.Tool)
+	}
+	return roles.Approves(p, ap.Route)
 }
 
 func by(p *identity.Principal) approvals.Identity {

@@ -54,9 +54,14 @@ type Approval struct {
 	// requester sending the same request again finds this approval.
 	Binding string `json:"-"`
 	Route   string `json:"route"`
-	Method  string `json:"method"`
-	Path    string `json:"path"`
-	Query   string `json:"query,omitempty"`
+	// Tool is the tool of a tools/call on an mcp route, "" for an HTTP request. The
+	// approval then covers the requester, route, tool and the canonical arguments
+	// (BindCall); Body shows the arguments, indented, and BodyHash is the SHA-256 of
+	// their canonical form.
+	Tool   string `json:"tool,omitempty"`
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	Query  string `json:"query,omitempty"`
 	// Headers are the request headers the approval covers (BoundHeaders), as approvers
 	// see them: credentials redacted.
 	Headers http.Header `json:"headers,omitempty"`
@@ -164,6 +169,16 @@ func Bind(requester Identity, route, method, path, query, headersHash, bodyHash 
 		h.Write([]byte(f))
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// BindCall returns the binding of a tool call on an mcp route: a hash over the requester
+// (issuer, subject, client id), the route, the tool and the hash of the canonical (RFC
+// 8785) arguments. The JSON-RPC id, _meta (progressToken), the session and the protocol
+// headers are not covered: every MCP client sends a new id with each call and a new
+// session after a reconnect, so binding them would leave no retry able to use an
+// approval. Its fields are tagged, so no call binds like an HTTP request (Bind).
+func BindCall(requester Identity, route, tool, argumentsHash string) string {
+	return Bind(requester, route, "mcp tools/call", tool, "", "", argumentsHash)
 }
 
 // unboundHeaders are request headers an approval does not cover: they describe the

@@ -161,11 +161,16 @@ func (n *Notifier) post(ctx context.Context, url string, body []byte) error {
 // Message is the text announcing a: who asks for what, why, and where to decide. Every
 // part a requester controls is set in a code span and escaped for Slack's markup, so a
 // crafted path or reason can neither forge a link nor be auto-linked; nothing in it is a
-// secret (path and reason were redacted when the approval was made; the query, headers
-// and body are not sent).
+// secret (path, reason and a tool call's arguments were redacted when the approval was
+// made; the query, headers and an HTTP body are not sent). A tool call's arguments are
+// what approvers decide on, so they are shown, indented, in a code block.
 func Message(a *Approval, publicURL string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Keyhole approval needed: %s %s (route %s)\n", a.Method, code(a.Path), code(a.Route))
+	if a.Tool != "" {
+		fmt.Fprintf(&b, "Keyhole approval needed: MCP tool %s (route %s)\n", code(a.Tool), code(a.Route))
+	} else {
+		fmt.Fprintf(&b, "Keyhole approval needed: %s %s (route %s)\n", a.Method, code(a.Path), code(a.Route))
+	}
 	who := code(a.Requester.Subject)
 	if a.Requester.ClientID != "" && a.Requester.ClientID != a.Requester.Subject {
 		who += " (client " + code(a.Requester.ClientID) + ")"
@@ -173,6 +178,9 @@ func Message(a *Approval, publicURL string) string {
 	fmt.Fprintf(&b, "Requested by %s\n", who)
 	if a.Reason != "" {
 		fmt.Fprintf(&b, "Reason: %s\n", code(a.Reason))
+	}
+	if a.Tool != "" {
+		fmt.Fprintf(&b, "Arguments:\n%s\n", codeBlock(a.Body, maxShownArguments))
 	}
 	if publicURL != "" {
 		fmt.Fprintf(&b, "Review: %s/api/v1/approvals/%s\n", strings.TrimSuffix(publicURL, "/"), a.ID)
@@ -187,4 +195,17 @@ func Message(a *Approval, publicURL string) string {
 // and backticks, which would end the span, replaced.
 func code(s string) string {
 	return "`" + strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", "`", "'").Replace(s) + "`"
+}
+
+// maxShownArguments is the most bytes of a tool call's arguments a notification shows;
+// the review link shows all of them.
+const maxShownArguments = 2000
+
+// codeBlock sets s in a Slack code block, escaped as code escapes a span, at most max
+// bytes (cut at a rune, marked).
+func codeBlock(s string, max int) string {
+	if len(s) > max {
+		s = strings.ToValidUTF8(s[:max], "") + "\n…"
+	}
+	return "```\n" + strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", "`", "'").Replace(s) + "\n```"
 }

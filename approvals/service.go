@@ -1,7 +1,9 @@
 package approvals
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,7 +51,13 @@ type Request struct {
 	Query     string      // raw
 	Header    http.Header // the headers that will be forwarded; BoundHeaders of them are bound
 	Body      []byte      // the exact bytes that will be forwarded
-	Reason    string      // the client's X-Keyhole-Reason
+	// Tool, set for a tools/call on an mcp route, is the tool's name and Arguments the
+	// RFC 8785 canonical form of its arguments: the approval then binds them (BindCall),
+	// not the method, path, query, headers or body, and approvers are shown the
+	// arguments indented instead of the JSON-RPC envelope.
+	Tool      string
+	Arguments []byte
+	Reason    string // the client's X-Keyhole-Reason
 	// ExchangeID is the request's exchange: the approval links to it, and a consumed
 	// approval names it as used by.
 	ExchangeID   string
@@ -59,6 +67,10 @@ type Request struct {
 	// Redact returns s without credentials; what approvers see passes through it.
 	// Nil shows s as it is.
 	Redact func(s string) string
+	// Held, when not nil, is called once the request begins to wait for a decision on
+	// a, from Admit's goroutine; it must not block. (The data plane tells an MCP client
+	// which approval it waits for while it waits.)
+	Held func(a *Approval)
 }
 
 // Admission is Admit's answer: the outcome, and the approval it concerns (nil for
@@ -143,9 +155,15 @@ func (s *Service) Admit(ctx context.Context, r Request) (Admission, error) {
 	if len(r.Body) > MaxBody {
 		return Admission{Outcome: AdmitTooLarge}, nil
 	}
-	bound := BoundHeaders(r.Header)
-	binding := Bind(r.Requester, r.Route, r.Method, r.Path, r.Query, HeadersHash(bound), BodyHash(r.Body))
-	r.Header = bound
+	var binding string
+	if r.Tool != "" {
+		binding = BindCall(r.Requester, r.Route, r.Tool, BodyHash(r.Arguments))
+		r.Header = nil
+	} else {
+		bound := BoundHeaders(r.Header)
+		binding = Bind(r.Requester, r.Route, r.Method, r.Path, r.Query, HeadersHash(bound), BodyHash(r.Body))
+		r.Header = bound
+	}
 	// A loop, because the approval found may change under us: consumed or closed by a
 	// concurrent identical request, which then leaves the binding to a new approval.
 	// A request is held at most once, however often it loops.
@@ -191,9 +209,13 @@ func (s *Service) create(ctx context.Context, r Request, binding string) (*Appro
 			}
 		}
 	}
-	a := &Approval{ID: ulid.Make().String(), Binding: binding, Route: r.Route, Method: r.Method,
-		Path: redact(r.Path), Query: redact(r.Query), Headers: shown, Body: redact(ShownBody(r.Body)),
-		BodySize: int64(len(r.Body)), BodyHash: BodyHash(r.Body),
+	body, hash := ShownBody(r.Body), BodyHash(r.Body)
+	if r.Tool != "" {
+		body, hash = ShownArguments(r.Arguments), BodyHash(r.Arguments)
+	}
+	a := &Approval{ID: ulid.Make().String(), Binding: binding, Route: r.Route, Tool: r.Tool, Method: r.Method,
+		Path: redact(r.Path), Query: redact(r.Query), Headers: shown, Body: redact(body),
+		BodySize: int64(len(r.Body)), BodyHash: hash,
 		Requester: r.Requester, Reason: redact(CleanText(r.Reason, maxReason)), ExchangeID: r.ExchangeID,
 		CreatedAt: now, ExpiresAt: now.Add(r.TTL), MinApprovals: max(1, r.MinApprovals), State: Pending}
 	if err := s.store.CreateApproval(ctx, a, r.MaxPending); err != nil {
@@ -281,6 +303,9 @@ func (s *Service) hold(ctx context.Context, a *Approval, r Request, binding stri
 	defer s.release(binding, r.Requester.Subject)
 	wake := s.subscribe(a.ID)
 	defer s.unsubscribe(a.ID, wake)
+	if r.Held != nil {
+		r.Held(a)
+	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	poll := time.NewTicker(s.opts.Poll)
@@ -476,6 +501,16 @@ func ShownBody(body []byte) string {
 		s = "[" + enc.String() + " body, shown as UTF-8]\n" + s
 	}
 	return s
+}
+
+// ShownArguments returns a tool call's arguments as approvers read them: indented JSON,
+// one member a line, shown as ShownBody shows a body.
+func ShownArguments(args []byte) string {
+	var b bytes.Buffer
+	if err := json.Indent(&b, args, "", "  "); err != nil {
+		return ShownBody(args)
+	}
+	return ShownBody(b.Bytes())
 }
 
 // CleanText returns s as one line a person can read safely: control and format

@@ -53,7 +53,6 @@ var badFiles = []struct {
 			`line 17: routes[0].mcp.tools[0].mask[0].action: unknown action "shred": want redact, remove, hash, last4`,
 			`line 19: routes[0].mcp.tools[1].when.arguments[""]: empty key (escape a literal dot as \.)`,
 			`line 19: routes[0].mcp.tools[1].when.arguments["a.*"]: glob and gjson syntax (* ? # | @) is not allowed: a path names one value`,
-			"line 20: routes[0].mcp.tools[1].approval: approval on a tool is not yet supported on mcp routes",
 			`line 21: routes[0].mcp.tools[2].name: bad glob "drop_[": syntax error in pattern`,
 			"line 22: routes[0].mcp.tools[3].allow: an entry with deny refuses every caller, so it must not set allow",
 			"line 23: routes[0].mcp.tools[4].allow.groups: groups is empty",
@@ -80,6 +79,15 @@ var badFiles = []struct {
 			`line 28: routes[3].mcp.resource: a route with resource must match one exact path, not the pattern "/d/{tenant}/mcp"`,
 			`line 33: routes[4].mcp.resource: the path of resource ("/mcp") must be the route's match.path "/e/mcp"`,
 			`line 43: routes[6].mcp.resource: resource "https://keyhole.example.com/f/mcp" is already the resource of route first`,
+		},
+	},
+	{
+		"mcp_approval.bad.yaml",
+		[]string{
+			"line 16: routes[0].mcp.tools[0].approval.approvers: approvers must set at least one of groups, scopes, subjects or claims",
+			"line 16: routes[0].mcp.tools[0].approval.min_approvals: min_approvals must be at least 1",
+			"line 16: routes[0].mcp.tools[0].approval.ttl: ttl must not be shorter than hold",
+			"line 17: routes[0].mcp.tools[1].approval: an entry with deny refuses every caller, so it must not set approval",
 		},
 	},
 	{

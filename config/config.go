@@ -229,9 +229,12 @@ type MCPTool struct {
 	Deny string   `yaml:"deny"`
 	When *MCPWhen `yaml:"when"`
 	// Mask masks the call's result: structuredContent and every content text that is
-	// JSON, with the same rules (see proxy/mcp_mask.go). Approval is not yet supported.
-	Mask     []MaskRule `yaml:"mask"`
-	Approval *Approval  `yaml:"approval"`
+	// JSON, with the same rules (see proxy/mcp_mask.go).
+	Mask []MaskRule `yaml:"mask"`
+	// Approval holds a matching call for a human's decision; the approval binds the
+	// requester, route, tool name and canonical arguments. Hold defaults to
+	// DefaultMCPApprovalHold.
+	Approval *Approval `yaml:"approval"`
 }
 
 // MCPWhen is a condition on a tool call.
@@ -332,7 +335,10 @@ type Approvals struct {
 
 // Defaults of approvals.
 const (
-	DefaultApprovalHold         = Duration(60 * time.Second)
+	DefaultApprovalHold = Duration(60 * time.Second)
+	// DefaultMCPApprovalHold is the hold of an mcp tool's approval: below the 30 s and
+	// 60 s request timeouts of common MCP clients, so the client reads the answer.
+	DefaultMCPApprovalHold      = Duration(20 * time.Second)
 	DefaultApprovalTTL          = Duration(15 * time.Minute)
 	DefaultMaxPendingPerSubject = 20
 )

@@ -65,8 +65,11 @@ func (v *validator) mcp(p string, r *Route) {
 			}
 			v.maskRules(tp+".mask", t.Mask)
 		}
-		if v.set(tp + ".approval") {
-			notYet(tp+".approval", "approval on a tool")
+		if t.Approval != nil {
+			if v.set(tp + ".deny") {
+				v.errorf(tp+".approval", "an entry with deny refuses every caller, so it must not set approval")
+			}
+			v.approval(tp+".approval", t.Approval)
 		}
 	}
 	for i := range m.Resources {

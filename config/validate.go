@@ -118,19 +118,11 @@ func (v *validator) defaults() {
 		c.Recorder.BodyLimit = DefaultRecorderBodyLimit
 	}
 	for i := range c.Routes {
-		a := c.Routes[i].Approval
-		if a == nil {
-			continue
-		}
-		ap := idx("routes", i) + ".approval"
-		if !v.set(ap + ".min_approvals") {
-			a.MinApprovals = 1
-		}
-		if !v.set(ap + ".hold") {
-			a.Hold = DefaultApprovalHold
-		}
-		if !v.set(ap + ".ttl") {
-			a.TTL = max(DefaultApprovalTTL, a.Hold)
+		v.approvalDefaults(idx("routes", i)+".approval", c.Routes[i].Approval, DefaultApprovalHold)
+		if m := c.Routes[i].MCP; m != nil {
+			for j := range m.Tools {
+				v.approvalDefaults(idx(idx("routes", i)+".mcp.tools", j)+".approval", m.Tools[j].Approval, DefaultMCPApprovalHold)
+			}
 		}
 	}
 	if c.Approvals == nil {
@@ -138,6 +130,22 @@ func (v *validator) defaults() {
 	}
 	if !v.set("approvals.max_pending_per_subject") {
 		c.Approvals.MaxPendingPerSubject = DefaultMaxPendingPerSubject
+	}
+}
+
+// approvalDefaults fills the unset keys of approval block a at ap; hold is the default hold.
+func (v *validator) approvalDefaults(ap string, a *Approval, hold Duration) {
+	if a == nil {
+		return
+	}
+	if !v.set(ap + ".min_approvals") {
+		a.MinApprovals = 1
+	}
+	if !v.set(ap + ".hold") {
+		a.Hold = hold
+	}
+	if !v.set(ap + ".ttl") {
+		a.TTL = max(DefaultApprovalTTL, a.Hold)
 	}
 }
 
@@ -661,19 +669,23 @@ func (v *validator) route(p string, r *Route) {
 	}
 	v.maskHeaders(p+".mask_headers", r.MaskHeaders)
 	if a := r.Approval; a != nil {
-		ap := p + ".approval"
-		v.allow(ap+".approvers", &a.Approvers, "approvers")
-		if a.MinApprovals < 1 {
-			v.errorf(ap+".min_approvals", "min_approvals must be at least 1")
-		}
-		if a.Hold <= 0 {
-			v.errorf(ap+".hold", "hold must be greater than 0")
-		}
-		if a.TTL <= 0 {
-			v.errorf(ap+".ttl", "ttl must be greater than 0")
-		} else if a.TTL < a.Hold {
-			v.errorf(ap+".ttl", "ttl must not be shorter than hold")
-		}
+		v.approval(p+".approval", a)
+	}
+}
+
+// approval checks an approval block at ap (a route's, or an mcp tool's).
+func (v *validator) approval(ap string, a *Approval) {
+	v.allow(ap+".approvers", &a.Approvers, "approvers")
+	if a.MinApprovals < 1 {
+		v.errorf(ap+".min_approvals", "min_approvals must be at least 1")
+	}
+	if a.Hold <= 0 {
+		v.errorf(ap+".hold", "hold must be greater than 0")
+	}
+	if a.TTL <= 0 {
+		v.errorf(ap+".ttl", "ttl must be greater than 0")
+	} else if a.TTL < a.Hold {
+		v.errorf(ap+".ttl", "ttl must not be shorter than hold")
 	}
 }
 

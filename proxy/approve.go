@@ -33,6 +33,10 @@ const retryAfterPending = 10 * time.Second
 func (g *Gateway) approve(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info := infoFrom(r.Context())
+		if info.mcp != nil && info.mcp.approval != nil {
+			g.approveMCP(w, r, next)
+			return
+		}
 		ap := info.route.Approval
 		if ap == nil {
 			next.ServeHTTP(w, r)

@@ -98,11 +98,22 @@ type approvalHarness struct {
 	approver  string
 	approver2 string
 	outsider  string
+	cfg       string // the configuration start loads; approvalConfig when ""
 }
 
 func newApprovalHarness(t *testing.T, clock *testClock, webhook *testkit.Upstream) *approvalHarness {
 	t.Helper()
-	h := &approvalHarness{harness: newHarness(t), path: filepath.Join(t.TempDir(), "keyhole.db"), clock: clock, webhook: webhook}
+	return newApprovalHarnessFor(t, clock, webhook, "", nil)
+}
+
+// newApprovalHarnessFor is newApprovalHarness loading cfg, with env added to the
+// configuration's environment.
+func newApprovalHarnessFor(t *testing.T, clock *testClock, webhook *testkit.Upstream, cfg string, env map[string]string) *approvalHarness {
+	t.Helper()
+	h := &approvalHarness{harness: newHarness(t), path: filepath.Join(t.TempDir(), "keyhole.db"), clock: clock, webhook: webhook, cfg: cfg}
+	for k, v := range env {
+		h.cfgEnv[k] = v
+	}
 	h.cfgEnv["WEBHOOK"] = webhook.URL + "/hook"
 	h.start(t)
 	t.Cleanup(func() { h.stop() })
@@ -134,7 +145,11 @@ func (h *approvalHarness) start(t *testing.T) {
 	svc := approvals.New(st, approvals.Options{Now: h.clock.Now, Poll: 20 * time.Millisecond, Notify: notifier.Notify,
 		Metrics: approvals.Metrics{Pending: m.ApprovalsPending, Total: m.ApprovalsTotal, Wait: m.ApprovalWaitSeconds}})
 	h.gw = proxy.New(slog.New(slog.NewJSONHandler(h.logs, nil)), m, rec, svc)
-	table := h.load(t, approvalConfig)
+	cfg := approvalConfig
+	if h.cfg != "" {
+		cfg = h.cfg
+	}
+	table := h.load(t, cfg)
 	h.srv = httptest.NewServer(h.gw)
 	h.api = httptest.NewServer(admin.New(admin.Options{Gatherer: reg, Ready: func() error { return nil },
 		API: &admin.API{Verifier: func() admin.Verifier { return h.v }, Roles: func() admin.Roles { return table },

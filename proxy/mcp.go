@@ -101,6 +101,8 @@ type mcpState struct {
 	name   string
 	id     json.RawMessage // JSON-RPC id of a POST, nil for a notification
 	tool   string          // the tool label of keyhole_mcp_requests_total
+	// approval is set when a tools/call needs a human's approval (mcp_approve.go).
+	approval *mcpApproval
 }
 
 // judgeMCP decides an allowed request on an mcp route by its JSON-RPC message. It
@@ -150,13 +152,15 @@ func (g *Gateway) judgeMCP(w http.ResponseWriter, r *http.Request, info *reqInfo
 		}
 		return w, nil, true
 	}
+	if d.Effect == mcp.Approval && m.Kind == mcp.Request && m.Method == mcp.MethodToolsCall {
+		// Recorded as held until it is forwarded on an approval (approveMCP).
+		info.mcp.approval = &mcpApproval{msg: m, approval: d.Approval}
+		info.decision = labelApprovalPending
+		return w, nil, true
+	}
 	rf := &refusal{status: http.StatusForbidden, code: "denied", msg: d.Reason, decision: labelDenied}
 	if d.Effect == mcp.Forbid {
 		rf.code, rf.decision = "forbidden", labelForbidden
-	}
-	if d.Effect == mcp.Approval {
-		// config.Load refuses approval on tools until approvals bind MCP calls.
-		rf.msg = "approval of MCP tool calls is not supported by this build"
 	}
 	if m.Kind == mcp.Notification {
 		// Nothing to answer with a JSON-RPC message: a plain refusal.

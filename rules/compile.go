@@ -140,6 +140,9 @@ func (c *compiler) route(cr *config.Route, field string, index int, guard bool) 
 	if cr.Approval != nil && cr.Deny == "" {
 		rt.approvers = c.allow(field+".approval.approvers", "approvers of "+cr.Name, &cr.Approval.Approvers)
 	}
+	if cr.MCP != nil && cr.Deny == "" {
+		c.mcp(rt, field, cr.MCP)
+	}
 	rt.allowReason = "allowed by route " + cr.Name
 	if cr.Rewrite != nil {
 		rt.StripPrefix, rt.AddPrefix = cr.Rewrite.StripPrefix, cr.Rewrite.AddPrefix

@@ -104,12 +104,16 @@ type Route struct {
 	// Config is the configuration entry the route was compiled from (mask, detect, ...).
 	Config *config.Route
 
-	methods     methodSet
-	when        *when
-	allow       *allow
-	approvers   *allow // approval.approvers
-	allowReason string
-	mux         *chi.Mux // guards only: a tree holding just the guard's pattern
+	methods   methodSet
+	when      *when
+	allow     *allow
+	approvers *allow // approval.approvers
+	// toolApprovers and mcpAllows are the approvers of an mcp route's tool approvals and
+	// every allow of its mcp entries (approvers included): see rules/mcp.go.
+	toolApprovers []toolApprover
+	mcpAllows     []*allow
+	allowReason   string
+	mux           *chi.Mux // guards only: a tree holding just the guard's pattern
 }
 
 // ForwardPath returns the path to forward upstream for the canonical path the route
@@ -206,6 +210,9 @@ func (t *Table) ClaimNames() []string {
 	for _, rt := range t.all {
 		add(rt.allow)
 		add(rt.approvers)
+		for _, a := range rt.mcpAllows {
+			add(a)
+		}
 	}
 	add(t.adminAllow)
 	for _, a := range t.roles {
@@ -215,7 +222,8 @@ func (t *Table) ClaimNames() []string {
 }
 
 // Approves reports whether p may decide approvals of the route named route: p satisfies
-// its approval.approvers. With route "" it reports whether p approves any route.
+// its approval.approvers. With route "" it reports whether p approves any route, or any
+// tool of an mcp route (ApprovesTool).
 // Admin roles grant nothing here: only a route's approvers decide its approvals.
 func (t *Table) Approves(p *identity.Principal, route string) bool {
 	if t == nil || p == nil {
@@ -223,6 +231,9 @@ func (t *Table) Approves(p *identity.Principal, route string) bool {
 	}
 	for _, rt := range t.all {
 		if rt.approvers != nil && (route == "" || rt.Name == route) && rt.approvers.missing(p) == "" {
+			return true
+		}
+		if route == "" && rt.approvesAnyTool(p) {
 			return true
 		}
 	}

@@ -29,9 +29,9 @@ const (
 	// approvalColumns are the columns scanApproval reads, in its order.
 	approvalColumns = `id, binding, route, method, path, query, headers, body, body_size, body_hash,
 		requester_issuer, requester_subject, requester_client_id, requester_groups, requester_scopes,
-		reason, exchange_id, created_ns, expires_ns, min_approvals, state, closed, decided_ns, used_ns, used_by`
+		reason, exchange_id, created_ns, expires_ns, min_approvals, state, closed, decided_ns, used_ns, used_by, tool`
 	insertApproval = `INSERT INTO approvals (` + approvalColumns + `)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, NULL, '')`
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, NULL, '', ?)`
 	// decisionColumns are the columns scanDecision reads, in its order.
 	decisionColumns = `approval_id, approver_issuer, approver_subject, approver_client_id,
 		approver_groups, approver_scopes, verdict, comment, at_ns`
@@ -113,7 +113,7 @@ func (s *Store) createApproval(ctx context.Context, a *approvals.Approval, maxPe
 	if _, err := tx.ExecContext(ctx, insertApproval,
 		a.ID, a.Binding, a.Route, a.Method, a.Path, a.Query, headers, blob(a.Body), a.BodySize, a.BodyHash,
 		a.Requester.Issuer, a.Requester.Subject, a.Requester.ClientID, groups, scopes,
-		a.Reason, a.ExchangeID, a.CreatedAt.UnixNano(), a.ExpiresAt.UnixNano(), a.MinApprovals, approvals.Pending); err != nil {
+		a.Reason, a.ExchangeID, a.CreatedAt.UnixNano(), a.ExpiresAt.UnixNano(), a.MinApprovals, approvals.Pending, a.Tool); err != nil {
 		return err
 	}
 	return tx.Commit()
@@ -516,7 +516,7 @@ func scanApproval(sc scanner) (*approvals.Approval, error) {
 	var decided, used sql.NullInt64
 	if err := sc.Scan(&a.ID, &a.Binding, &a.Route, &a.Method, &a.Path, &a.Query, &headers, &a.Body, &a.BodySize, &a.BodyHash,
 		&a.Requester.Issuer, &a.Requester.Subject, &a.Requester.ClientID, &groups, &scopes,
-		&a.Reason, &a.ExchangeID, &created, &expires, &a.MinApprovals, &a.State, &a.Closed, &decided, &used, &a.UsedBy); err != nil {
+		&a.Reason, &a.ExchangeID, &created, &expires, &a.MinApprovals, &a.State, &a.Closed, &decided, &used, &a.UsedBy, &a.Tool); err != nil {
 		return nil, fmt.Errorf("read approval: %w", err)
 	}
 	var err error

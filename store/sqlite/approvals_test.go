@@ -81,6 +81,7 @@ func TestApprovalRoundTrip(t *testing.T) {
 		ID:       "01JNK3ZQ7Y8X6W5V4T3S2R1Q0P",
 		Binding:  approvals.Bind(approvals.Identity{Subject: "alice"}, "payments", "POST", "/v1/pay", "a=1&b=%20", approvals.HeadersHash(nil), approvals.BodyHash([]byte("x"))),
 		Route:    "payments",
+		Tool:     "refund_payment",
 		Method:   "POST",
 		Path:     "/v1/pay",
 		Query:    "a=1&b=%20",
