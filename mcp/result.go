@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+
+	"github.com/keyholehq/keyhole/jsonscan"
 )
 
 // ResultMask is how MaskResult masks the parts of one tools/call answer. The caller binds
@@ -239,34 +240,49 @@ func (o object) encode() []byte {
 // folding are refused: readers that keep the first, the last, or match keys
 // case-insensitively (Go's encoding/json into a struct) would read different answers.
 func members(raw []byte) (object, error) {
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.UseNumber()
-	if tok, err := d.Token(); err != nil || tok != json.Delim('{') {
+	var s jsonscan.Scanner
+	s.Reset(raw, jsonscan.Options{MaxDepth: maxDepth, AllowDuplicateKeys: true})
+	if tok, err := s.Next(); err != nil || tok.Kind != jsonscan.ObjectStart {
 		return nil, errors.New("not a JSON object")
 	}
 	var o object
 	seen := map[string]bool{}
-	for d.More() {
-		tok, err := d.Token()
+	for {
+		tok, err := s.Next()
 		if err != nil {
 			return nil, fmt.Errorf("not JSON: %w", err)
 		}
-		k := tok.(string)
-		if seen[fold(k)] {
+		if tok.Kind == jsonscan.ObjectEnd {
+			break
+		}
+		k := string(s.Key())
+		folded := string(jsonscan.AppendFold(nil, s.Key()))
+		if seen[folded] {
 			return nil, fmt.Errorf("a key is repeated (keys are compared ignoring case)")
 		}
-		seen[fold(k)] = true
-		var v json.RawMessage
-		if err := d.Decode(&v); err != nil {
+		seen[folded] = true
+		rawKey := tok.Raw(raw)
+		v, err := s.Next()
+		if err != nil {
 			return nil, fmt.Errorf("not JSON: %w", err)
 		}
-		rk, _ := json.Marshal(k)
-		o = append(o, member{key: k, rawKey: rk, value: v})
+		end := v.End
+		if v.Kind == jsonscan.ObjectStart || v.Kind == jsonscan.ArrayStart {
+			// The container's end is the next token at its own depth.
+			for {
+				t, err := s.Next()
+				if err != nil {
+					return nil, fmt.Errorf("not JSON: %w", err)
+				}
+				if t.Depth == v.Depth && (t.Kind == jsonscan.ObjectEnd || t.Kind == jsonscan.ArrayEnd) {
+					end = t.End
+					break
+				}
+			}
+		}
+		o = append(o, member{key: k, rawKey: rawKey, value: raw[v.Start:end]})
 	}
-	if _, err := d.Token(); err != nil {
-		return nil, fmt.Errorf("not JSON: %w", err)
-	}
-	if _, err := d.Token(); err != io.EOF {
+	if tok, err := s.Next(); err != nil || tok.Kind != jsonscan.End {
 		return nil, errors.New("more than one JSON value")
 	}
 	return o, nil
