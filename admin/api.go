@@ -69,18 +69,25 @@ func requestID(next http.Handler) http.Handler {
 func (a *API) mount(r chi.Router) {
 	r.Route("/api/v1", func(r chi.Router) {
 		r.Use(requestID, a.authenticate)
-		r.Group(func(r chi.Router) {
-			r.Use(a.require(rules.RoleAuditors))
-			r.Get("/exchanges", a.list)
-			r.Get("/exchanges.har", a.exportHAR)
-			r.Get("/exchanges/{id}", a.show)
-			r.Get("/exchanges/{id}/har", a.showHAR)
-			r.Post("/exchanges/{id}/replay", a.replay)
-			r.Get("/audit/verify", a.verify)
-		})
 		if a.Approvals != nil {
-			a.mountApprovals(r)
+			// Its requester may read an approval with any client's token (an agent's).
+			r.Get("/approvals/{id}", a.showApproval)
 		}
+		r.Group(func(r chi.Router) {
+			r.Use(a.adminClients)
+			r.Group(func(r chi.Router) {
+				r.Use(a.require(rules.RoleAuditors))
+				r.Get("/exchanges", a.list)
+				r.Get("/exchanges.har", a.exportHAR)
+				r.Get("/exchanges/{id}", a.show)
+				r.Get("/exchanges/{id}/har", a.showHAR)
+				r.Post("/exchanges/{id}/replay", a.replay)
+				r.Get("/audit/verify", a.verify)
+			})
+			if a.Approvals != nil {
+				a.mountApprovals(r)
+			}
+		})
 	})
 }
 
@@ -100,11 +107,18 @@ func (a *API) authenticate(next http.Handler) http.Handler {
 			apiError(w, http.StatusUnauthorized, "unauthenticated", "a valid bearer token is required")
 			return
 		}
-		if !a.Roles().AdminClient(p) {
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	})
+}
+
+// adminClients refuses tokens of clients admin.clients does not list.
+func (a *API) adminClients(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.Roles().AdminClient(principal(r)) {
 			apiError(w, http.StatusForbidden, "forbidden", "the admin plane does not accept tokens of this client (admin.clients)")
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+		next.ServeHTTP(w, r)
 	})
 }
 

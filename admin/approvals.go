@@ -28,7 +28,6 @@ type ApprovalService interface {
 // role or to be an approver of the approval's route; deciding needs the latter.
 func (a *API) mountApprovals(r chi.Router) {
 	r.Get("/approvals", a.listApprovals)
-	r.Get("/approvals/{id}", a.showApproval)
 	r.Post("/approvals/{id}/approve", a.decide(approvals.Approve))
 	r.Post("/approvals/{id}/deny", a.decide(approvals.Deny))
 }
@@ -129,10 +128,84 @@ func (a *API) approval(w http.ResponseWriter, r *http.Request) (*approvals.Appro
 	return ap, true
 }
 
+// showApproval answers GET /api/v1/approvals/{id}: the whole approval for those who may
+// read approvals (through a client admin.clients accepts), its status for its requester
+// (any client: the agent polls with its own token), and for anyone else exactly what an
+// unknown id answers.
 func (a *API) showApproval(w http.ResponseWriter, r *http.Request) {
-	if ap, ok := a.approval(w, r); ok {
-		writeJSON(w, http.StatusOK, view(ap, time.Now()))
+	p, roles := principal(r), a.Roles()
+	if roles.AdminClient(p) && (roles.HasRole(p, rules.RoleApprovers) || roles.Approves(p, "")) {
+		if ap, ok := a.approval(w, r); ok {
+			writeJSON(w, http.StatusOK, view(ap, time.Now()))
+		}
+		return
 	}
+	id := chi.URLParam(r, "id")
+	ap, err := a.Approvals.Approval(r.Context(), id)
+	switch {
+	case errors.Is(err, approvals.ErrNotFound) || err == nil && !ownApproval(p, ap):
+		apiError(w, http.StatusNotFound, "not_found", "no approval "+id+" that you may read")
+	case err != nil:
+		a.storeError(w, err)
+	default:
+		writeJSON(w, http.StatusOK, statusOf(ap, time.Now()))
+	}
+}
+
+// ownApproval reports whether p requested ap: the same issuer and subject.
+func ownApproval(p *identity.Principal, ap *approvals.Approval) bool {
+	return p.Issuer == ap.Requester.Issuer && p.Subject == ap.Requester.Subject
+}
+
+// approvalStatus is what a requester reads of its own approval: where it stands and what
+// to do, not who decided or what approvers saw.
+type approvalStatus struct {
+	ID                string           `json:"id"`
+	State             approvals.State  `json:"state"`
+	Next              string           `json:"next"`
+	Route             string           `json:"route"`
+	Tool              string           `json:"tool,omitempty"`
+	Method            string           `json:"method"`
+	Path              string           `json:"path"`
+	CreatedAt         time.Time        `json:"created_at"`
+	ExpiresAt         time.Time        `json:"expires_at"`
+	ExpiresInSeconds  float64          `json:"expires_in_seconds"`
+	RetryAfterSeconds int              `json:"retry_after_seconds,omitempty"`
+	Decisions         []statusDecision `json:"decisions,omitempty"`
+}
+
+// statusDecision is one decision as its requester reads it.
+type statusDecision struct {
+	Verdict approvals.Verdict `json:"verdict"`
+	Comment string            `json:"comment,omitempty"`
+	At      time.Time         `json:"at"`
+}
+
+// requesterRetry is how soon a requester should look again at a pending approval: the
+// data plane's Retry-After of approval_pending.
+const requesterRetry = 10
+
+func statusOf(ap *approvals.Approval, now time.Time) approvalStatus {
+	st := approvalStatus{ID: ap.ID, State: ap.State, Route: ap.Route, Tool: ap.Tool, Method: ap.Method, Path: ap.Path,
+		CreatedAt: ap.CreatedAt, ExpiresAt: ap.ExpiresAt, ExpiresInSeconds: max(0, ap.ExpiresAt.Sub(now).Round(time.Second).Seconds())}
+	for _, d := range ap.Decisions {
+		st.Decisions = append(st.Decisions, statusDecision{Verdict: d.Verdict, Comment: d.Comment, At: d.At})
+	}
+	switch {
+	case ap.State == approvals.Pending && now.Before(ap.ExpiresAt):
+		st.RetryAfterSeconds = requesterRetry
+		st.Next = "Nothing was done yet: wait for the approvers, look again in " + strconv.Itoa(requesterRetry) + " seconds or more"
+	case ap.State == approvals.Approved && now.Before(ap.ExpiresAt):
+		st.Next = "Approved: send the same request again, unchanged, before expires_at; it runs once"
+	case ap.State == approvals.Denied:
+		st.Next = "Denied by an approver: nothing was done; do not send it again"
+	case ap.State == approvals.Used:
+		st.Next = "Done: the approved request was forwarded once; a further one asks anew"
+	default:
+		st.State = approvals.Expired
+		st.Next = "Expired before it was decided or used: nothing was done; sending the request again asks anew"
+	}
+	return st
 }
 
 // decisionRequest is the body of POST /api/v1/approvals/{id}/approve and /deny.

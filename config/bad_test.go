@@ -88,6 +88,7 @@ var badFiles = []struct {
 			"line 16: routes[0].mcp.tools[0].approval.min_approvals: min_approvals must be at least 1",
 			"line 16: routes[0].mcp.tools[0].approval.ttl: ttl must not be shorter than hold",
 			"line 17: routes[0].mcp.tools[1].approval: an entry with deny refuses every caller, so it must not set approval",
+			"line 19: routes[0].mcp.tools[2].approval.pending_status: a held tool call is always answered as an MCP result (HTTP 200), so pending_status does not apply",
 		},
 	},
 	{
@@ -96,7 +97,8 @@ var badFiles = []struct {
 			"line 21: routes[1].approval.approvers: approvers must set at least one of groups, scopes, subjects or claims",
 			"line 22: routes[1].approval.min_approvals: min_approvals must be at least 1",
 			"line 24: routes[1].approval.ttl: ttl must not be shorter than hold",
-			"line 28: routes[2].websocket: a websocket route cannot need approval: an approval would cover the handshake, not the messages after it",
+			"line 25: routes[1].approval.pending_status: pending_status must be 403 or 202",
+			"line 29: routes[2].websocket: a websocket route cannot need approval: an approval would cover the handshake, not the messages after it",
 		},
 	},
 	{

@@ -309,6 +309,10 @@ type Approval struct {
 	MinApprovals int      `yaml:"min_approvals"`
 	Hold         Duration `yaml:"hold"`
 	TTL          Duration `yaml:"ttl"`
+	// PendingStatus is the HTTP status of an approval_pending answer: 403 (the default)
+	// or 202, for clients that hide every 4xx body from the model. A request asks for
+	// 202 itself with Prefer: respond-async (RFC 7240).
+	PendingStatus int `yaml:"pending_status"`
 }
 
 // Recorder configures the exchange recorder. Parse always sets it, with defaults when

@@ -70,6 +70,9 @@ func (v *validator) mcp(p string, r *Route) {
 				v.errorf(tp+".approval", "an entry with deny refuses every caller, so it must not set approval")
 			}
 			v.approval(tp+".approval", t.Approval)
+			if v.set(tp + ".approval.pending_status") {
+				v.errorf(tp+".approval.pending_status", "a held tool call is always answered as an MCP result (HTTP 200), so pending_status does not apply")
+			}
 		}
 	}
 	for i := range m.Resources {

@@ -687,6 +687,9 @@ func (v *validator) approval(ap string, a *Approval) {
 	} else if a.TTL < a.Hold {
 		v.errorf(ap+".ttl", "ttl must not be shorter than hold")
 	}
+	if v.set(ap+".pending_status") && a.PendingStatus != http.StatusForbidden && a.PendingStatus != http.StatusAccepted {
+		v.errorf(ap+".pending_status", "pending_status must be 403 or 202")
+	}
 }
 
 // allow checks that a is not empty and holds no empty value. what names a in messages.

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keyholehq/keyhole/approvals"
+	"github.com/keyholehq/keyhole/config"
+	"github.com/keyholehq/keyhole/mcp"
 )
 
 // Approvals admits requests on routes with an approval block (approvals.Service).
@@ -86,9 +89,13 @@ func (g *Gateway) approve(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 		case approvals.AdmitPending:
 			hdr.Set("Retry-After", strconv.Itoa(int(retryAfterPending.Seconds())))
-			g.refuse(w, info, &refusal{status: http.StatusForbidden, code: "approval_pending", decision: labelApprovalPending, header: hdr,
+			rf := &refusal{status: http.StatusForbidden, code: "approval_pending", decision: labelApprovalPending, header: hdr,
 				msg: fmt.Sprintf("request is waiting for approval %s; send the same request again once it is approved, before %s",
-					info.approvalID, adm.Approval.ExpiresAt.UTC().Format(time.RFC3339))})
+					info.approvalID, adm.Approval.ExpiresAt.UTC().Format(time.RFC3339))}
+			if asked := prefersAsync(r.Header); asked || ap.PendingStatus == http.StatusAccepted {
+				g.accepted(rf, info, adm.Approval, asked, ap)
+			}
+			g.refuse(w, info, rf)
 		case approvals.AdmitDenied:
 			msg := "request was denied by an approver"
 			if c := lastComment(adm.Approval, approvals.Deny); c != "" {
@@ -107,6 +114,55 @@ func (g *Gateway) approve(next http.Handler) http.Handler {
 				msg:    fmt.Sprintf("too many requests of %s are waiting for approval; wait for them to be decided", p.Subject)})
 		}
 	})
+}
+
+// pendingBody is the body of a 202 approval_pending answer: its first words say that
+// nothing was done and what to do, for clients that show a model only the text.
+type pendingBody struct {
+	Message           string `json:"message"`
+	Error             string `json:"error"`
+	RequestID         string `json:"request_id"`
+	ApprovalID        string `json:"approval_id"`
+	Approvers         string `json:"approvers"`
+	StatusURL         string `json:"status_url,omitempty"`
+	RetryAfterSeconds int    `json:"retry_after_seconds"`
+	ExpiresAt         string `json:"expires_at"`
+}
+
+// accepted turns the approval_pending refusal rf into a 202 Accepted answer (RFC 7240
+// respond-async): Location names the approval's status on the admin plane when
+// approvals.public_url is set, and Preference-Applied says the request's Prefer was
+// honoured (asked). Metrics and the record keep the decision approval_pending.
+func (g *Gateway) accepted(rf *refusal, info *reqInfo, a *approvals.Approval, asked bool, ap *config.Approval) {
+	by := mcp.Approvers(&ap.Approvers)
+	body := pendingBody{Error: rf.code, RequestID: info.id, ApprovalID: a.ID, Approvers: by,
+		RetryAfterSeconds: int(retryAfterPending.Seconds()), ExpiresAt: a.ExpiresAt.UTC().Format(time.RFC3339),
+		Message: fmt.Sprintf("Nothing was done yet: this request waits for approval %s by %s. Send the same request again "+
+			"in %d seconds or more, once it is approved, before %s. Do not change it: a changed request asks anew.",
+			a.ID, by, int(retryAfterPending.Seconds()), a.ExpiresAt.UTC().Format(time.RFC3339))}
+	if base := info.state.approvalsURL; base != "" {
+		body.StatusURL = base + "/api/v1/approvals/" + a.ID
+		rf.header.Set("Location", body.StatusURL)
+	}
+	if asked {
+		rf.header.Set("Preference-Applied", "respond-async")
+	}
+	rf.header.Add("Vary", "Prefer")
+	rf.status, rf.body = http.StatusAccepted, body
+}
+
+// prefersAsync reports whether a Prefer header (RFC 7240) asks for respond-async.
+func prefersAsync(h http.Header) bool {
+	for _, v := range h.Values("Prefer") {
+		for _, p := range strings.Split(v, ",") {
+			tok, _, _ := strings.Cut(p, ";")
+			tok, _, _ = strings.Cut(tok, "=")
+			if strings.EqualFold(strings.TrimSpace(tok), "respond-async") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // lastComment returns the comment of a's last decision with verdict v, or "".

@@ -44,6 +44,12 @@ var approvalConfig = strings.Replace(testConfig, "limits:\n", `  - name: purge
     rewrite: { strip_prefix: /crm }
     allow: { scopes: [crm.write] }
     approval: { approvers: { groups: [crm-admins] }, hold: 10s, ttl: 15m }
+  - name: purge-async
+    match: { methods: [POST], path: "/crm/customers/{id}/purge-async" }
+    upstream: crm
+    rewrite: { strip_prefix: /crm }
+    allow: { scopes: [crm.write] }
+    approval: { approvers: { groups: [crm-admins] }, hold: 150ms, ttl: 15m, pending_status: 202 }
   - name: erase
     match: { methods: [DELETE], path: "/crm/accounts/{id}" }
     upstream: crm
@@ -364,8 +370,8 @@ func TestApprovals(t *testing.T) {
 		if status, out := h.decide(t, h.outsider, id, "approve", ""); status != 403 || out["error"] != "forbidden" {
 			t.Errorf("outsider's approval = %d %v, want 403 forbidden", status, out)
 		}
-		if status, _ := h.apiGet(t, h.outsider, "/api/v1/approvals/"+id); status != 403 {
-			t.Errorf("outsider reads the approval: %d, want 403", status)
+		if status, _ := h.apiGet(t, h.outsider, "/api/v1/approvals/"+id); status != 404 {
+			t.Errorf("outsider reads the approval: %d, want 404, as for an unknown id", status)
 		}
 		// A requester who is also an approver of the route may not approve itself, by
 		// subject or through its own app's client-credentials token; another person
@@ -421,6 +427,94 @@ func TestApprovals(t *testing.T) {
 				}
 			}
 		}
+	})
+
+	t.Run("requester polls its approval", func(t *testing.T) {
+		agent := h.agent(t, "agent-poll")
+		_, _, id := h.send(t, "POST", "/crm/customers/11/purge", agent, "", nil)
+		// The agent's own token (its app is no admin client) reads where it stands.
+		status, out := h.apiGet(t, agent, "/api/v1/approvals/"+id)
+		if status != 200 || out["state"] != "pending" || out["retry_after_seconds"] != float64(10) ||
+			!strings.HasPrefix(fmt.Sprint(out["next"]), "Nothing was done yet") {
+			t.Fatalf("requester reads its pending approval: %d %v", status, out)
+		}
+		for _, hidden := range []string{"requester", "headers", "body", "body_sha256", "reason"} {
+			if _, ok := out[hidden]; ok {
+				t.Errorf("requester's view shows %q: %v", hidden, out)
+			}
+		}
+		if status, out := h.decide(t, h.approver, id, "deny", "not this customer"); status != 200 {
+			t.Fatalf("deny = %d %v", status, out)
+		}
+		status, out = h.apiGet(t, agent, "/api/v1/approvals/"+id)
+		ds, _ := out["decisions"].([]any)
+		if status != 200 || out["state"] != "denied" || len(ds) != 1 || ds[0].(map[string]any)["comment"] != "not this customer" {
+			t.Errorf("requester reads its denied approval: %d %v, want the comment", status, out)
+		}
+		if d, _ := ds[0].(map[string]any); d != nil && d["approver"] != nil {
+			t.Errorf("requester's view names the approver: %v", d)
+		}
+		// Another agent reads it as an unknown id.
+		other := h.agent(t, "agent-nosy")
+		s1, o1 := h.apiGet(t, other, "/api/v1/approvals/"+id)
+		s2, o2 := h.apiGet(t, other, "/api/v1/approvals/01JD0000000000000000000000")
+		if s1 != 404 || s2 != 404 || o1["error"] != o2["error"] {
+			t.Errorf("another agent reads it: %d %v, unknown id: %d %v; want the same 404", s1, o1, s2, o2)
+		}
+		// The requester's token reads nothing else of the admin plane.
+		if status, _ := h.apiGet(t, agent, "/api/v1/approvals"); status != 403 {
+			t.Errorf("requester lists approvals: %d, want 403", status)
+		}
+	})
+
+	t.Run("Prefer respond-async", func(t *testing.T) {
+		agent := h.agent(t, "agent-async")
+		// A bridge that hides every 4xx body from the model (an OpenAPI MCP server does):
+		// only a 2xx body reaches the model.
+		modelReads := func(resp *http.Response, body []byte) string {
+			if resp.StatusCode >= 400 {
+				return "details redacted"
+			}
+			return string(body)
+		}
+		resp, body := h.do(t, "POST", "/crm/customers/12/purge", agent, "", nil)
+		if got := modelReads(resp, body); got != "details redacted" {
+			t.Fatalf("without Prefer: the model reads %q, want the bridge to hide the 403", got)
+		}
+		resp, body = h.do(t, "POST", "/crm/customers/12/purge", agent, "", http.Header{"Prefer": {"wait=5, respond-async"}})
+		id := resp.Header.Get("X-Keyhole-Approval")
+		var pb map[string]any
+		_ = json.Unmarshal(body, &pb)
+		text := modelReads(resp, body)
+		if resp.StatusCode != http.StatusAccepted || resp.Header.Get("Preference-Applied") != "respond-async" ||
+			resp.Header.Get("Retry-After") != "10" || resp.Header.Get("Location") != "https://keyhole.example:9090/api/v1/approvals/"+id {
+			t.Fatalf("with Prefer: respond-async: %d %v %s", resp.StatusCode, resp.Header, body)
+		}
+		if !strings.HasPrefix(text, `{"message":"Nothing was done yet: this request waits for approval `+id+` by group crm-admins`) ||
+			pb["error"] != "approval_pending" || pb["approval_id"] != id || pb["status_url"] != resp.Header.Get("Location") {
+			t.Errorf("202 body: %s", body)
+		}
+		if n := len(h.crm.Requests()); n != 0 {
+			t.Errorf("a 202 answer forwarded %d requests", n)
+		}
+		// The Location is the requester's status.
+		if status, out := h.apiGet(t, agent, "/api/v1/approvals/"+id); status != 200 || out["state"] != "pending" {
+			t.Errorf("the status the 202 names: %d %v", status, out)
+		}
+		// Once approved, the same request (its Prefer is bound like every other header
+		// that may change what an upstream does) runs once.
+		if status, out := h.decide(t, h.approver, id, "approve", ""); status != 200 {
+			t.Fatalf("approve = %d %v", status, out)
+		}
+		if status, _, _ := h.send(t, "POST", "/crm/customers/12/purge", agent, "", http.Header{"Prefer": {"wait=5, respond-async"}}); status != 200 {
+			t.Errorf("approved retry = %d, want 200", status)
+		}
+		// A route may answer 202 to every client: no Preference-Applied then.
+		resp, body = h.do(t, "POST", "/crm/customers/13/purge-async", agent, "", nil)
+		if resp.StatusCode != http.StatusAccepted || resp.Header.Get("Preference-Applied") != "" || !strings.Contains(modelReads(resp, body), "Nothing was done yet") {
+			t.Errorf("route with pending_status 202: %d %v %s", resp.StatusCode, resp.Header, body)
+		}
+		h.crm.Reset()
 	})
 
 	t.Run("min_approvals 2", func(t *testing.T) {

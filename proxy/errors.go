@@ -30,6 +30,7 @@ type refusal struct {
 	decision string // decision label for metrics and the log
 	cause    error
 	header   http.Header // extra response headers (WWW-Authenticate, Allow)
+	body     any         // the JSON body when not the spec's error body (a 202 approval_pending)
 }
 
 func (r *refusal) Error() string { return r.code + ": " + r.msg }
@@ -135,5 +136,9 @@ func writeRefusal(w http.ResponseWriter, rf *refusal, requestID string) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(rf.status)
+	if rf.body != nil {
+		_ = json.NewEncoder(w).Encode(rf.body)
+		return
+	}
 	_ = json.NewEncoder(w).Encode(errorBody{Error: rf.code, Message: rf.msg, RequestID: requestID})
 }

@@ -48,6 +48,9 @@ type State struct {
 	maxBody   int64
 	// maxPending is approvals.max_pending_per_subject.
 	maxPending int
+	// approvalsURL is approvals.public_url without a trailing slash: the base of the
+	// status URL a 202 approval_pending answer names.
+	approvalsURL string
 	// limits.request_body_idle_timeout, request_body_timeout, response_write_idle_timeout.
 	bodyIdle, bodyTotal, writeIdle time.Duration
 	// maxMaskedHeld is limits.max_masked_bytes_held.
@@ -123,6 +126,7 @@ func (g *Gateway) NewState(cfg *config.Config, table *rules.Table, v Verifier, p
 		maxMaskedHeld: int64(cfg.Limits.MaxMaskedBytesHeld)}
 	if cfg.Approvals != nil {
 		s.maxPending = cfg.Approvals.MaxPendingPerSubject
+		s.approvalsURL = strings.TrimRight(cfg.Approvals.PublicURL, "/")
 	}
 	var hashKey []byte
 	if cfg.Masking != nil {
