@@ -226,14 +226,18 @@ type reqInfo struct {
 	mask        *routeMask
 	respHeader  http.Header    // the client response's header map
 	body        *deadline.Body // the request body under its read deadlines; nil without a body
-	forwarded   time.Time
-	upstreamDur time.Duration
-	decision    string
-	reason      string // why the rules decided as they did
-	refusal     *refusal
-	rec         recording
-	status      int    // set when the status is not what was written (client gone: 499)
-	approvalID  string // the approval this request waited on or was forwarded on
+	// bodyLength is the request's Content-Length (-1 unknown). waitsContinue: the client
+	// sends the body only after 100 Continue, so a refusal must not ask for it.
+	bodyLength    int64
+	waitsContinue bool
+	forwarded     time.Time
+	upstreamDur   time.Duration
+	decision      string
+	reason        string // why the rules decided as they did
+	refusal       *refusal
+	rec           recording
+	status        int    // set when the status is not what was written (client gone: 499)
+	approvalID    string // the approval this request waited on or was forwarded on
 	// upstreamCut is set when the upstream's response body ended early or stalled;
 	// cutShort when the client got only part of the response because of it.
 	upstreamCut *upstreamBodyError
@@ -257,6 +261,13 @@ func infoFrom(ctx context.Context) *reqInfo {
 func (g *Gateway) refuse(w http.ResponseWriter, info *reqInfo, rf *refusal) {
 	info.refusal = rf
 	info.decision = rf.decision
+	if g.rec != nil && info.rec.x == nil && rf.decision != labelUnauthenticated {
+		b := info.body
+		if info.waitsContinue {
+			b = nil
+		}
+		info.rec.keepRefused(b, info.bodyLength, g.rec.BodyLimit())
+	}
 	writeRefusal(w, rf, info.id)
 }
 
@@ -278,6 +289,8 @@ func (g *Gateway) begin(next http.Handler) http.Handler {
 			// waiting for the rest (issue 11: a stalled body held a connection for ever).
 			info.body = deadline.NewBody(w, r, bodyIdle, bodyTotal)
 			r.Body, sw.body = info.body, info.body
+			info.bodyLength = r.ContentLength
+			info.waitsContinue = strings.EqualFold(r.Header.Get("Expect"), "100-continue")
 		}
 		if g.rec != nil {
 			info.rec.header = r.Header.Clone()
@@ -513,6 +526,7 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 		mcp := r.Header.Get("Mcp-Method") != "" || r.Header.Get("Mcp-Name") != ""
 		if mcp || st.table.NeedsBody(r.Method, info.path) {
 			if rf := readBody(r, &req); rf != nil {
+				info.rec.body = req.Body
 				g.refuse(w, info, rf)
 				return
 			}
@@ -537,6 +551,7 @@ func (g *Gateway) decide(next http.Handler) http.Handler {
 			if req.Body == nil {
 				// An approval covers the exact body bytes, and approvers must read them.
 				if rf := readBody(r, &req); rf != nil {
+					info.rec.body = req.Body
 					g.refuse(w, info, rf)
 					return
 				}
@@ -632,6 +647,7 @@ func readBody(r *http.Request, req *rules.Request) *refusal {
 	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
+		req.Body = body // what was read, for the record of the refusal
 		return bodyError(err)
 	}
 	req.Body = body

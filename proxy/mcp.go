@@ -117,6 +117,7 @@ func (g *Gateway) judgeMCP(w http.ResponseWriter, r *http.Request, info *reqInfo
 	}
 	if req.Body == nil {
 		if rf := readBody(r, req); rf != nil {
+			info.rec.body = req.Body
 			g.refuse(w, info, rf)
 			return nil, nil, false
 		}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyholehq/keyhole/internal/deadline"
 	"github.com/keyholehq/keyhole/recorder"
 )
 
@@ -88,6 +89,33 @@ func (rc *recording) captureBody(r *http.Request, limit int64) *refusal {
 	}
 	r.Body = &prefixedBody{Reader: io.MultiReader(bytes.NewReader(prefix), r.Body), c: r.Body}
 	return nil
+}
+
+// refusedBodyWait bounds how long a refusal waits for the start of a body no stage has
+// read yet, for the record: a refused client cannot hold its connection with it.
+const refusedBodyWait = time.Second
+
+// keepRefused keeps, for the record of a request refused before the record stage, the
+// start of its body (at most limit bytes): the bytes a stage read (rc.body, the whole
+// body or what arrived before a read failed), else what arrives within refusedBodyWait.
+// declared is the request's Content-Length (-1 unknown): a larger declared size is
+// recorded as the size of a body cut short.
+func (rc *recording) keepRefused(b *deadline.Body, declared, limit int64) {
+	if rc.reqSize > 0 {
+		return
+	}
+	body := rc.body
+	if body == nil && b != nil && b.BytesRead() == 0 && !b.Done() {
+		b.Shorten(refusedBodyWait)
+		body, _ = io.ReadAll(io.LimitReader(b, limit+1))
+	}
+	if len(body) == 0 {
+		return
+	}
+	rc.reqBody, rc.reqSize = body, max(int64(len(body)), declared)
+	if int64(len(body)) > limit {
+		rc.reqBody = body[:limit]
+	}
 }
 
 // prefixedBody is a request body whose first bytes were read ahead for the record.

@@ -271,3 +271,71 @@ func TestRecordMaskedBody(t *testing.T) {
 		t.Errorf("recorded body %s, want the masked body", x.Response.Body.Text)
 	}
 }
+
+// TestRecordRefusedBodies checks that the record of a refused request keeps its body, as
+// that of an allowed one does (up to the body limit, marked cut beyond it), whichever
+// stage refused it and whether or not a stage had read the body — except a 401's: an
+// unauthenticated client's bytes are not kept.
+func TestRecordRefusedBodies(t *testing.T) {
+	h := newRecordingHarness(t, recorder.Strict)
+	reader := h.token(t, map[string]any{"sub": "agent-reader", "groups": []string{"crm-readers"}, "scp": []string{"crm.read"}})
+	writer := h.token(t, map[string]any{"sub": "agent-writer", "scp": []string{"crm.write"}})
+	big := strings.Repeat("x", 700) // over the record limit (512), under max_request_body (1KiB)
+	huge := strings.Repeat("y", 2048)
+	tests := []struct {
+		name, method, path, token, body string
+		wantStatus                      int
+		wantText                        string
+		wantSize                        int64
+	}{
+		{"guard", "POST", "/crm/customers", writer, `{"q":"DROP TABLE customers"}`, 403, `{"q":"DROP TABLE customers"}`, 28},
+		{"deny", "POST", "/crm/customers/bulk/purge", writer, `{"ids":[1,2,3]}`, 403, `{"ids":[1,2,3]}`, 15},
+		{"forbidden", "DELETE", "/crm/customers/42", reader, `{"reason":"cleanup"}`, 403, `{"reason":"cleanup"}`, 20},
+		{"forbidden, cut at the limit", "DELETE", "/crm/customers/43", reader, big, 403, big[:512], 700},
+		{"no route", "POST", "/nothing/here", reader, `{"hello":"world"}`, 404, `{"hello":"world"}`, 17},
+		{"bad request", "POST", "/crm/customers?a=%zz", writer, `{"name":"Ada"}`, 400, `{"name":"Ada"}`, 14},
+		{"too large", "POST", "/crm/customers", writer, huge, 413, huge[:512], 2048},
+		{"unauthenticated", "POST", "/crm/customers", "not-a-jwt", `{"name":"Ada"}`, 401, "", 0},
+	}
+	ids := map[string]string{}
+	for _, tt := range tests {
+		resp, _ := h.do(t, tt.method, tt.path, tt.token, tt.body, http.Header{"Content-Type": {"application/json"}})
+		if resp.StatusCode != tt.wantStatus {
+			t.Fatalf("%s: %s %s = %d, want %d", tt.name, tt.method, tt.path, resp.StatusCode, tt.wantStatus)
+		}
+		ids[tt.name] = resp.Header.Get("X-Request-Id")
+	}
+	if n := len(h.crm.Requests()); n != 0 {
+		t.Fatalf("the upstream received %d requests, want none", n)
+	}
+	h.flush(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := h.exchange(t, ids[tt.name]).Request.Body
+			if b.Text != tt.wantText || b.Size != tt.wantSize || b.Truncated != (tt.wantSize > 512) {
+				t.Errorf("recorded request body = %.60q (size %d, truncated %v), want %.60q (size %d)", b.Text, b.Size, b.Truncated, tt.wantText, tt.wantSize)
+			}
+		})
+	}
+}
+
+// TestRecordRefusedStalledBody sends a refused request that announces a large body, sends
+// 10 bytes of it and falls silent: the refusal comes within the record's short wait
+// (not the body timeouts), the connection closes, and the record keeps the 10 bytes.
+func TestRecordRefusedStalledBody(t *testing.T) {
+	h := newRecordingHarness(t, recorder.Strict)
+	h.load(t, strings.Replace(dosConfig, "request_body_idle_timeout: 300ms", "request_body_idle_timeout: 30s", 1))
+	reader := h.token(t, map[string]any{"sub": "agent-reader", "scp": []string{"crm.read"}})
+	c := rawRequest(t, h.srv.Listener.Addr().String(),
+		"POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+reader+"\r\nContent-Length: 1000", "0123456789")
+	start := time.Now()
+	resp, _ := answerThenClose(t, c, 5*time.Second)
+	if resp.StatusCode != http.StatusForbidden || time.Since(start) > 3*time.Second {
+		t.Fatalf("got %d after %s, want 403 within about a second", resp.StatusCode, time.Since(start))
+	}
+	h.flush(t)
+	b := h.exchange(t, resp.Header.Get("X-Request-Id")).Request.Body
+	if b.Text != "0123456789" || b.Size != 1000 || !b.Truncated {
+		t.Errorf("recorded body = %q (size %d, truncated %v), want the 10 bytes sent of 1000", b.Text, b.Size, b.Truncated)
+	}
+}

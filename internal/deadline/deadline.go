@@ -118,6 +118,27 @@ func (b *Body) Err() error {
 	return nil
 }
 
+// BytesRead reports how many bytes of the body have been read so far. A nil Body has none.
+func (b *Body) BytesRead() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.n.Load()
+}
+
+// Shorten brings the whole-body deadline forward to at most d from now, for a reader that
+// wants only what arrives soon (the start of a refused request's body, for its record).
+func (b *Body) Shorten(d time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if end := time.Now().Add(d); b.end.IsZero() || end.Before(b.end) {
+		b.end = end
+	}
+	if !b.abandoned && !b.done.Load() {
+		b.arm()
+	}
+}
+
 // Abandon, called before the response header is written, gives up on the rest of the
 // body unless it has all been read: the response says Connection: close, and the read
 // deadline moves to now, so neither the server's drain of the unread body nor any read
