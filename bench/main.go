@@ -1,5 +1,5 @@
-// Command bench is Keyhole's load harness: it starts a small JSON backend, Keyhole with a
-// realistic configuration, nginx, and two plain Go reverse proxies, all on 127.0.0.1,
+// Command bench is Keyhole's load harness: it starts a small JSON backend, an MCP server,
+// Keyhole with a realistic configuration, nginx, and two plain Go reverse proxies, all on 127.0.0.1,
 // drives each with wrk in interleaved rounds, and prints one table of medians with each
 // figure as a ratio to a direct call and to nginx. Run it from the repository root:
 //
@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -35,7 +36,7 @@ import (
 const benchAPIKey = "bench-api-key-0123456789"
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == roleBackend || os.Args[1] == roleGoProxy) {
+	if len(os.Args) > 1 && (os.Args[1] == roleBackend || os.Args[1] == roleMCPBackend || os.Args[1] == roleGoProxy) {
 		if err := runRole(os.Args[1:]); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
@@ -75,13 +76,15 @@ type options struct {
 	profile    string
 }
 
-// target is one thing under load: a process, its base URL, and the path prefix that
-// selects what it does (Keyhole's masked route).
+// target is one thing under load: a process, its base URL, the path prefix that
+// selects what it does (Keyhole's masked route), and headers it needs (the MCP server's
+// key, which a proxy would inject).
 type target struct {
 	name   string
 	proc   *proc
 	base   string
 	prefix string
+	header map[string]string
 }
 
 // scenario is one row group of the table.
@@ -92,7 +95,8 @@ type scenario struct {
 	targets     []string
 	perRequest  bool // a new token for every request
 	forbidEvery int
-	rounds      int // 0: the harness's rounds
+	rounds      int  // 0: the harness's rounds
+	mcp         bool // POST mcpCall to the MCP targets (direct: the MCP server itself)
 }
 
 var scenarios = []scenario{
@@ -102,7 +106,16 @@ var scenarios = []scenario{
 	{name: "10% forbidden c=32", path: "/small", conns: 32, forbidEvery: 10, targets: []string{"direct", "nginx", "go-proxy", "keyhole"}},
 	{name: "new token per request c=32", path: "/small", conns: 32, perRequest: true, targets: []string{"go-proxy+rs256", "keyhole"}},
 	{name: "1MB masked c=50", path: "/huge", conns: 50, rounds: 1, targets: []string{"keyhole masked"}},
+	{name: "MCP tools/call c=32", path: "/mcp", conns: 32, mcp: true, targets: []string{"direct", "keyhole"}},
 }
+
+// mcpCall is the MCP scenario's request: one JSON-RPC tools/call of a tool whose result
+// Keyhole masks (two field rules on structuredContent and on the JSON text), sent without
+// a session to the stateless MCP server.
+const mcpCall = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"lookup_customer","arguments":{"id":1}}}`
+
+// mcpHeader are the headers of every MCP request.
+var mcpHeader = map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
 // run is the whole harness. It stops when ctx ends, stopping what it started.
 func run(ctx context.Context, o options, out io.Writer) error {
@@ -154,7 +167,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	auth := http.Header{"Authorization": {"Bearer " + token}}
 
 	addrs := map[string]string{}
-	for _, n := range []string{"backend", "keyhole", "keyhole-admin", "nginx", "go-proxy", "go-proxy+rs256"} {
+	for _, n := range []string{"backend", "mcp-backend", "keyhole", "keyhole-admin", "nginx", "go-proxy", "go-proxy+rs256"} {
 		if addrs[n], err = freePort(); err != nil {
 			return err
 		}
@@ -167,6 +180,14 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	if err := waitHTTP(backendProc, backendURL+"/small", nil); err != nil {
 		return err
 	}
+	mcpURL := "http://" + addrs["mcp-backend"]
+	mcpProc, err := launch(self, roleMCPBackend, "-listen", addrs["mcp-backend"])
+	if err != nil {
+		return err
+	}
+	if err := waitHTTP(mcpProc, mcpURL+"/mcp", nil); err != nil {
+		return err
+	}
 
 	fmt.Fprintln(out, "building keyhole ...")
 	khBin := filepath.Join(dir, "keyhole")
@@ -174,7 +195,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return fmt.Errorf("go build ./cmd/keyhole (run the harness from the repository root): %w\n%s", err, b)
 	}
 	cfg := filepath.Join(dir, "keyhole.yaml")
-	if err := os.WriteFile(cfg, []byte(keyholeConfig(addrs["keyhole"], addrs["keyhole-admin"], dev.Config(), backendURL, dir, o.recordMode)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(keyholeConfig(addrs["keyhole"], addrs["keyhole-admin"], dev.Config(), backendURL, mcpURL, dir, o.recordMode)), 0o600); err != nil {
 		return err
 	}
 	khProc, err := launch(khBin, "serve", "--config", cfg, "--watch-interval", "0", "--pprof="+fmt.Sprint(o.profile != ""))
@@ -211,6 +232,17 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return err
 		}
 	}
+	mcpTargets := map[string]target{
+		"direct":  {name: "direct", proc: mcpProc, base: mcpURL, header: map[string]string{"X-Api-Key": benchAPIKey}},
+		"keyhole": {name: "keyhole", proc: khProc, base: "http://" + addrs["keyhole"]},
+	}
+	// MCP refusals and mask failures are HTTP 200s, so wrk's non-2xx count cannot catch
+	// them: each target must answer the call as expected before it is measured.
+	for name, want := range map[string]string{"direct": `\"ssn\":\"078-05-1120\"`, "keyhole": `\"ssn\":\"[REDACTED]\"`} {
+		if err := probeMCP(mcpTargets[name], token, want); err != nil {
+			return err
+		}
+	}
 
 	rep := report{Machine: machine(), Commit: commit(), Started: time.Now().UTC(), Rounds: o.rounds, Duration: o.duration.String(),
 		RecordMode: o.recordMode}
@@ -241,6 +273,11 @@ func run(ctx context.Context, o options, out io.Writer) error {
 				t := targets[name]
 				l := load{url: t.base, path: t.prefix + sc.path, conns: sc.conns, duration: o.duration, token: token,
 					tokensFile: tokensFile, forbidEvery: sc.forbidEvery, forbidPath: "/forbidden"}
+				if sc.mcp {
+					t = mcpTargets[name]
+					l.url, l.method, l.body, l.header = t.base, http.MethodPost, mcpCall, maps.Clone(mcpHeader)
+					maps.Copy(l.header, t.header)
+				}
 				t.proc.resetPeak()
 				before := t.proc.cpuTicks()
 				var profiled chan error
@@ -290,9 +327,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 }
 
 // keyholeConfig is the gateway under test: verification (with its token cache), route
-// rules, credential injection, strict recording to SQLite, and a route that masks two
-// fields and runs detectors.
-func keyholeConfig(listen, admin string, iss config.Issuer, backendURL, dir, recordMode string) string {
+// rules, credential injection, strict recording to SQLite, a route that masks two
+// fields and runs detectors, and an mcp route whose one tool's results are masked.
+func keyholeConfig(listen, admin string, iss config.Issuer, backendURL, mcpURL, dir, recordMode string) string {
 	return fmt.Sprintf(`listen: %q
 admin: { listen: %q }
 identity:
@@ -304,7 +341,11 @@ upstreams:
   api:
     url: %q
     timeout: 10s
-    credential: { header: X-Api-Key, value: %q }
+    credential: { header: X-Api-Key, value: %[7]q }
+  mcp:
+    url: %[8]q
+    timeout: 10s
+    credential: { header: X-Api-Key, value: %[7]q }
 routes:
   - name: api-read
     match: { methods: [GET], path: "/{doc}" }
@@ -323,13 +364,53 @@ routes:
     match: { methods: [GET], path: /forbidden }
     upstream: api
     allow: { groups: [api-admins] }
+  - name: mcp
+    match: { methods: [POST, GET, DELETE], path: /mcp }
+    upstream: mcp
+    allow: { scopes: [api.read] }
+    mcp:
+      tools:
+        - name: lookup_customer
+          mask:
+            - { field: ssn, action: redact }
+            - { field: card.number, action: last4 }
+        - { name: "drop_*", deny: "schema changes never go through the gateway" }
 recorder:
-  store: "sqlite://%s"
-  mode: %s
+  store: "sqlite://%[9]s"
+  mode: %[10]s
   body_limit: 64KiB
 limits:
   max_response_body_masked: 4MiB
-`, listen, admin, iss.Issuer, iss.Audiences[0], iss.JWKSURL, backendURL, benchAPIKey, filepath.Join(dir, "records.db"), recordMode)
+`, listen, admin, iss.Issuer, iss.Audiences[0], iss.JWKSURL, backendURL, benchAPIKey, mcpURL, filepath.Join(dir, "records.db"), recordMode)
+}
+
+// probeMCP sends the MCP scenario's call to t once and checks that the answer is a
+// result (not a refusal or an error) containing want.
+func probeMCP(t target, token, want string) error {
+	req, err := http.NewRequest(http.MethodPost, t.base+"/mcp", strings.NewReader(mcpCall))
+	if err != nil {
+		return err
+	}
+	for k, v := range mcpHeader {
+		req.Header.Set(k, v)
+	}
+	for k, v := range t.header {
+		req.Header.Set(k, v)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := probeClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("MCP %s: %w", t.name, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("MCP %s: %w", t.name, err)
+	}
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), want) || strings.Contains(string(b), `"isError":true`) {
+		return fmt.Errorf("MCP %s answered %s %s, want a result with %s", t.name, resp.Status, b, want)
+	}
+	return nil
 }
 
 // startNginx runs nginx in front of the backend with a keep-alive upstream and the

@@ -12,13 +12,15 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/keyholehq/keyhole/internal/demomcp"
 )
 
 // The harness re-runs its own binary in these roles, so that each party of a
 // measurement is a process of its own whose CPU and memory /proc can tell.
 const (
-	roleBackend = "backend"
-	roleGoProxy = "goproxy"
+	roleBackend    = "backend"
+	roleMCPBackend = "mcpbackend"
+	roleGoProxy    = "goproxy"
 )
 
 // runRole runs the role named by args[0] until it is killed.
@@ -36,6 +38,9 @@ func runRole(args []string) error {
 	switch args[0] {
 	case roleBackend:
 		h = backend()
+	case roleMCPBackend:
+		// The demo's MCP server, stateless: every tools/call stands alone, as wrk sends it.
+		h = demomcp.New(benchAPIKey, demomcp.Options{Stateless: true}).Handler()
 	case roleGoProxy:
 		var err error
 		if h, err = goProxy(*upstream, *issuer, *jwks, *audience); err != nil {

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +25,9 @@ type load struct {
 	tokensFile  string // a file of tokens, one per line: every request takes the next
 	forbidEvery int    // when > 0, every nth request goes to forbidPath instead
 	forbidPath  string
+	method      string            // "" is GET
+	body        string            // sent with every request
+	header      map[string]string // further headers of every request
 }
 
 // result is what one wrk run measured.
@@ -60,10 +65,19 @@ func runWrk(ctx context.Context, dir string, l load) (result, error) {
 }
 
 // luaScript builds the wrk script for l: the Authorization header, a token per request
-// read from a file, and the share of forbidden requests.
+// read from a file, the share of forbidden requests, and the method, body and further
+// headers of every request.
 func luaScript(l load) string {
 	var b strings.Builder
+	method := l.method
+	if method == "" {
+		method = "GET"
+	}
 	fmt.Fprintf(&b, "local path = %q\nlocal forbidEvery = %d\nlocal forbidPath = %q\nlocal n = 0\n", l.path, l.forbidEvery, l.forbidPath)
+	fmt.Fprintf(&b, "local method = %q\nlocal body = %q\nlocal header = {}\n", method, l.body)
+	for _, k := range slices.Sorted(maps.Keys(l.header)) {
+		fmt.Fprintf(&b, "header[%q] = %q\n", k, l.header[k])
+	}
 	if l.tokensFile != "" {
 		fmt.Fprintf(&b, "local tokens = {}\nfor line in io.lines(%q) do tokens[#tokens + 1] = line end\n", l.tokensFile)
 	} else {
@@ -74,13 +88,14 @@ func luaScript(l load) string {
   local p = path
   if forbidEvery > 0 and n % forbidEvery == 0 then p = forbidPath end
   local h = {}
+  for k, v in pairs(header) do h[k] = v end
 `)
 	if l.tokensFile != "" {
 		b.WriteString("  h[\"Authorization\"] = \"Bearer \" .. tokens[(n - 1) % #tokens + 1]\n")
 	} else {
 		b.WriteString("  if token ~= \"\" then h[\"Authorization\"] = \"Bearer \" .. token end\n")
 	}
-	b.WriteString("  return wrk.format(\"GET\", p, h)\nend\n")
+	b.WriteString("  if body ~= \"\" then return wrk.format(method, p, h, body) end\n  return wrk.format(method, p, h)\nend\n")
 	return b.String()
 }
 

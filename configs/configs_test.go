@@ -13,6 +13,7 @@ func env(k string) string {
 	return map[string]string{
 		"CRM_API_KEY": "placeholder", "BILLING_API_TOKEN": "placeholder", "KEYHOLE_MASK_HASH_KEY": "placeholder-0123456789",
 		"KEYHOLE_DEMO_API_URL": "http://127.0.0.1:1", "KEYHOLE_DEMO_API_KEY": "placeholder",
+		"KEYHOLE_DEMO_MCP_URL": "http://127.0.0.1:2", "KEYHOLE_DEMO_MCP_RESOURCE": "http://127.0.0.1:8080/crm/mcp",
 		"KEYHOLE_DEMO_MASK_KEY": "placeholder-mask-key-0123456789",
 		"KEYHOLE_DEMO_STORE":    "sqlite://demo.db", // parsed, never opened
 	}[k]

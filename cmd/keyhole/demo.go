@@ -15,6 +15,7 @@ import (
 	"github.com/keyholehq/keyhole/configs"
 	"github.com/keyholehq/keyhole/identity"
 	"github.com/keyholehq/keyhole/internal/demoapi"
+	"github.com/keyholehq/keyhole/internal/demomcp"
 )
 
 // defaultDemoStore is where the demo records by default: in the user's own cache
@@ -27,6 +28,9 @@ func defaultDemoStore() string {
 	}
 	return filepath.Join(dir, "keyhole", "demo", "keyhole.db")
 }
+
+// demoListen is configs/demo.yaml's listen address, the default of --listen.
+const demoListen = "127.0.0.1:8080"
 
 func cmdDemo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlags("demo", stderr)
@@ -59,6 +63,19 @@ func cmdDemo(ctx context.Context, args []string, getenv func(string) string, std
 	apiSrv := &http.Server{Handler: demoapi.New(apiKey).Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go apiSrv.Serve(apiLn)
 	defer apiSrv.Close()
+	// The sample MCP server, behind route crm-mcp, with the same injected key.
+	mcpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	mcpSrv := &http.Server{Handler: demomcp.New(apiKey, demomcp.Options{}).Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go mcpSrv.Serve(mcpLn)
+	defer mcpSrv.Close()
+	// The MCP route's public URL (its OAuth resource) is where the gateway listens.
+	dataAddr := *listen
+	if dataAddr == "" {
+		dataAddr = demoListen
+	}
 
 	env := func(k string) string {
 		switch k {
@@ -66,6 +83,10 @@ func cmdDemo(ctx context.Context, args []string, getenv func(string) string, std
 			return "http://" + apiLn.Addr().String()
 		case "KEYHOLE_DEMO_API_KEY":
 			return apiKey
+		case "KEYHOLE_DEMO_MCP_URL":
+			return "http://" + mcpLn.Addr().String()
+		case "KEYHOLE_DEMO_MCP_RESOURCE":
+			return "http://" + dataAddr + "/crm/mcp"
 		case "KEYHOLE_DEMO_MASK_KEY":
 			return maskKey
 		case "KEYHOLE_DEMO_STORE":
@@ -163,6 +184,31 @@ Deleting a customer needs a person's approval (route crm-delete-customer):
   # allowed once approved (204): the same request again is forwarded, exactly once
   curl -si -X DELETE -H "Authorization: Bearer $WRITER" -H "X-Keyhole-Reason: customer asked to be forgotten" %[1]s/crm/customers/3
 
+MCP: the sample MCP server (tools lookup_customer, list_customers, delete_customer, drop_table)
+sits behind route crm-mcp, reachable only through the gateway, which injects its X-Api-Key.
+  URL (Streamable HTTP):  %[1]s/crm/mcp
+  header:                 Authorization: Bearer $READER   ($WRITER may call delete_customer too)
+  # the MCP Inspector (Node.js) as the reader agent: drop_table and delete_customer are not listed
+  npx @modelcontextprotocol/inspector --cli %[1]s/crm/mcp --transport http --header "Authorization: Bearer $READER" --method tools/list
+  npx @modelcontextprotocol/inspector --cli %[1]s/crm/mcp --transport http --header "Authorization: Bearer $READER" --method tools/call --tool-name lookup_customer --tool-arg id=1
+  (or its web UI, npx @modelcontextprotocol/inspector: transport Streamable HTTP, the URL above,
+  and under Authentication the header Authorization with the value "Bearer " and the token)
+With curl:
+  # allowed: initialize; SESSION keeps the Mcp-Session-Id the server answers
+  SESSION=$(curl -s -D - -o /dev/null -X POST -H "Authorization: Bearer $READER" %[8]s -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}' %[1]s/crm/mcp | tr -d '\r' | awk 'tolower($1)=="mcp-session-id:" {print $2}')
+  # allowed: tools/list, narrowed to what the reader may call: lookup_customer, list_customers
+  curl -s -X POST -H "Authorization: Bearer $READER" -H "Mcp-Session-Id: $SESSION" %[8]s -d '{"jsonrpc":"2.0","id":2,"method":"tools/list"}' %[1]s/crm/mcp
+  # allowed: lookup_customer, with ssn redacted, card number cut to its last 4, email hashed (structuredContent and text alike)
+  curl -s -X POST -H "Authorization: Bearer $READER" -H "Mcp-Session-Id: $SESSION" %[8]s -d '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"lookup_customer","arguments":{"id":1}}}' %[1]s/crm/mcp
+  # denied (200): drop_table is answered with an isError result the model can read; the server never sees it
+  curl -s -X POST -H "Authorization: Bearer $READER" -H "Mcp-Session-Id: $SESSION" %[8]s -d '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"drop_table","arguments":{"table":"customers"}}}' %[1]s/crm/mcp
+  # forbidden (200): the reader may not call delete_customer (scope crm.write), also an isError result
+  curl -s -X POST -H "Authorization: Bearer $READER" -H "Mcp-Session-Id: $SESSION" %[8]s -d '{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"delete_customer","arguments":{"id":2}}}' %[1]s/crm/mcp
+Deleting over MCP needs a person's approval too: call delete_customer as the writer (the
+Inspector with $WRITER, or the last curl line with $WRITER). After a 3 s hold the answer is an
+isError result naming the approval id; approve it with the approvals commands above, then make
+the same call again (any JSON-RPC id, any session): it runs exactly once.
+
 Every request above is recorded (%[7]s), refusals included. As the auditor:
   go run ./cmd/keyhole records list --server %[2]s
   go run ./cmd/keyhole records show ID --server %[2]s        # ID: any X-Request-Id, or from the list
@@ -170,7 +216,8 @@ Every request above is recorded (%[7]s), refusals included. As the auditor:
   go run ./cmd/keyhole records export --har --server %[2]s -o demo.har
   go run ./cmd/keyhole records verify --server %[2]s         # check the hash chain
   go run ./cmd/keyhole records list --store %[7]s   # also after the demo stopped
-`, base, adminBase, reader, writer, approver, auditor, g.cfg.Recorder.Store)
+`, base, adminBase, reader, writer, approver, auditor, g.cfg.Recorder.Store,
+		`-H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream'`)
 	return nil
 }
 

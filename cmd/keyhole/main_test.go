@@ -35,9 +35,20 @@ func runCmd(t *testing.T, getenv func(string) string, args ...string) (stdout, s
 }
 
 func TestValidate(t *testing.T) {
-	out, errOut, err := runCmd(t, testEnv, "validate", "--config", "../../configs/keyhole.yaml")
-	if err != nil || !strings.Contains(out, "ok (") {
-		t.Fatalf("validate keyhole.yaml = %v\nstdout: %s\nstderr: %s", err, out, errOut)
+	// The demo's variables, as `keyhole demo` fills them in.
+	demoEnv := func(k string) string {
+		return map[string]string{"KEYHOLE_DEMO_API_URL": "http://127.0.0.1:1", "KEYHOLE_DEMO_API_KEY": "k",
+			"KEYHOLE_DEMO_MCP_URL": "http://127.0.0.1:2", "KEYHOLE_DEMO_MCP_RESOURCE": "http://127.0.0.1:8080/crm/mcp",
+			"KEYHOLE_DEMO_MASK_KEY": "placeholder-0123456789", "KEYHOLE_DEMO_STORE": "sqlite://demo.db"}[k]
+	}
+	for _, c := range []struct {
+		file string
+		env  func(string) string
+	}{{"keyhole.yaml", testEnv}, {"demo.yaml", demoEnv}} {
+		out, errOut, err := runCmd(t, c.env, "validate", "--config", "../../configs/"+c.file)
+		if err != nil || !strings.Contains(out, "ok (") {
+			t.Fatalf("validate %s = %v\nstdout: %s\nstderr: %s", c.file, err, out, errOut)
+		}
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(bad, []byte(`identity:
@@ -56,7 +67,7 @@ routes:
     upstream: crn
     allow: { groups: [g] }
 `), 0o600)
-	_, errOut, err = runCmd(t, func(string) string { return "" }, "validate", "--config", bad)
+	_, errOut, err := runCmd(t, func(string) string { return "" }, "validate", "--config", bad)
 	if !errors.Is(err, errReported) {
 		t.Fatalf("validate bad.yaml = %v, want errReported", err)
 	}
@@ -282,24 +293,38 @@ func TestServeReloadsOnSIGHUP(t *testing.T) {
 	waitFor(t, "reload on SIGHUP", func() bool { s, _ := get("http://"+data+"/customers/1", tok); return s == 403 })
 }
 
-func TestDemo(t *testing.T) {
-	data, adm := freeAddr(t), freeAddr(t)
-	var stdout testkit.Buffer
-	store := "sqlite://" + filepath.Join(t.TempDir(), "demo.db")
-	demo := runBackground(t, func(string) string { return "" }, &stdout, io.Discard, "demo", "--listen", data, "--admin", adm, "--store", store)
-	defer func() {
+// demoRun is a running `keyhole demo`: its addresses, store, what it printed and the
+// tokens it printed.
+type demoRun struct {
+	data, adm, store string
+	stdout           *testkit.Buffer
+	tokens           map[string]string
+}
+
+// startDemo runs `keyhole demo` on free loopback ports until the test ends.
+func startDemo(t *testing.T) demoRun {
+	t.Helper()
+	d := demoRun{data: freeAddr(t), adm: freeAddr(t), stdout: &testkit.Buffer{}, tokens: map[string]string{}}
+	d.store = "sqlite://" + filepath.Join(t.TempDir(), "demo.db")
+	demo := runBackground(t, func(string) string { return "" }, d.stdout, io.Discard, "demo", "--listen", d.data, "--admin", d.adm, "--store", d.store)
+	t.Cleanup(func() {
 		if err := demo.Stop(); err != nil {
 			t.Errorf("demo returned %v", err)
 		}
-	}()
-	waitFor(t, "demo tokens", func() bool { return strings.Contains(stdout.String(), "curl -si") })
-	tokens := map[string]string{}
-	for _, m := range regexp.MustCompile(`export (\w+)=(\S+)`).FindAllStringSubmatch(stdout.String(), -1) {
-		tokens[m[1]] = m[2]
+	})
+	waitFor(t, "demo tokens", func() bool { return strings.Contains(d.stdout.String(), "curl -si") })
+	for _, m := range regexp.MustCompile(`export (\w+)=(\S+)`).FindAllStringSubmatch(d.stdout.String(), -1) {
+		d.tokens[m[1]] = m[2]
 	}
-	if len(tokens) != 4 {
-		t.Fatalf("demo printed %d tokens, want 4:\n%s", len(tokens), stdout.String())
+	if len(d.tokens) != 4 {
+		t.Fatalf("demo printed %d tokens, want 4:\n%s", len(d.tokens), d.stdout.String())
 	}
+	return d
+}
+
+func TestDemo(t *testing.T) {
+	d := startDemo(t)
+	data, adm, store, stdout, tokens := d.data, d.adm, d.store, d.stdout, d.tokens
 	// Every curl line the demo prints must do what its comment says.
 	// So must the approver's commands, run in between.
 	approverEnv := func(k string) string { return map[string]string{"KEYHOLE_TOKEN": tokens["APPROVER"]}[k] }
@@ -330,10 +355,17 @@ func TestDemo(t *testing.T) {
 			approved = approved || args[1] == "approve"
 			continue
 		}
-		if !strings.HasPrefix(line, "curl ") {
+		// SESSION=$(curl ...) keeps the MCP session its initialize opens, for the lines after it.
+		session := strings.HasPrefix(line, "SESSION=$(curl ")
+		if !strings.HasPrefix(line, "curl ") && !session {
 			continue
 		}
 		status, header := curlLike(t, line, tokens)
+		if session {
+			if tokens["SESSION"] = header.Get("Mcp-Session-Id"); tokens["SESSION"] == "" {
+				t.Errorf("%s\nanswered no Mcp-Session-Id", line)
+			}
+		}
 		if strings.HasPrefix(comment, "# approval pending") {
 			approvalID = header.Get("X-Keyhole-Approval")
 		}
@@ -414,8 +446,9 @@ func TestDemo(t *testing.T) {
 	var har struct {
 		Log struct{ Entries []json.RawMessage }
 	}
-	if b, _ := os.ReadFile(harFile); json.Unmarshal(b, &har) != nil || len(har.Log.Entries) != 1 {
-		t.Errorf("exported HAR of forbidden exchanges has %d entries, want 1", len(har.Log.Entries))
+	// The reader's DELETE, and its delete_customer over MCP.
+	if b, _ := os.ReadFile(harFile); json.Unmarshal(b, &har) != nil || len(har.Log.Entries) != 2 {
+		t.Errorf("exported HAR of forbidden exchanges has %d entries, want 2", len(har.Log.Entries))
 	}
 	if out, errOut, err = runCmd(t, noEnv, "records", "show", id[1], "--store", store); err != nil || !strings.Contains(out, `"route": "crm-read-customer"`) {
 		t.Errorf("records show --store = %v %s %s", err, errOut, out)
@@ -446,14 +479,16 @@ func curlLike(t *testing.T, line string, tokens map[string]string) (int, http.He
 		body = strings.NewReader(m[1])
 	}
 	req, _ := http.NewRequest(method, url, body)
-	if m := regexp.MustCompile(`Bearer \$(\w+)`).FindStringSubmatch(line); m != nil {
-		req.Header.Set("Authorization", "Bearer "+tokens[m[1]])
-	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	for _, m := range regexp.MustCompile(`-H "(X-[\w-]+): ([^"]*)"`).FindAllStringSubmatch(line, -1) {
-		req.Header.Set(m[1], m[2])
+	// Every -H "Name: value" or -H 'Name: value', with $VAR in double quotes taken from tokens.
+	for _, m := range regexp.MustCompile(`-H (?:"([\w-]+): ([^"]*)"|'([\w-]+): ([^']*)')`).FindAllStringSubmatch(line, -1) {
+		if m[1] != "" {
+			req.Header.Set(m[1], regexp.MustCompile(`\$(\w+)`).ReplaceAllStringFunc(m[2], func(v string) string { return tokens[v[1:]] }))
+		} else {
+			req.Header.Set(m[3], m[4])
+		}
 	}
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestWrkSendsTheLoad runs wrk with the harness's script against a server that notes what
+// it received: the method, path, body and headers of a load must be what every request
+// carries, for GET loads and for the MCP scenario's POST.
+func TestWrkSendsTheLoad(t *testing.T) {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		t.Skip("wrk is not installed")
+	}
+	for _, l := range []load{
+		{path: "/small", token: "tok"},
+		{path: "/mcp", token: "tok", method: http.MethodPost, body: mcpCall,
+			header: map[string]string{"Content-Type": "application/json", "X-Api-Key": benchAPIKey}},
+	} {
+		t.Run(l.path, func(t *testing.T) {
+			var mu sync.Mutex
+			seen := map[string]int{}
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				mu.Lock()
+				seen[r.Method+" "+r.URL.Path+" "+string(b)+" "+r.Header.Get("Authorization")+" "+r.Header.Get("Content-Type")+" "+r.Header.Get("X-Api-Key")]++
+				mu.Unlock()
+			}))
+			defer srv.Close()
+			l.url, l.conns, l.duration = srv.URL, 2, time.Second
+			r, err := runWrk(context.Background(), t.TempDir(), l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			method := l.method
+			if method == "" {
+				method = http.MethodGet
+			}
+			want := method + " " + l.path + " " + l.body + " Bearer tok " + l.header["Content-Type"] + " " + l.header["X-Api-Key"]
+			mu.Lock()
+			defer mu.Unlock()
+			if len(seen) != 1 || seen[want] == 0 || r.Requests == 0 {
+				t.Errorf("wrk sent %v (%d requests), want only %q", seen, r.Requests, want)
+			}
+		})
+	}
+}
