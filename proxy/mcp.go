@@ -123,10 +123,7 @@ func (g *Gateway) judgeMCP(w http.ResponseWriter, r *http.Request, info *reqInfo
 		}
 		info.rec.body = req.Body
 	}
-	m, err := mcp.Parse(req.Body, r.Header.Get("Mcp-Protocol-Version"))
-	if err == nil {
-		err = mcp.CheckHeaders(r.Header, m)
-	}
+	m, missing, d, err := mr.judge(req.Body, r.Header, info.principal)
 	if err != nil {
 		pe := err.(*mcp.ParseError)
 		rf := badRequest(pe.Msg)
@@ -138,8 +135,6 @@ func (g *Gateway) judgeMCP(w http.ResponseWriter, r *http.Request, info *reqInfo
 		return nil, nil, false
 	}
 	info.mcp.method, info.mcp.name, info.mcp.id = m.Method, m.Name, m.ID
-	missing := mr.missing(info.principal)
-	d := mr.policy.Judge(m, missing)
 	info.reason, info.mcp.tool = d.Reason, toolLabel(m, d)
 	if d.Effect == mcp.Forbid {
 		mr.stepUp(w.Header(), m, info.principal)

@@ -22,16 +22,20 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
-func cmdCheck(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func cmdCheck(args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("check", stderr)
 	path := fs.String("config", defaultConfig, "config file")
-	method := fs.String("method", "GET", "request method")
+	method := fs.String("method", "", "request method (default GET, POST with --mcp-*)")
 	target := fs.String("path", "", "request path, optionally with ?query (required)")
 	sub := fs.String("sub", "", "token subject")
 	cid := fs.String("client-id", "", "token client id (cid)")
 	groups := fs.String("groups", "", "comma-separated groups")
 	scopes := fs.String("scopes", "", "comma-separated scopes")
 	bodyFile := fs.String("body", "", "file holding the request body")
+	mcpTool := fs.String("mcp-tool", "", "judge a tools/call of this tool on the mcp route the method and path select")
+	mcpArgs := fs.String("mcp-args", "", "file holding the tool's (or prompt's) arguments, a JSON object; - for stdin (default {})")
+	mcpMethod := fs.String("mcp-method", "", "judge this JSON-RPC method instead (resources/read, prompts/get, ...)")
+	mcpName := fs.String("mcp-name", "", "what --mcp-method acts on: a resource's uri, a prompt's name")
 	var headers, claims listFlag
 	fs.Var(&headers, "header", "request header Name:value (repeatable)")
 	fs.Var(&claims, "claim", "extra token claim name=value, a string (repeatable)")
@@ -46,9 +50,13 @@ func cmdCheck(args []string, getenv func(string) string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	_, table, err := source{path: *path, getenv: getenv}.compile(data)
+	cfg, table, err := source{path: *path, getenv: getenv}.compile(data)
 	if err != nil {
 		return reportLoad(stderr, *path, err)
+	}
+	pol, err := newPolicy(cfg, table)
+	if err != nil {
+		return err
 	}
 	c := policyCase{Request: policyRequest{Method: *method, Path: *target, Headers: map[string]string{}},
 		Identity: policyIdentity{Sub: *sub, ClientID: *cid, Groups: splitList(*groups), Scopes: splitList(*scopes), Claims: map[string]any{}}}
@@ -73,9 +81,21 @@ func cmdCheck(args []string, getenv func(string) string, stdout, stderr io.Write
 		}
 		c.Request.Body = string(b)
 	}
-	v := evaluate(table, c)
+	if *mcpTool != "" || *mcpMethod != "" || *mcpName != "" || *mcpArgs != "" {
+		if *mcpTool == "" && *mcpMethod == "" {
+			fmt.Fprintln(stderr, "keyhole check: --mcp-name and --mcp-args need --mcp-tool or --mcp-method")
+			return errUsage
+		}
+		if c.MCP, err = mcpFlags(*mcpTool, *mcpMethod, *mcpName, *mcpArgs, stdin); err != nil {
+			return err
+		}
+	}
+	v, err := pol.evaluate(c)
+	if err != nil {
+		return err
+	}
 	p := c.Identity.principal()
-	fmt.Fprintf(stdout, "request:   %s %s\n", c.Request.Method, c.Request.Path)
+	fmt.Fprintf(stdout, "request:   %s %s\n", v.method, c.Request.Path)
 	fmt.Fprintf(stdout, "identity:  sub=%q client_id=%q groups=%v scopes=%v\n", p.Subject, p.ClientID, p.Groups, p.Scopes)
 	if r := v.decision.Route; r != nil {
 		kind := "route"
@@ -90,7 +110,23 @@ func cmdCheck(args []string, getenv func(string) string, stdout, stderr io.Write
 	} else {
 		fmt.Fprintln(stdout, "route:     none")
 	}
+	if mv := v.mcp; mv != nil {
+		if m := mv.msg; m != nil {
+			fmt.Fprintf(stdout, "mcp:       %s", m.Method)
+			if m.Name != "" {
+				fmt.Fprintf(stdout, " %s", m.Name)
+			}
+			if m.Arguments != nil {
+				fmt.Fprintf(stdout, " arguments %s", m.Arguments)
+			}
+			fmt.Fprintln(stdout)
+		}
+		fmt.Fprintf(stdout, "entry:     %s\n", mv.entry)
+	}
 	fmt.Fprintf(stdout, "decision:  %s (%d %s)\n", v.effect, v.status, v.code)
+	if v.mcp != nil {
+		fmt.Fprintf(stdout, "answer:    %s\n", v.mcp.answer)
+	}
 	fmt.Fprintf(stdout, "reason:    %s\n", v.reason)
 	return nil
 }
@@ -107,21 +143,51 @@ func splitList(s string) []string {
 
 // verdict is what the gateway would do with one described request.
 type verdict struct {
+	method   string // the request's method, GET when the case names none
 	path     string // canonical path, "" if refused before routing
 	effect   string // the rules.Effect name, or "bad_request" for a refused path or query
 	status   int
 	code     string
 	reason   string
 	decision rules.Decision
+	// mcp is the judgement of the case's JSON-RPC message (or why it was not judged: the
+	// route refused the caller), nil when it has none or it was refused before any route.
+	mcp *mcpVerdict
 }
 
 // evaluate judges c the way the data plane does after authentication: method, canonical
-// path, header hygiene, query parsing, guards and route rules.
-func evaluate(table *rules.Table, c policyCase) verdict {
-	method := c.Request.Method
-	if method == "" {
-		method = http.MethodGet
+// path, header hygiene, query parsing, guards and route rules, then the JSON-RPC message
+// of a case with mcp. It fails on a case it cannot judge: an MCP message that is not
+// well described, or sent to a route that is not an mcp route.
+func (pol *policy) evaluate(c policyCase) (verdict, error) {
+	var mcpBody []byte
+	if c.MCP != nil {
+		if c.Request.Body != "" {
+			return verdict{}, fmt.Errorf("mcp: the request body is the JSON-RPC message; give mcp or a body, not both")
+		}
+		if c.Request.Method != "" && c.Request.Method != http.MethodPost {
+			return verdict{}, fmt.Errorf("mcp: an MCP message is a POST, not %s", c.Request.Method)
+		}
+		var err error
+		if mcpBody, err = c.MCP.body(); err != nil {
+			return verdict{}, fmt.Errorf("mcp: %w", err)
+		}
+		c.Request.Method, c.Request.Body = http.MethodPost, string(mcpBody)
 	}
+	if c.Request.Method == "" {
+		c.Request.Method = http.MethodGet
+	}
+	v := pol.route(c)
+	v.method = c.Request.Method
+	if c.MCP == nil {
+		return v, nil
+	}
+	return pol.judgeMCP(v, c, mcpBody)
+}
+
+// route judges c, whose method is set, up to the route decision.
+func (pol *policy) route(c policyCase) verdict {
+	method := c.Request.Method
 	if !proxy.MethodAllowed(method) {
 		return verdict{effect: "bad_request", status: http.StatusMethodNotAllowed, code: "method_not_allowed",
 			reason: "method " + method + " is not accepted by the gateway"}
@@ -152,7 +218,7 @@ func evaluate(table *rules.Table, c policyCase) verdict {
 		req.Body = []byte(c.Request.Body)
 	}
 	principal := c.Identity.principal()
-	d := table.Decide(&req, principal)
+	d := pol.table.Decide(&req, principal)
 	status, code := proxy.Outcome(d)
 	if d.Effect == rules.Allow && d.Route.Approval != nil {
 		// Allowed to ask: the request is held until a route approver approves it.

@@ -41,7 +41,8 @@ Usage:
   keyhole serve    [--config FILE]                  run the gateway
   keyhole validate [--config FILE]                  check a config, print every error
   keyhole check    --config FILE --method M --path P [--groups g1,g2 --scopes s --sub S --body FILE]
-                                                    explain which route matches and what it decides
+                   [--mcp-tool NAME [--mcp-args FILE] | --mcp-method M --mcp-name N]
+                                                    explain which route (and mcp entry) matches and what it decides
   keyhole test     FILE...                          run policy test cases
   keyhole demo                                      dev issuer + sample API + gateway on loopback
   keyhole token    --sub S --groups g1,g2 [--scopes s] [--ttl 1h]   mint a token from the dev issuer
@@ -70,7 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "validate":
 		return cmdValidate(rest, getenv, stdout, stderr)
 	case "check":
-		return cmdCheck(rest, getenv, stdout, stderr)
+		return cmdCheck(rest, getenv, os.Stdin, stdout, stderr)
 	case "test":
 		return cmdTest(rest, getenv, stdout, stderr)
 	case "demo":

@@ -10,8 +10,6 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
-
-	"github.com/keyholehq/keyhole/rules"
 )
 
 // policyFile is a file of policy test cases for `keyhole test`. See README "Policy tests".
@@ -25,7 +23,9 @@ type policyCase struct {
 	Name     string         `yaml:"name"`
 	Request  policyRequest  `yaml:"request"`
 	Identity policyIdentity `yaml:"identity"`
-	Expect   policyExpect   `yaml:"expect"`
+	// MCP, when set, is the JSON-RPC message POSTed to the mcp route the request selects.
+	MCP    *policyMCP   `yaml:"mcp"`
+	Expect policyExpect `yaml:"expect"`
 }
 
 type policyRequest struct {
@@ -52,6 +52,9 @@ type policyExpect struct {
 	Route string `yaml:"route"`
 	// Reason, when set, must appear in the decision's reason.
 	Reason string `yaml:"reason"`
+	// Entry, when set, is the name (or uri pattern) of the mcp tools, resources or prompts
+	// entry that must decide, as the config spells it; only for cases with mcp.
+	Entry string `yaml:"entry"`
 }
 
 var decisions = map[string]bool{"allow": true, "approval": true, "forbidden": true, "denied": true, "no_route": true, "bad_request": true}
@@ -107,21 +110,28 @@ func runPolicyFile(file, override string, getenv func(string) string, stdout, st
 		if !decisions[c.Expect.Decision] {
 			return 0, 0, fmt.Errorf("%s: cases[%d].expect.decision: %q is not one of allow, approval, forbidden, denied, no_route, bad_request", file, i, c.Expect.Decision)
 		}
+		if c.Expect.Entry != "" && c.MCP == nil {
+			return 0, 0, fmt.Errorf("%s: cases[%d].expect.entry: only a case with mcp is decided by an mcp entry", file, i)
+		}
 	}
 	cfgData, err := os.ReadFile(cfgPath)
 	if err != nil {
 		return 0, 0, err
 	}
-	_, table, err := source{path: cfgPath, getenv: getenv}.compile(cfgData)
+	cfg, table, err := source{path: cfgPath, getenv: getenv}.compile(cfgData)
 	if err != nil {
 		return 0, 0, reportLoad(stderr, cfgPath, err)
+	}
+	pol, err := newPolicy(cfg, table)
+	if err != nil {
+		return 0, 0, err
 	}
 	for i, c := range pf.Cases {
 		name := c.Name
 		if name == "" {
 			name = fmt.Sprintf("cases[%d]", i)
 		}
-		if why := checkCase(table, c); why != "" {
+		if why := checkCase(pol, c); why != "" {
 			failed++
 			fmt.Fprintf(stdout, "FAIL %s: %s: %s\n", file, name, why)
 			continue
@@ -133,8 +143,11 @@ func runPolicyFile(file, override string, getenv func(string) string, stdout, st
 }
 
 // checkCase returns "" when c's expectation holds, else what differs.
-func checkCase(table *rules.Table, c policyCase) string {
-	v := evaluate(table, c)
+func checkCase(pol *policy, c policyCase) string {
+	v, err := pol.evaluate(c)
+	if err != nil {
+		return err.Error()
+	}
 	route := ""
 	if v.decision.Route != nil {
 		route = v.decision.Route.Name
@@ -145,6 +158,13 @@ func checkCase(table *rules.Table, c policyCase) string {
 	}
 	if c.Expect.Route != "" && route != c.Expect.Route {
 		diffs = append(diffs, fmt.Sprintf("route %q, want %q", route, c.Expect.Route))
+	}
+	if c.Expect.Entry != "" && (v.mcp == nil || v.mcp.d.Entry != c.Expect.Entry) {
+		got := "none"
+		if v.mcp != nil {
+			got = v.mcp.entry
+		}
+		diffs = append(diffs, fmt.Sprintf("mcp entry %s, want %q", got, c.Expect.Entry))
 	}
 	if c.Expect.Reason != "" && !strings.Contains(v.reason, c.Expect.Reason) {
 		diffs = append(diffs, fmt.Sprintf("reason %q does not contain %q", v.reason, c.Expect.Reason))
