@@ -325,7 +325,28 @@ type Recorder struct {
 	BodyLimit     ByteSize `yaml:"body_limit"`
 	RedactHeaders []string `yaml:"redact_headers"`
 	Retention     Duration `yaml:"retention"`
+	// Postgres tunes a postgres:// store; Parse sets it, with defaults, for one.
+	Postgres *Postgres `yaml:"postgres"`
 }
+
+// Postgres tunes the PostgreSQL store shared by replicas.
+type Postgres struct {
+	// PasswordFile holds the password when the DSN has none (a mounted secret); a
+	// relative path is resolved against the config file's directory.
+	PasswordFile string `yaml:"password_file"`
+	// MaxConns bounds each replica's pool.
+	MaxConns int `yaml:"max_conns"`
+	// ConnectTimeout bounds opening a connection; StatementTimeout every statement.
+	ConnectTimeout   Duration `yaml:"connect_timeout"`
+	StatementTimeout Duration `yaml:"statement_timeout"`
+}
+
+// Defaults of recorder.postgres.
+const (
+	DefaultPostgresMaxConns         = 10
+	DefaultPostgresConnectTimeout   = Duration(5 * time.Second)
+	DefaultPostgresStatementTimeout = Duration(10 * time.Second)
+)
 
 // Approvals configures approvals across routes. Parse always sets it, with defaults.
 type Approvals struct {

@@ -678,3 +678,33 @@ routes:
 		t.Error("a panicking check on an invalid config must not hide the config's errors")
 	}
 }
+
+// TestSecretsOptional checks that Options.SecretsOptional lets unset ${VAR}s in secrets
+// stand for placeholders, and only in secrets.
+func TestSecretsOptional(t *testing.T) {
+	const cfg = `
+identity:
+  issuers: [ { issuer: https://acme.okta.com/oauth2/default, audiences: [api://default] } ]
+upstreams:
+  crm:
+    url: ${CRM_URL}
+    credential: { header: X-Api-Key, value: "${CRM_KEY}" }
+masking: { hash_key: "${HASH_KEY}" }
+routes:
+  - { name: r, match: { methods: [GET], path: /x }, upstream: crm, allow: { groups: [g] } }
+`
+	env := func(k string) string { return map[string]string{"CRM_URL": "http://crm.internal"}[k] }
+	if _, err := Parse([]byte(cfg), "", env); err == nil || !strings.Contains(err.Error(), "${CRM_KEY} is not set") {
+		t.Fatalf("Parse: %v, want unset secrets refused", err)
+	}
+	c, err := ParseWith([]byte(cfg), "", env, Options{SecretsOptional: true})
+	if err != nil {
+		t.Fatalf("ParseWith SecretsOptional: %v", err)
+	}
+	if c.Upstreams["crm"].Credential.Value == "" || len(c.Masking.HashKey) < 16 {
+		t.Errorf("placeholders: credential %q, hash key length %d", c.Upstreams["crm"].Credential.Value.Reveal(), len(c.Masking.HashKey))
+	}
+	if _, err := ParseWith([]byte(cfg), "", func(string) string { return "" }, Options{SecretsOptional: true}); err == nil || !strings.Contains(err.Error(), "${CRM_URL} is not set") {
+		t.Errorf("an unset variable outside a secret: %v, want it refused", err)
+	}
+}

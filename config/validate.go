@@ -117,6 +117,21 @@ func (v *validator) defaults() {
 	if !v.set("recorder.body_limit") {
 		c.Recorder.BodyLimit = DefaultRecorderBodyLimit
 	}
+	if isPostgres(c.Recorder.Store) {
+		if c.Recorder.Postgres == nil {
+			c.Recorder.Postgres = &Postgres{}
+		}
+		pg := c.Recorder.Postgres
+		if !v.set("recorder.postgres.max_conns") {
+			pg.MaxConns = DefaultPostgresMaxConns
+		}
+		if !v.set("recorder.postgres.connect_timeout") {
+			pg.ConnectTimeout = DefaultPostgresConnectTimeout
+		}
+		if !v.set("recorder.postgres.statement_timeout") {
+			pg.StatementTimeout = DefaultPostgresStatementTimeout
+		}
+	}
 	for i := range c.Routes {
 		v.approvalDefaults(idx("routes", i)+".approval", c.Routes[i].Approval, DefaultApprovalHold)
 		if m := c.Routes[i].MCP; m != nil {
@@ -781,15 +796,51 @@ func (v *validator) recorder(r *Recorder) {
 	if r.Retention < 0 {
 		v.errorf("recorder.retention", "retention must not be negative")
 	}
-	if strings.HasPrefix(r.Store, "postgres://") || strings.HasPrefix(r.Store, "postgresql://") {
+	if isPostgres(r.Store) {
 		v.errorf("recorder.store", "the PostgreSQL store is not supported yet by this build; use sqlite://PATH (a gateway told to record must never run unrecorded)")
 	}
+	v.postgres(r)
 	if path, ok := strings.CutPrefix(r.Store, "sqlite://"); ok {
 		if path == "" {
 			v.errorf("recorder.store", "sqlite:// needs a file path, such as sqlite://data/keyhole.db")
 		} else {
 			r.Store = "sqlite://" + resolve(v.dir, path)
 		}
+	}
+}
+
+// isPostgres reports whether dsn names a PostgreSQL store.
+func isPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// postgres checks recorder.postgres, which only a postgres:// store takes.
+func (v *validator) postgres(r *Recorder) {
+	pg := r.Postgres
+	if pg == nil {
+		return
+	}
+	if !isPostgres(r.Store) {
+		v.errorf("recorder.postgres", "postgres settings apply only to a postgres:// store")
+		return
+	}
+	if u, err := url.Parse(r.Store); err != nil || u.Host == "" && u.Query().Get("host") == "" {
+		// The DSN may hold a password: it is not quoted.
+		v.errorf("recorder.store", "postgres store must be a URL such as postgres://keyhole@db.internal:5432/keyhole?sslmode=verify-full")
+	} else if _, has := u.User.Password(); has && pg.PasswordFile != "" {
+		v.errorf("recorder.postgres.password_file", "the store's DSN already carries a password: set one or the other")
+	}
+	if pg.MaxConns < 1 {
+		v.errorf("recorder.postgres.max_conns", "max_conns must be at least 1")
+	}
+	if pg.ConnectTimeout <= 0 {
+		v.errorf("recorder.postgres.connect_timeout", "connect_timeout must be greater than 0")
+	}
+	if pg.StatementTimeout <= 0 {
+		v.errorf("recorder.postgres.statement_timeout", "statement_timeout must be greater than 0")
+	}
+	if pg.PasswordFile != "" {
+		pg.PasswordFile = resolve(v.dir, pg.PasswordFile)
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 // leaf value instead of stopping at the first one.
 type walker struct {
 	getenv func(string) string
+	// secretsOptional: an unset ${VAR} in a Secret becomes a placeholder (Options).
+	secretsOptional bool
 
 	lines   map[string]int    // field path -> YAML line, for every path met
 	null    map[string]bool   // paths written as null (~, null or nothing)
@@ -341,6 +343,20 @@ func (w *walker) scalar(n *yaml.Node, path string, line int) (out *yaml.Node, ok
 	return &c, true
 }
 
+// secretScalar is scalar for a Secret under Options.SecretsOptional: an unset
+// variable stands for a placeholder.
+func (w *walker) secretScalar(n *yaml.Node, path string, line int) (*yaml.Node, bool) {
+	getenv := w.getenv
+	defer func() { w.getenv = getenv }()
+	w.getenv = func(name string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return placeholderSecret(name)
+	}
+	return w.scalar(n, path, line)
+}
+
 func (w *walker) leaf(n *yaml.Node, v reflect.Value, path string, line int) {
 	want := map[reflect.Kind]string{reflect.String: "a string", reflect.Bool: "true or false", reflect.Int: "a whole number"}[v.Kind()]
 	if want == "" {
@@ -350,7 +366,11 @@ func (w *walker) leaf(n *yaml.Node, v reflect.Value, path string, line int) {
 		w.fail(line, path, "want %s, got %s", want, kindName(n))
 		return
 	}
-	c, ok := w.scalar(n, path, line)
+	scalar := w.scalar
+	if w.secretsOptional && v.Type() == reflect.TypeFor[Secret]() {
+		scalar = w.secretScalar
+	}
+	c, ok := scalar(n, path, line)
 	if !ok {
 		return
 	}

@@ -50,7 +50,7 @@ func cmdCheck(args []string, getenv func(string) string, stdin io.Reader, stdout
 	if err != nil {
 		return err
 	}
-	cfg, table, err := source{path: *path, getenv: getenv}.compile(data)
+	cfg, table, err := source{path: *path, getenv: getenv, judgeOnly: true}.compile(data)
 	if err != nil {
 		return reportLoad(stderr, *path, err)
 	}

@@ -118,7 +118,7 @@ func runPolicyFile(file, override string, getenv func(string) string, stdout, st
 	if err != nil {
 		return 0, 0, err
 	}
-	cfg, table, err := source{path: cfgPath, getenv: getenv}.compile(cfgData)
+	cfg, table, err := source{path: cfgPath, getenv: getenv, judgeOnly: true}.compile(cfgData)
 	if err != nil {
 		return 0, 0, reportLoad(stderr, cfgPath, err)
 	}

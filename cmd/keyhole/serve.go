@@ -96,6 +96,9 @@ type source struct {
 	dir    string // base of relative paths when path is ""
 	load   func() ([]byte, error)
 	getenv func(string) string
+	// judgeOnly: the command judges requests and forwards none (check, test), so an
+	// unset ${VAR} in a secret is no error.
+	judgeOnly bool
 }
 
 // compile parses data and builds its route table, returning every error of both.
@@ -105,7 +108,7 @@ func (s source) compile(data []byte) (*config.Config, *rules.Table, error) {
 		dir = filepath.Dir(s.path)
 	}
 	var table *rules.Table
-	cfg, err := config.Parse(data, dir, s.getenv, func(c *config.Config) (err error) {
+	cfg, err := config.ParseWith(data, dir, s.getenv, config.Options{SecretsOptional: s.judgeOnly}, func(c *config.Config) (err error) {
 		table, err = rules.Compile(c)
 		return err
 	}, proxy.CheckMasks)
