@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -53,6 +54,11 @@ type API struct {
 	Approvals ApprovalService
 	Version   string
 	Log       *slog.Logger
+	// StreamPoll is how often a live export looks for new records; 0 is export.DefaultPoll.
+	StreamPoll time.Duration
+
+	streamsMu sync.Mutex
+	done      chan struct{} // closed by CloseStreams
 }
 
 type principalKey struct{}
@@ -79,6 +85,8 @@ func (a *API) mount(r chi.Router) {
 				r.Use(a.require(rules.RoleAuditors))
 				r.Get("/exchanges", a.list)
 				r.Get("/exchanges.har", a.exportHAR)
+				r.Get("/exchanges.ndjson", a.exportLines)
+				r.Get("/exchanges/stream", a.stream)
 				r.Get("/exchanges/{id}", a.show)
 				r.Get("/exchanges/{id}/har", a.showHAR)
 				r.Post("/exchanges/{id}/replay", a.replay)

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyholehq/keyhole/export"
 	"github.com/keyholehq/keyhole/recorder"
 )
 
@@ -134,7 +135,7 @@ func positional(args []string, n int) (pos, rest []string) {
 
 func cmdRecords(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: keyhole records list|show ID|export --har|verify [--server URL | --store DSN]")
+		fmt.Fprintln(stderr, "usage: keyhole records list|show ID|export --format har|ocsf|jsonl|tail [--after CURSOR] [--format ocsf|jsonl]|verify [--server URL | --store DSN]")
 		return errUsage
 	}
 	sub, args := args[0], args[1:]
@@ -142,7 +143,9 @@ func cmdRecords(ctx context.Context, args []string, getenv func(string) string, 
 	var src recordsSource
 	src.flags(fs, getenv)
 	asJSON := fs.Bool("json", false, "list: print JSON instead of a table")
-	har := fs.Bool("har", false, "export: write HAR 1.2 (the only export format)")
+	har := fs.Bool("har", false, "export: write HAR 1.2 (--format har)")
+	format := fs.String("format", "", "export: har, ocsf or jsonl; tail: ocsf or jsonl (the default)")
+	after := fs.String("after", "", "tail: start after this cursor (the cursor of the last line you have)")
 	out := fs.String("o", "", "export: write to this file instead of stdout")
 	want := 0
 	if sub == "show" {
@@ -164,10 +167,34 @@ func cmdRecords(ctx context.Context, args []string, getenv func(string) string, 
 		return recordsList(ctx, &src, *asJSON, stdout)
 	case "show":
 		return recordsShow(ctx, &src, pos[0], stdout)
-	case "export":
-		if !*har {
-			fmt.Fprintln(stderr, "keyhole records export: --har is required (HAR 1.2 is the export format)")
+	case "tail":
+		c, err := export.ParseCursor(*after)
+		if err != nil {
+			fmt.Fprintln(stderr, "keyhole records tail: --after:", err)
 			return errUsage
+		}
+		f, err := export.ParseFormat(*format)
+		if err != nil {
+			fmt.Fprintln(stderr, "keyhole records tail: --format:", err)
+			return errUsage
+		}
+		return recordsTail(ctx, &src, c, f, stdout)
+	case "export":
+		if *har {
+			*format = "har"
+		}
+		if *format == "" {
+			fmt.Fprintln(stderr, "keyhole records export: --format har|ocsf|jsonl is required (--har is --format har)")
+			return errUsage
+		}
+		lines := ""
+		if *format != "har" {
+			f, err := export.ParseFormat(*format)
+			if err != nil {
+				fmt.Fprintln(stderr, "keyhole records export: --format:", err, "or har")
+				return errUsage
+			}
+			lines = f
 		}
 		w := stdout
 		if *out != "" {
@@ -177,6 +204,9 @@ func cmdRecords(ctx context.Context, args []string, getenv func(string) string, 
 			}
 			defer f.Close()
 			w = f
+		}
+		if lines != "" {
+			return recordsExportLines(ctx, &src, lines, w, stderr)
 		}
 		return recordsExport(ctx, &src, w, stderr)
 	case "verify":

@@ -296,7 +296,7 @@ func (g *gateway) serve(ctx context.Context, watch time.Duration) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 	}
-	opts := admin.Options{Gatherer: g.reg, Ready: g.ready, Pprof: g.pprof, API: &admin.API{
+	api := &admin.API{
 		Verifier:  func() admin.Verifier { return g.verifier.Load() },
 		Roles:     func() admin.Roles { return g.table.Load() },
 		Store:     g.store,
@@ -304,7 +304,8 @@ func (g *gateway) serve(ctx context.Context, watch time.Duration) error {
 		Approvals: g.ap,
 		Version:   version(),
 		Log:       g.log,
-	}}
+	}
+	opts := admin.Options{Gatherer: g.reg, Ready: g.ready, Pprof: g.pprof, API: api}
 	if g.dev != nil {
 		opts.DevIssuer, opts.DevPath = g.dev.Handler(), "/dev"
 	}
@@ -318,6 +319,8 @@ func (g *gateway) serve(ctx context.Context, watch time.Duration) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 	}
+	// Live exports never go idle by themselves: Shutdown ends them rather than wait.
+	adminSrv.RegisterOnShutdown(api.CloseStreams)
 	errc := make(chan error, 2)
 	go func() {
 		var err error
