@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/hex"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
@@ -232,4 +234,98 @@ func TestTraces(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestTracesMCP calls a tool with the official MCP SDK through a tracing gateway and
+// checks the MCP conventions on the call's server span, and that its arguments are not.
+func TestTracesMCP(t *testing.T) {
+	h := newHarness(t)
+	tr, rcv := newTracer(t, 1)
+	h.gw.SetTracer(tr)
+	up := httptest.NewServer((&mcpServer{}).handler(true))
+	t.Cleanup(up.Close)
+	h.cfgEnv["MCP_URL"] = up.URL
+	h.load(t, mcpConfig)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tok := h.token(t, map[string]any{"sub": "agent-traced", "groups": []string{"agents"}})
+	c := sdk.NewClient(&sdk.Implementation{Name: "agent", Version: "1"}, nil)
+	cs, err := c.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: h.srv.URL + "/crm/mcp",
+		HTTPClient: &http.Client{Transport: bearer{tok}}, MaxRetries: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const argSecret = "PLANTED-ARGUMENT-4e1b"
+	if _, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "lookup_customer", Arguments: map[string]any{"id": 1, "note": argSecret}}); err != nil {
+		t.Fatal(err)
+	}
+	session := cs.ID()
+	cs.Close()
+	shutdown(t, tr)
+
+	var call map[string]string
+	for _, s := range rcv.Spans() {
+		a := attrs(s)
+		for k, v := range a {
+			if strings.Contains(v, argSecret) || strings.Contains(v, tok) {
+				t.Errorf("span %s attribute %s holds a secret: %s", s.Name, k, v)
+			}
+		}
+		if s.Kind == tracepb.Span_SPAN_KIND_SERVER && a["mcp.method.name"] == "tools/call" {
+			call = a
+			if s.Name != "tools/call lookup_customer" {
+				t.Errorf("tools/call span name = %q, want %q", s.Name, "tools/call lookup_customer")
+			}
+		}
+	}
+	if call == nil {
+		t.Fatal("no server span with mcp.method.name tools/call")
+	}
+	for k, want := range map[string]string{"gen_ai.tool.name": "lookup_customer", "gen_ai.operation.name": "execute_tool",
+		"mcp.session.id": session, "keyhole.decision": "allowed", "http.request.method": "POST"} {
+		if call[k] != want {
+			t.Errorf("tools/call span %s = %q, want %q", k, call[k], want)
+		}
+	}
+	if call["jsonrpc.request.id"] == "" || strings.Contains(call["jsonrpc.request.id"], `"`) {
+		t.Errorf("jsonrpc.request.id = %q, want the call's id", call["jsonrpc.request.id"])
+	}
+}
+
+// TestTracesApproval checks the approval hold's span: a held request's span says pending
+// and names the approval; the retry after an approval says approved and reaches the
+// upstream with its client span.
+func TestTracesApproval(t *testing.T) {
+	h := newApprovalHarness(t, &testClock{t: time.Now()}, testkit.NewUpstream(t))
+	tr, rcv := newTracer(t, 1)
+	h.gw.SetTracer(tr)
+	agent := h.agent(t, "agent-traced")
+	status, _, id := h.send(t, "POST", "/crm/customers/1/purge", agent, `{"why":"gdpr"}`, nil)
+	if status != 403 || id == "" {
+		t.Fatalf("held request = %d approval %q, want 403 with an approval", status, id)
+	}
+	if s, _ := h.decide(t, h.approver, id, "approve", "ok"); s != 200 {
+		t.Fatalf("approve = %d", s)
+	}
+	if s, _, _ := h.send(t, "POST", "/crm/customers/1/purge", agent, `{"why":"gdpr"}`, nil); s != 200 {
+		t.Fatalf("retry after approval = %d, want 200", s)
+	}
+	shutdown(t, tr)
+	var outcomes []string
+	clients := 0
+	for _, s := range rcv.Spans() {
+		a := attrs(s)
+		if s.Name == "keyhole.approval" {
+			if a["keyhole.approval_id"] != id {
+				t.Errorf("approval span keyhole.approval_id = %q, want %s", a["keyhole.approval_id"], id)
+			}
+			outcomes = append(outcomes, a["keyhole.outcome"])
+		}
+		if s.Kind == tracepb.Span_SPAN_KIND_CLIENT {
+			clients++
+		}
+	}
+	if strings.Join(outcomes, ",") != "pending,approved" || clients != 1 {
+		t.Errorf("approval spans %v and %d upstream calls, want pending then approved, and one call", outcomes, clients)
+	}
 }
