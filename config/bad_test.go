@@ -397,6 +397,24 @@ var badFiles = []struct {
 		},
 	},
 	{
+		"telemetry.bad.yaml",
+		[]string{
+			"line 10: telemetry.otlp.endpoint: endpoint must be an absolute http or https URL without credentials, query or fragment, such as http://collector:4318",
+			"line 11: telemetry.otlp.sample_ratio: sample_ratio must be between 0 and 1",
+			`line 12: telemetry.otlp.headers["Bad Header"]: "Bad Header" is not a valid header name`,
+			"line 13: telemetry.otlp.timeout: timeout must be greater than 0",
+		},
+	},
+	{
+		"telemetry_shape.bad.yaml",
+		[]string{
+			"line 9: telemetry.otlp.endpoint: endpoint is required: the collector's base URL, such as http://collector:4318",
+			`line 10: telemetry.otlp.sample_ratio: want a value of type float64, got "lots"`,
+			`line 11: telemetry.otlp.timeout: bad duration "soon": want a number with a unit (ms, s, m, h, d)`,
+			`line 12: telemetry.otlp: unknown key "exporter"`,
+		},
+	},
+	{
 		"tls.bad.yaml",
 		[]string{
 			"line 8: tls.key_file: key_file is required",

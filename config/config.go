@@ -48,6 +48,7 @@ type Config struct {
 	Approvals *Approvals           `yaml:"approvals"`
 	Masking   *Masking             `yaml:"masking"`
 	Limits    Limits               `yaml:"limits"`
+	Telemetry Telemetry            `yaml:"telemetry"`
 
 	// Path is the file the config was loaded from, "" when parsed from bytes.
 	Path string `yaml:"-"`
@@ -346,6 +347,33 @@ const (
 	DefaultPostgresMaxConns         = 10
 	DefaultPostgresConnectTimeout   = Duration(5 * time.Second)
 	DefaultPostgresStatementTimeout = Duration(10 * time.Second)
+)
+
+// Telemetry configures what the gateway reports to observability backends. Its zero
+// value reports nothing.
+type Telemetry struct {
+	// OTLP exports traces over OTLP/HTTP; nil (the default) exports none.
+	OTLP *OTLP `yaml:"otlp"`
+}
+
+// OTLP configures the export of traces with OTLP over HTTP (protobuf).
+type OTLP struct {
+	// Endpoint is the collector's base URL (http://collector:4318); /v1/traces is
+	// appended to its path. It is not quoted in errors: it may carry a token.
+	Endpoint string `yaml:"endpoint"`
+	// SampleRatio is the share of traces started here that are sampled, 0 to 1 (default
+	// 1). A request that carries a traceparent follows its parent's sampling decision.
+	SampleRatio float64 `yaml:"sample_ratio"`
+	// Headers are sent with every export (a vendor's API key): values are secrets.
+	Headers map[string]Secret `yaml:"headers"`
+	// Timeout bounds one export request (default 10s).
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Defaults of telemetry.otlp.
+const (
+	DefaultOTLPSampleRatio = 1.0
+	DefaultOTLPTimeout     = Duration(10 * time.Second)
 )
 
 // Approvals configures approvals across routes. Parse always sets it, with defaults.

@@ -241,6 +241,31 @@ upstreams:
 	}
 }
 
+// TestTelemetryDefaults checks that traces are off without telemetry.otlp, and that an
+// otlp section gets the default ratio and timeout but keeps a ratio of 0 as written.
+func TestTelemetryDefaults(t *testing.T) {
+	for _, c := range []struct {
+		name, yaml string
+		want       *OTLP
+	}{
+		{"off", "", nil},
+		{"defaults", "telemetry: { otlp: { endpoint: http://collector:4318 } }\n",
+			&OTLP{Endpoint: "http://collector:4318", SampleRatio: DefaultOTLPSampleRatio, Timeout: DefaultOTLPTimeout}},
+		{"as written", "telemetry: { otlp: { endpoint: https://c/otlp, sample_ratio: 0, timeout: 2s, headers: { X-Key: k } } }\n",
+			&OTLP{Endpoint: "https://c/otlp", Timeout: Duration(2 * time.Second), Headers: map[string]Secret{"X-Key": "k"}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(minimal+c.yaml), "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Telemetry.OTLP; !reflect.DeepEqual(got, c.want) {
+				t.Errorf("telemetry.otlp = %+v, want %+v", got, c.want)
+			}
+		})
+	}
+}
+
 // minimal is a valid config that tests add to.
 const minimal = `
 identity:

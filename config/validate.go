@@ -146,6 +146,14 @@ func (v *validator) defaults() {
 	if !v.set("approvals.max_pending_per_subject") {
 		c.Approvals.MaxPendingPerSubject = DefaultMaxPendingPerSubject
 	}
+	if o := c.Telemetry.OTLP; o != nil {
+		if !v.set("telemetry.otlp.sample_ratio") {
+			o.SampleRatio = DefaultOTLPSampleRatio
+		}
+		if !v.set("telemetry.otlp.timeout") {
+			o.Timeout = DefaultOTLPTimeout
+		}
+	}
 }
 
 // approvalDefaults fills the unset keys of approval block a at ap; hold is the default hold.
@@ -189,6 +197,9 @@ func (v *validator) validate() {
 	}
 	if c.Approvals != nil {
 		v.approvals(c.Approvals)
+	}
+	if o := c.Telemetry.OTLP; o != nil {
+		v.otlp(o)
 	}
 }
 
@@ -841,6 +852,28 @@ func (v *validator) postgres(r *Recorder) {
 	}
 	if pg.PasswordFile != "" {
 		pg.PasswordFile = resolve(v.dir, pg.PasswordFile)
+	}
+}
+
+func (v *validator) otlp(o *OTLP) {
+	// The endpoint may carry a token: it is not quoted.
+	if !v.set("telemetry.otlp.endpoint") {
+		v.errorf("telemetry.otlp.endpoint", "endpoint is required: the collector's base URL, such as http://collector:4318")
+	} else if u, err := url.Parse(o.Endpoint); err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https" ||
+		u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		v.errorf("telemetry.otlp.endpoint", "endpoint must be an absolute http or https URL without credentials, query or fragment, such as http://collector:4318")
+	}
+	if o.SampleRatio < 0 || o.SampleRatio > 1 {
+		v.errorf("telemetry.otlp.sample_ratio", "sample_ratio must be between 0 and 1")
+	}
+	for _, k := range slices.Sorted(maps.Keys(o.Headers)) {
+		hp := KeyPath("telemetry.otlp.headers", k)
+		if !isToken(k) {
+			v.errorf(hp, "%s is not a valid header name", strconv.Quote(k))
+		}
+	}
+	if o.Timeout <= 0 {
+		v.errorf("telemetry.otlp.timeout", "timeout must be greater than 0")
 	}
 }
 

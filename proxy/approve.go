@@ -67,7 +67,9 @@ func (g *Gateway) approve(next http.Handler) http.Handler {
 			MaxPending:   info.state.maxPending,
 			Redact:       g.redactor(info),
 		}
-		adm, err := g.ap.Admit(r.Context(), req)
+		actx, as := info.span.Stage(r.Context(), "keyhole.approval")
+		adm, err := g.ap.Admit(actx, req)
+		endApproval(as, adm, err)
 		if err != nil {
 			if r.Context().Err() != nil {
 				// The client went away while held; the approval stays for its retry.

@@ -1,9 +1,14 @@
 package proxy_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"testing"
+	"time"
+
+	"github.com/keyholehq/keyhole/internal/testkit"
+	"github.com/keyholehq/keyhole/telemetry"
 
 	"github.com/keyholehq/keyhole/recorder"
 )
@@ -23,6 +28,20 @@ func BenchmarkProxyRecorded(b *testing.B) {
 // BenchmarkProxyRecordedBestEffort records without waiting for the commit.
 func BenchmarkProxyRecordedBestEffort(b *testing.B) {
 	benchProxy(b, newRecordingHarness(b, recorder.BestEffort).harness)
+}
+
+// BenchmarkProxyTraced is BenchmarkProxyAllowed with every request traced (ratio 1) and
+// exported to an in-process OTLP/HTTP receiver, for the cost of telemetry when it is on.
+func BenchmarkProxyTraced(b *testing.B) {
+	h := newHarness(b)
+	rcv := testkit.NewOTLPReceiver(b)
+	tr, err := telemetry.New(context.Background(), telemetry.Options{Endpoint: rcv.URL, SampleRatio: 1, Timeout: 5 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Shutdown(context.Background())
+	h.gw.SetTracer(tr)
+	benchProxy(b, h)
 }
 
 // benchParallelism is goroutines per CPU: 16 on 2 CPUs is 32 concurrent clients, where

@@ -31,6 +31,7 @@ import (
 	"github.com/keyholehq/keyhole/metrics"
 	"github.com/keyholehq/keyhole/rules"
 	"github.com/keyholehq/keyhole/scrub"
+	"github.com/keyholehq/keyhole/telemetry"
 )
 
 // Verifier verifies a bearer token and returns its caller. A refusal is an *identity.Error.
@@ -73,8 +74,9 @@ type Gateway struct {
 	metrics  *metrics.Metrics
 	buffers  bufferPool
 	handler  http.Handler
-	rec      Recorder  // nil: exchanges are not recorded
-	ap       Approvals // nil: routes with approval are refused
+	rec      Recorder          // nil: exchanges are not recorded
+	ap       Approvals         // nil: routes with approval are refused
+	tel      *telemetry.Tracer // nil: no traces
 	// maskedHeld is the bytes of masked bodies held now, by every request of every State.
 	maskedHeld atomic.Int64
 	// echoWarned holds the routes whose credential echo has been logged (route name →
@@ -115,6 +117,10 @@ func New(log *slog.Logger, m *metrics.Metrics, rec Recorder, ap Approvals) *Gate
 	}
 	return g
 }
+
+// SetTracer makes the Gateway trace every request with t (nil: none). It must be called
+// before the first request is served.
+func (g *Gateway) SetTracer(t *telemetry.Tracer) { g.tel = t }
 
 // NewState builds the data-plane state for cfg with its compiled route table and the token
 // verifier. prev, when not nil, is the State being replaced: upstream transports whose
@@ -248,6 +254,11 @@ type reqInfo struct {
 	// headers are removed, for approvers.
 	clientReason string
 	mcp          *mcpState // set on mcp routes
+	// span is the request's server span, upstreamSpan the client span of its upstream
+	// call; upstreamStatus the status the upstream answered (0: none).
+	span           telemetry.Span
+	upstreamSpan   telemetry.Span
+	upstreamStatus int
 }
 
 type infoKey struct{}
@@ -276,6 +287,8 @@ func (g *Gateway) refuse(w http.ResponseWriter, info *reqInfo, rf *refusal) {
 func (g *Gateway) begin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info := &reqInfo{id: ulid.Make().String(), start: time.Now(), state: g.state.Load()}
+		ctx, span := g.tel.Start(r.Context(), r, info.id)
+		info.span = span
 		sw := &statusWriter{ResponseWriter: w, ctl: http.NewResponseController(w)}
 		bodyIdle, bodyTotal := config.DefaultRequestBodyIdleTimeout, config.DefaultRequestBodyTimeout
 		if st := info.state; st != nil {
@@ -335,7 +348,7 @@ func (g *Gateway) begin(next http.Handler) http.Handler {
 				msg: "the gateway has no configuration loaded", decision: labelError})
 			return
 		}
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(ctx, infoKey{}, info)))
 	})
 }
 
@@ -361,6 +374,7 @@ func (g *Gateway) finish(r *http.Request, sw *statusWriter, info *reqInfo) {
 	if g.rec != nil {
 		g.finishRecord(r, sw, info, status, elapsed)
 	}
+	endSpan(r, info, status)
 	g.metrics.Requests.WithLabelValues(route, method, strconv.Itoa(status), info.decision).Inc()
 	g.countMCP(r, route, info)
 	g.metrics.RequestDuration.WithLabelValues(route).Observe(elapsed.Seconds())
@@ -479,7 +493,9 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 			if aud := info.state.mcpAuth.audience(info.path); aud != "" {
 				ctx = identity.WithAudience(ctx, aud) // RFC 8707: a token for this MCP server
 			}
-			info.principal, err = info.state.verifier.Verify(ctx, raw)
+			vctx, vs := info.span.Stage(ctx, "keyhole.verify_token")
+			info.principal, err = info.state.verifier.Verify(vctx, raw)
+			vs.End("", verifyCode(err))
 		} else {
 			err = ierr
 		}
@@ -681,7 +697,15 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	info.cancelUpstream = cancel
-	info.upstream.proxy.ServeHTTP(w, r.WithContext(ctx))
+	u := info.upstream
+	ctx, info.upstreamSpan = info.span.Upstream(ctx, telemetry.Call{Upstream: u.name, Method: r.Method,
+		Scheme: u.target.Scheme, Host: u.target.Host, BasePath: u.basePath, Path: info.forwardPath})
+	u.proxy.ServeHTTP(w, r.WithContext(ctx))
+	code := ""
+	if info.upstreamStatus == 0 && info.refusal != nil {
+		code = info.refusal.code
+	}
+	info.upstreamSpan.EndUpstream(info.upstreamStatus, code)
 }
 
 // upstreamError is the ReverseProxy ErrorHandler: it counts the failure and answers 502,

@@ -95,8 +95,10 @@ func (g *Gateway) approveMCP(w http.ResponseWriter, r *http.Request, next http.H
 		err error
 	}
 	done := make(chan admitted, 1)
+	actx, as := info.span.Stage(r.Context(), "keyhole.approval")
 	go func() {
-		adm, err := g.ap.Admit(r.Context(), req)
+		adm, err := g.ap.Admit(actx, req)
+		endApproval(as, adm, err)
 		done <- admitted{adm, err}
 	}()
 	token := mcp.ProgressToken(info.rec.body)

@@ -52,7 +52,10 @@ func (g *Gateway) record(next http.Handler) http.Handler {
 			return
 		}
 		x := g.exchange(r, info)
-		if err := g.rec.Begin(r.Context(), x, info.rec.secrets...); err != nil {
+		ctx, rs := info.span.Stage(r.Context(), "keyhole.record")
+		err := g.rec.Begin(ctx, x, info.rec.secrets...)
+		rs.End("", errCode(err, "recorder_unavailable"))
+		if err != nil {
 			// The access-log line says why (cause); the recorder logs, once, that its
 			// store cannot be written, not once per request it refuses.
 			g.refuse(w, info, &refusal{status: http.StatusServiceUnavailable, code: "recorder_unavailable",
@@ -128,7 +131,7 @@ func (b *prefixedBody) Close() error { return b.c.Close() }
 
 // exchange returns the request part of the record of r.
 func (g *Gateway) exchange(r *http.Request, info *reqInfo) *recorder.Exchange {
-	x := &recorder.Exchange{ID: info.id, ReceivedAt: info.start, Decision: info.decision, Reason: info.reason}
+	x := &recorder.Exchange{ID: info.id, TraceID: info.span.TraceID(), ReceivedAt: info.start, Decision: info.decision, Reason: info.reason}
 	if p := info.principal; p != nil {
 		x.Identity = &recorder.Identity{Issuer: p.Issuer, Subject: p.Subject, ClientID: p.ClientID, Groups: p.Groups, Scopes: p.Scopes, Claims: p.Claims}
 	}

@@ -156,12 +156,16 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 	if u.credHeader != "" {
 		out.Header[u.credHeader] = []string{u.credValue}
 	}
+	// The upstream's spans join the trace as children of the call's span (W3C Trace
+	// Context); without traces a client's traceparent passes as any header does.
+	info.upstreamSpan.Inject(out.Header)
 	info.forwarded = time.Now()
 }
 
 func (u *upstream) modifyResponse(resp *http.Response) error {
 	info := infoFrom(resp.Request.Context())
 	info.upstreamDur = time.Since(info.forwarded)
+	info.upstreamStatus = resp.StatusCode
 	// The client gets the gateway's request id, which is also in the log and the record.
 	// Set again: forwarding a 1xx response clears the headers already set.
 	resp.Header.Del("X-Request-Id")

@@ -24,6 +24,7 @@ func appendExchange(b []byte, x *Exchange, red *Redactor) ([]byte, error) {
 	var err error
 	b = append(b, `{"id":`...)
 	b = appendString(b, x.ID)
+	b = appendOptString(b, `,"trace_id":`, x.TraceID)
 	b = append(b, `,"received_at":`...)
 	if b, err = appendTime(b, x.ReceivedAt); err != nil {
 		return nil, err

@@ -17,7 +17,10 @@ import (
 // show, and what HAR export and replay start from. Credentials never appear in it: headers
 // and values are redacted before an Exchange is written.
 type Exchange struct {
-	ID          string     `json:"id"`
+	ID string `json:"id"`
+	// TraceID is the W3C trace id (32 hex digits) of the request's OpenTelemetry trace
+	// when it was sampled, "" when traces are off: the record and the trace name each other.
+	TraceID     string     `json:"trace_id,omitempty"`
 	ReceivedAt  time.Time  `json:"received_at"`
 	ForwardedAt *time.Time `json:"forwarded_at,omitempty"`
 	RespondedAt *time.Time `json:"responded_at,omitempty"`

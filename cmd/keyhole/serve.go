@@ -34,6 +34,7 @@ import (
 	"github.com/keyholehq/keyhole/proxy"
 	"github.com/keyholehq/keyhole/recorder"
 	"github.com/keyholehq/keyhole/rules"
+	"github.com/keyholehq/keyhole/telemetry"
 )
 
 // defaultConfig is the config file serve, validate and check read without --config.
@@ -141,6 +142,7 @@ type gateway struct {
 	rec       *recorder.Recorder
 	ap        *approvals.Service
 	notifier  *approvals.Notifier
+	tel       *telemetry.Tracer           // nil: telemetry.otlp is not set
 	table     atomic.Pointer[rules.Table] // the running route table, for admin roles
 
 	mu          sync.Mutex
@@ -182,6 +184,11 @@ func start(ctx context.Context, src source, log *slog.Logger, over listenOverrid
 	ap, notifier := newApprovals(cfg, st, m, log)
 	g := &gateway{src: src, log: log, reg: reg, metrics: m, proxy: proxy.New(log, m, rec, ap), ctx: ctx,
 		cfg: cfg, issuerWait: 10 * time.Second, store: st, rec: rec, ap: ap, notifier: notifier}
+	if g.tel, err = newTracer(ctx, cfg, log); err != nil {
+		g.closeRecorder()
+		return nil, err
+	}
+	g.proxy.SetTracer(g.tel)
 	g.lastSum = g.fingerprint(data)
 	if g.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
 		g.closeRecorder()
@@ -223,6 +230,30 @@ func (g *gateway) close() {
 		g.dataLn.Close()
 	}
 	g.closeRecorder()
+	g.closeTracer()
+}
+
+// newTracer returns the Tracer of cfg's telemetry.otlp, nil when it is not set.
+func newTracer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*telemetry.Tracer, error) {
+	o := cfg.Telemetry.OTLP
+	if o == nil {
+		return nil, nil
+	}
+	headers := make(map[string]string, len(o.Headers))
+	for k, v := range o.Headers {
+		headers[k] = v.Reveal()
+	}
+	return telemetry.New(ctx, telemetry.Options{Endpoint: o.Endpoint, SampleRatio: o.SampleRatio, Headers: headers,
+		Timeout: time.Duration(o.Timeout), Version: version(), Log: log})
+}
+
+// closeTracer exports the spans still queued, the last requests' among them.
+func (g *gateway) closeTracer() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.tel.Shutdown(ctx); err != nil {
+		g.log.Error("telemetry: spans still queued at shutdown were lost", "error", err.Error())
+	}
 }
 
 // closeRecorder writes what the recorder still holds and closes the store.
@@ -373,6 +404,7 @@ loop:
 	stopBG()
 	g.verifier.Load().Close()
 	g.closeRecorder()
+	g.closeTracer()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -413,6 +445,10 @@ func (g *gateway) reload(force bool) {
 	}
 	if cfg.Recorder.Retention != old.Recorder.Retention {
 		g.log.Warn("config reload: recorder.retention takes effect only after a restart")
+	}
+	if !reflect.DeepEqual(cfg.Telemetry, old.Telemetry) {
+		g.log.Warn("config reload: telemetry takes effect only after a restart")
+		cfg.Telemetry = old.Telemetry
 	}
 	if cfg.Listen != old.Listen || cfg.Admin.Listen != old.Admin.Listen || !reflect.DeepEqual(cfg.TLS, old.TLS) ||
 		cfg.Identity.Dev != old.Identity.Dev {
