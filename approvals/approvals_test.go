@@ -135,7 +135,7 @@ func TestHoldSeesDecisionFromAnotherGateway(t *testing.T) {
 	if id == "" {
 		t.Fatal("no pending approval")
 	}
-	if _, err := b.Decide(context.Background(), id, approvals.Identity{Subject: "alice"}, approvals.Approve, ""); err != nil {
+	if _, err := b.Decide(context.Background(), id, approvals.Identity{Subject: "alice"}, approvals.Approve, "", approvals.ViaAPI); err != nil {
 		t.Fatal(err)
 	}
 	select {
