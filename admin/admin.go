@@ -28,6 +28,8 @@ type Options struct {
 	DevPath   string
 	// API, when not nil, serves the auditor API under /api/v1.
 	API *API
+	// Console, when not nil, serves the web console: every path under /ui/, unstripped.
+	Console http.Handler
 	// Pprof serves Go's profiles under /debug/pprof/ (keyhole serve --pprof): for
 	// measuring the gateway under load, off by default.
 	Pprof bool
@@ -67,6 +69,10 @@ func newRouter(o Options) http.Handler {
 	}
 	if o.API != nil {
 		o.API.mount(r)
+	}
+	if o.Console != nil {
+		r.Handle("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
+		r.Handle("/ui/*", o.Console)
 	}
 	if o.Pprof {
 		r.HandleFunc("/debug/pprof/", pprof.Index)

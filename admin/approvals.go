@@ -21,7 +21,7 @@ import (
 type ApprovalService interface {
 	Approval(ctx context.Context, id string) (*approvals.Approval, error)
 	Approvals(ctx context.Context, f approvals.Filter) ([]*approvals.Approval, error)
-	Decide(ctx context.Context, id string, by approvals.Identity, v approvals.Verdict, comment string) (*approvals.Approval, error)
+	Decide(ctx context.Context, id string, by approvals.Identity, v approvals.Verdict, comment string, via approvals.Via) (*approvals.Approval, error)
 }
 
 // mountApprovals adds the approvers' endpoints. Listing and reading need the approvers
@@ -54,10 +54,24 @@ type approvalList struct {
 var approvalStates = map[string]approvals.State{"pending": approvals.Pending, "approved": approvals.Approved,
 	"denied": approvals.Denied, "expired": approvals.Expired, "used": approvals.Used, "all": ""}
 
+// ReadsApprovals reports whether p may read approvals at all (any) and whether it may
+// read every approval (all: the approvers role) rather than only those it decides
+// (MayDecide). The API and the console both ask it.
+func ReadsApprovals(roles Roles, p *identity.Principal) (any, all bool) {
+	all = roles.HasRole(p, rules.RoleApprovers)
+	return all || roles.Approves(p, ""), all
+}
+
+// MayRead reports whether p may read approval ap.
+func MayRead(roles Roles, p *identity.Principal, ap *approvals.Approval) bool {
+	_, all := ReadsApprovals(roles, p)
+	return all || MayDecide(roles, p, ap)
+}
+
 func (a *API) listApprovals(w http.ResponseWriter, r *http.Request) {
 	p, roles := principal(r), a.Roles()
-	all := roles.HasRole(p, rules.RoleApprovers)
-	if !all && !roles.Approves(p, "") {
+	anyOK, all := ReadsApprovals(roles, p)
+	if !anyOK {
 		apiError(w, http.StatusForbidden, "forbidden", "listing approvals requires the approvers role or to be an approver of a route")
 		return
 	}
@@ -94,7 +108,7 @@ func (a *API) listApprovals(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	out := approvalList{Approvals: make([]approvalView, 0, len(list))}
 	for _, ap := range list {
-		if all || approves(roles, p, ap) {
+		if all || MayDecide(roles, p, ap) {
 			out.Approvals = append(out.Approvals, view(ap, now))
 		}
 	}
@@ -110,15 +124,14 @@ func (a *API) listApprovals(w http.ResponseWriter, r *http.Request) {
 // tells whether the id exists or which route it is for.
 func (a *API) approval(w http.ResponseWriter, r *http.Request) (*approvals.Approval, bool) {
 	p, roles := principal(r), a.Roles()
-	all := roles.HasRole(p, rules.RoleApprovers)
-	if !all && !roles.Approves(p, "") {
+	if anyOK, _ := ReadsApprovals(roles, p); !anyOK {
 		apiError(w, http.StatusForbidden, "forbidden", "reading approvals requires the approvers role or to be an approver of a route")
 		return nil, false
 	}
 	id := chi.URLParam(r, "id")
 	ap, err := a.Approvals.Approval(r.Context(), id)
 	switch {
-	case errors.Is(err, approvals.ErrNotFound) || err == nil && !all && !approves(roles, p, ap):
+	case errors.Is(err, approvals.ErrNotFound) || err == nil && !MayRead(roles, p, ap):
 		apiError(w, http.StatusNotFound, "not_found", "no approval "+id+" that you may read")
 		return nil, false
 	case err != nil:
@@ -227,7 +240,7 @@ func (a *API) decide(v approvals.Verdict) http.HandlerFunc {
 			return
 		}
 		p := principal(r)
-		if !approves(a.Roles(), p, ap) {
+		if !MayDecide(a.Roles(), p, ap) {
 			what := "route " + ap.Route
 			if ap.Tool != "" {
 				what = "tool " + ap.Tool + " on " + what
@@ -235,7 +248,7 @@ func (a *API) decide(v approvals.Verdict) http.HandlerFunc {
 			apiError(w, http.StatusForbidden, "forbidden", "only an approver of "+what+" may decide this approval")
 			return
 		}
-		out, err := a.Approvals.Decide(r.Context(), ap.ID, by(p), v, req.Comment)
+		out, err := a.Approvals.Decide(r.Context(), ap.ID, By(p), v, req.Comment, approvals.ViaAPI)
 		switch {
 		case errors.Is(err, approvals.ErrSelfApproval):
 			apiError(w, http.StatusForbidden, "self_approval", "a requester may not decide its own request")
@@ -253,15 +266,16 @@ func (a *API) decide(v approvals.Verdict) http.HandlerFunc {
 	}
 }
 
-// approves reports whether p may decide ap: an approver of its route or, for a tool call
-// on an mcp route, of its tool.
-func approves(roles Roles, p *identity.Principal, ap *approvals.Approval) bool {
+// MayDecide reports whether p may decide ap: an approver of its route or, for a tool
+// call on an mcp route, of its tool. (Whether p is ap's requester is Decide's to check.)
+func MayDecide(roles Roles, p *identity.Principal, ap *approvals.Approval) bool {
 	if ap.Tool != "" {
 		return roles.ApprovesTool(p, ap.Route, ap.Tool)
 	}
 	return roles.Approves(p, ap.Route)
 }
 
-func by(p *identity.Principal) approvals.Identity {
+// By is p as the approver of a decision.
+func By(p *identity.Principal) approvals.Identity {
 	return approvals.Identity{Issuer: p.Issuer, Subject: p.Subject, ClientID: p.ClientID}
 }

@@ -94,7 +94,18 @@ type Decision struct {
 	Verdict  Verdict   `json:"verdict"`
 	Comment  string    `json:"comment,omitempty"`
 	At       time.Time `json:"at"`
+	// Via is how the approver decided; "" for decisions recorded before it was.
+	Via Via `json:"via,omitempty"`
 }
+
+// Via is the way a decision reached Keyhole, kept with it for the audit.
+type Via string
+
+// Ways of deciding.
+const (
+	ViaAPI     Via = "api"     // the admin API (and keyhole approvals, which calls it)
+	ViaConsole Via = "console" // the web console
+)
 
 // Filter selects approvals to list. Zero fields do not filter.
 type Filter struct {

@@ -135,7 +135,7 @@ func TestHoldSeesDecisionFromAnotherGateway(t *testing.T) {
 	if id == "" {
 		t.Fatal("no pending approval")
 	}
-	if _, err := b.Decide(context.Background(), id, approvals.Identity{Subject: "alice"}, approvals.Approve, ""); err != nil {
+	if _, err := b.Decide(context.Background(), id, approvals.Identity{Subject: "alice"}, approvals.Approve, "", approvals.ViaAPI); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -205,7 +205,7 @@ func TestMessage(t *testing.T) {
 	a := &approvals.Approval{ID: "01JDAPPROVAL", Route: "purge", Method: "DELETE", Path: "/customers/<@U123>",
 		Requester: approvals.Identity{Subject: "agent&co", ClientID: "bot"}, Reason: "urgent <https://evil.example|click>",
 		ExpiresAt: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
-	msg := approvals.Message(a, "https://keyhole.example:9090/")
+	msg := approvals.Message(a, approvals.NotifyConfig{PublicURL: "https://keyhole.example:9090/"}.ReviewURL(a.ID))
 	for _, want := range []string{"DELETE `/customers/&lt;@U123&gt;` (route `purge`)", "`agent&amp;co` (client `bot`)",
 		"Reason: `urgent &lt;https://evil.example|click&gt;`", "https://keyhole.example:9090/api/v1/approvals/01JDAPPROVAL",
 		"keyhole approvals approve 01JDAPPROVAL", "2026-11-25T12:00:00Z"} {
@@ -215,6 +215,24 @@ func TestMessage(t *testing.T) {
 	}
 	if strings.ContainsAny(strings.ReplaceAll(msg, "&lt;", ""), "<>") {
 		t.Errorf("message holds raw angle brackets, which Slack reads as links:\n%s", msg)
+	}
+}
+
+// TestReviewURL: the webhook's link opens the console's page of the approval when the
+// console is on, the API's otherwise, and there is none without public_url.
+func TestReviewURL(t *testing.T) {
+	tests := []struct {
+		c    approvals.NotifyConfig
+		want string
+	}{
+		{approvals.NotifyConfig{PublicURL: "https://k.example:9090/", Console: true}, "https://k.example:9090/ui/approvals/01J"},
+		{approvals.NotifyConfig{PublicURL: "https://k.example:9090"}, "https://k.example:9090/api/v1/approvals/01J"},
+		{approvals.NotifyConfig{Console: true}, ""},
+	}
+	for _, tt := range tests {
+		if got := tt.c.ReviewURL("01J"); got != tt.want {
+			t.Errorf("%+v.ReviewURL = %q, want %q", tt.c, got, tt.want)
+		}
 	}
 }
 

@@ -21,6 +21,9 @@ type NotifyConfig struct {
 	Webhook string
 	// PublicURL is the admin plane's address as approvers reach it, for the link.
 	PublicURL string
+	// Console links to the web console's page of the approval (/ui/approvals/{id})
+	// instead of the API's (/api/v1/approvals/{id}), which stays served.
+	Console bool
 }
 
 // NotifierOptions tune a Notifier. Zero values take the defaults.
@@ -115,7 +118,7 @@ func (n *Notifier) send(ctx context.Context, a *Approval) {
 	if c.Webhook == "" {
 		return
 	}
-	body, _ := json.Marshal(map[string]string{"text": Message(a, c.PublicURL)})
+	body, _ := json.Marshal(map[string]string{"text": Message(a, c.ReviewURL(a.ID))})
 	wait := n.opts.Backoff
 	var err error
 	for attempt := 1; attempt <= n.opts.Attempts; attempt++ {
@@ -158,13 +161,26 @@ func (n *Notifier) post(ctx context.Context, url string, body []byte) error {
 	return nil
 }
 
+// ReviewURL is the link to approval id under PublicURL: the console's page when the
+// console is on, else the API's; "" without PublicURL.
+func (c NotifyConfig) ReviewURL(id string) string {
+	if c.PublicURL == "" {
+		return ""
+	}
+	path := "/api/v1/approvals/"
+	if c.Console {
+		path = "/ui/approvals/"
+	}
+	return strings.TrimSuffix(c.PublicURL, "/") + path + id
+}
+
 // Message is the text announcing a: who asks for what, why, and where to decide. Every
 // part a requester controls is set in a code span and escaped for Slack's markup, so a
 // crafted path or reason can neither forge a link nor be auto-linked; nothing in it is a
 // secret (path, reason and a tool call's arguments were redacted when the approval was
 // made; the query, headers and an HTTP body are not sent). A tool call's arguments are
 // what approvers decide on, so they are shown, indented, in a code block.
-func Message(a *Approval, publicURL string) string {
+func Message(a *Approval, reviewURL string) string {
 	var b strings.Builder
 	if a.Tool != "" {
 		fmt.Fprintf(&b, "Keyhole approval needed: MCP tool %s (route %s)\n", code(a.Tool), code(a.Route))
@@ -182,8 +198,8 @@ func Message(a *Approval, publicURL string) string {
 	if a.Tool != "" {
 		fmt.Fprintf(&b, "Arguments:\n%s\n", codeBlock(a.Body, maxShownArguments))
 	}
-	if publicURL != "" {
-		fmt.Fprintf(&b, "Review: %s/api/v1/approvals/%s\n", strings.TrimSuffix(publicURL, "/"), a.ID)
+	if reviewURL != "" {
+		fmt.Fprintf(&b, "Review: %s\n", reviewURL)
 	}
 	fmt.Fprintf(&b, "Decide: keyhole approvals approve %s (or deny %s --comment ...), before %s", a.ID, a.ID,
 		a.ExpiresAt.UTC().Format(time.RFC3339))

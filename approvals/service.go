@@ -400,11 +400,11 @@ func IsRequester(by, req Identity) bool {
 	return by.Subject == req.Subject || req.ClientID != "" && by.Subject == req.ClientID
 }
 
-// Decide records approver by's verdict on approval id, with comment, and returns the
-// approval as it then is. The requester may not decide its own approval
+// Decide records approver by's verdict on approval id, with comment, made through via,
+// and returns the approval as it then is. The requester may not decide its own approval
 // (ErrSelfApproval); whether by may approve the approval's route at all is the
 // caller's to check first. See Store.DecideApproval for the other errors.
-func (s *Service) Decide(ctx context.Context, id string, by Identity, v Verdict, comment string) (*Approval, error) {
+func (s *Service) Decide(ctx context.Context, id string, by Identity, v Verdict, comment string, via Via) (*Approval, error) {
 	a, err := s.store.Approval(ctx, id)
 	if err != nil {
 		return nil, err
@@ -414,7 +414,7 @@ func (s *Service) Decide(ctx context.Context, id string, by Identity, v Verdict,
 	}
 	now := s.opts.Now()
 	d := Decision{Approver: Identity{Issuer: by.Issuer, Subject: by.Subject, ClientID: by.ClientID},
-		Verdict: v, Comment: CleanText(comment, maxComment), At: now}
+		Verdict: v, Comment: CleanText(comment, maxComment), At: now, Via: via}
 	out, err := s.store.DecideApproval(ctx, id, d, now)
 	if err != nil {
 		return nil, err
@@ -426,7 +426,7 @@ func (s *Service) Decide(ctx context.Context, id string, by Identity, v Verdict,
 		}
 		s.wake(id)
 	}
-	s.opts.Log.Info("approval decided", "approval", id, "route", out.Route, "approver", by.Subject, "verdict", string(v), "state", string(out.State))
+	s.opts.Log.Info("approval decided", "approval", id, "route", out.Route, "approver", by.Subject, "verdict", string(v), "via", string(via), "state", string(out.State))
 	return out, nil
 }
 

@@ -117,6 +117,34 @@ var badFiles = []struct {
 		},
 	},
 	{
+		"console.bad.yaml",
+		[]string{
+			"line 6: admin.console.client_id: client_id is required: the console's OIDC client at the issuer",
+			`line 7: admin.console.issuer: issuer "https://other.okta.com/oauth2/default" is not one of identity.issuers`,
+			"line 8: admin.console.client_secret: client_secret is empty",
+			`line 9: admin.console.redirect_url: redirect_url "http://keyhole.internal:9090/ui/callback" must use https (http only for a loopback host): the session cookie would travel in clear`,
+			"line 10: admin.console.session_key: session_key is 9 bytes: it must be at least 32 (openssl rand -hex 32)",
+			"line 11: admin.console.idle_timeout: idle_timeout 13h0m0s is longer than max_age 12h0m0s",
+			`line 12: admin.console: unknown key "colour"`,
+		},
+	},
+	{
+		"console_shape.bad.yaml",
+		[]string{
+			"line 6: admin.console: set client_secret or client_secret_file, not both",
+			"line 6: admin.console: session_key or session_key_file is required: a secret of at least 32 bytes shared by every replica",
+			`line 10: admin.console.redirect_url: redirect_url "https://keyhole.internal:9090/console/cb?x=1" must be an absolute http(s) URL without query or fragment`,
+			"line 11: admin.console.max_age: max_age must be greater than 0",
+		},
+	},
+	{
+		"console_empty.bad.yaml",
+		[]string{
+			`line 8: admin.console.redirect_url: redirect_url "https://keyhole.internal:9090/ui/logincb" must end in /ui/callback, where the console takes the login's answer`,
+			`line 9: admin.console.session_key_file: cannot read session_key_file "/nonexistent/key": no such file or directory`,
+		},
+	},
+	{
 		"approvals.bad.yaml",
 		[]string{
 			"line 12: approvals.max_pending_per_subject: max_pending_per_subject must be at least 1",

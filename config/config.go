@@ -125,7 +125,43 @@ type Admin struct {
 	// as the CLI's and the console's) whose tokens the admin plane accepts, so a token an
 	// agent's app holds for a person can never list records or decide an approval.
 	Clients []string `yaml:"clients"`
+	// Console, when set, serves the web console at /ui/ on the admin listener, with
+	// OpenID Connect login.
+	Console *Console `yaml:"console"`
 }
+
+// Console configures the web console's login (OpenID Connect authorization code flow
+// with PKCE) and its sessions.
+type Console struct {
+	// Issuer is the identity.issuers entry people log in with; empty: the first one, or
+	// the dev issuer when identity.dev is on and no issuer is listed.
+	Issuer string `yaml:"issuer"`
+	// ClientID is the console's OIDC client (app) at the issuer.
+	ClientID string `yaml:"client_id"`
+	// ClientSecret, or the content of ClientSecretFile, authenticates a confidential
+	// client; neither makes the console a public client, protected by PKCE alone.
+	ClientSecret     Secret `yaml:"client_secret"`
+	ClientSecretFile string `yaml:"client_secret_file"`
+	// RedirectURL is the console's callback as the browser reaches it: it ends in
+	// /ui/callback and is registered with the issuer.
+	RedirectURL string `yaml:"redirect_url"`
+	// SessionKey (or the content of SessionKeyFile), at least 32 bytes, seals the session
+	// cookies; every replica must share it, so that each can read the others' sessions.
+	SessionKey     Secret `yaml:"session_key"`
+	SessionKeyFile string `yaml:"session_key_file"`
+	// IdleTimeout ends a session not used for this long; MaxAge ends every session this
+	// long after its login.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	MaxAge      Duration `yaml:"max_age"`
+}
+
+// Defaults and bounds of the console.
+const (
+	DefaultConsoleIdleTimeout = Duration(30 * time.Minute)
+	DefaultConsoleMaxAge      = Duration(12 * time.Hour)
+	// MinSessionKey is the shortest session key: 256 bits.
+	MinSessionKey = 32
+)
 
 // TLS is a certificate and key for a listener.
 type TLS struct {

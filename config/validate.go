@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // A validator applies defaults to a decoded Config and checks what the types cannot:
@@ -138,6 +139,17 @@ func (v *validator) defaults() {
 			for j := range m.Tools {
 				v.approvalDefaults(idx(idx("routes", i)+".mcp.tools", j)+".approval", m.Tools[j].Approval, DefaultMCPApprovalHold)
 			}
+		}
+	}
+	if cs := c.Admin.Console; cs != nil {
+		if !v.set("admin.console.idle_timeout") {
+			cs.IdleTimeout = DefaultConsoleIdleTimeout
+		}
+		if !v.set("admin.console.max_age") {
+			cs.MaxAge = DefaultConsoleMaxAge
+		}
+		if !v.set("admin.console.issuer") && len(c.Identity.Issuers) > 0 {
+			cs.Issuer = c.Identity.Issuers[0].Issuer
 		}
 	}
 	if c.Approvals == nil {
@@ -785,6 +797,79 @@ func (v *validator) admin() {
 		}
 		v.allow(rp, a.Roles[r], "role "+r)
 	}
+	if a.Console != nil {
+		v.console(a.Console)
+	} else if v.has("admin.console") {
+		v.errorf("admin.console", "console is empty: set client_id, redirect_url and session_key, or leave it out")
+	}
+}
+
+// console checks admin.console and reads its secret files. Its messages never hold a secret.
+func (v *validator) console(cs *Console) {
+	const p = "admin.console"
+	iss := v.cfg.Identity.Issuers
+	switch {
+	case cs.Issuer == "" && !v.cfg.Identity.Dev:
+		v.errorf(p+".issuer", "issuer is required: one of identity.issuers")
+	case cs.Issuer != "" && !slices.ContainsFunc(iss, func(is Issuer) bool { return is.Issuer == cs.Issuer }):
+		v.errorf(p+".issuer", "issuer %s is not one of identity.issuers", v.show(p+".issuer", cs.Issuer))
+	}
+	if cs.ClientID == "" {
+		v.errorf(p+".client_id", "client_id is required: the console's OIDC client at the issuer")
+	}
+	if v.set(p+".client_secret") || v.set(p+".client_secret_file") {
+		cs.ClientSecret = v.secret(p, "client_secret", cs.ClientSecret, &cs.ClientSecretFile)
+	}
+	switch u, err := url.Parse(cs.RedirectURL); {
+	case cs.RedirectURL == "":
+		v.errorf(p+".redirect_url", "redirect_url is required: the console's callback, such as https://keyhole.internal:9090/ui/callback")
+	case err != nil || u.Host == "" || u.Scheme != "https" && u.Scheme != "http" || u.RawQuery != "" || u.Fragment != "":
+		v.errorf(p+".redirect_url", "redirect_url %s must be an absolute http(s) URL without query or fragment", v.show(p+".redirect_url", cs.RedirectURL))
+	case u.Scheme == "http" && !isLoopback(u.Hostname()):
+		v.errorf(p+".redirect_url", "redirect_url %s must use https (http only for a loopback host): the session cookie would travel in clear", v.show(p+".redirect_url", cs.RedirectURL))
+	case !strings.HasSuffix(u.Path, "/ui/callback"):
+		v.errorf(p+".redirect_url", "redirect_url %s must end in /ui/callback, where the console takes the login's answer", v.show(p+".redirect_url", cs.RedirectURL))
+	}
+	if !v.set(p+".session_key") && !v.set(p+".session_key_file") {
+		v.errorf(p, "session_key or session_key_file is required: a secret of at least %d bytes shared by every replica", MinSessionKey)
+	} else if cs.SessionKey = v.secret(p, "session_key", cs.SessionKey, &cs.SessionKeyFile); cs.SessionKey != "" && len(cs.SessionKey) < MinSessionKey {
+		v.errorf(p+".session_key", "session_key is %d bytes: it must be at least %d (openssl rand -hex 32)", len(cs.SessionKey), MinSessionKey)
+	}
+	if cs.IdleTimeout <= 0 {
+		v.errorf(p+".idle_timeout", "idle_timeout must be greater than 0")
+	}
+	if cs.MaxAge <= 0 {
+		v.errorf(p+".max_age", "max_age must be greater than 0")
+	} else if cs.IdleTimeout > cs.MaxAge {
+		v.errorf(p+".idle_timeout", "idle_timeout %s is longer than max_age %s", time.Duration(cs.IdleTimeout), time.Duration(cs.MaxAge))
+	}
+}
+
+// secret returns the secret of key name at p, written inline (value) or as name+"_file"
+// (the file is read, and *file resolved). It reports "" after an error.
+func (v *validator) secret(p, name string, value Secret, file *string) Secret {
+	vp, fp := p+"."+name, p+"."+name+"_file"
+	switch {
+	case v.set(vp) && v.set(fp):
+		v.errorf(p, "set %s or %s_file, not both", name, name)
+		return ""
+	case v.set(fp):
+		shown := v.show(fp, *file)
+		*file = resolve(v.dir, *file)
+		data, err := readFile(*file, maxSecretFile)
+		if err != nil {
+			v.errorf(fp, "cannot read %s_file %s: %v", name, shown, err)
+			return ""
+		}
+		s := strings.TrimRight(string(data), "\r\n")
+		if s == "" {
+			v.errorf(fp, "%s_file %s is empty", name, shown)
+		}
+		return Secret(s)
+	case value == "":
+		v.errorf(vp, "%s is empty", name)
+	}
+	return value
 }
 
 func (v *validator) recorder(r *Recorder) {

@@ -14,8 +14,9 @@ func env(k string) string {
 		"CRM_API_KEY": "placeholder", "BILLING_API_TOKEN": "placeholder", "KEYHOLE_MASK_HASH_KEY": "placeholder-0123456789",
 		"KEYHOLE_DEMO_API_URL": "http://127.0.0.1:1", "KEYHOLE_DEMO_API_KEY": "placeholder",
 		"KEYHOLE_DEMO_MCP_URL": "http://127.0.0.1:2", "KEYHOLE_DEMO_MCP_RESOURCE": "http://127.0.0.1:8080/crm/mcp",
-		"KEYHOLE_DEMO_MASK_KEY": "placeholder-mask-key-0123456789",
-		"KEYHOLE_DEMO_STORE":    "sqlite://demo.db", // parsed, never opened
+		"KEYHOLE_DEMO_MASK_KEY":  "placeholder-mask-key-0123456789",
+		"KEYHOLE_DEMO_STORE":     "sqlite://demo.db", // parsed, never opened
+		"KEYHOLE_DEMO_ADMIN_URL": "http://127.0.0.1:9090", "KEYHOLE_DEMO_SESSION_KEY": "placeholder-session-key-0123456789abcdef",
 	}[k]
 }
 

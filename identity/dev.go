@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -50,6 +51,10 @@ type DevIssuer struct {
 	signer    jose.Signer
 	discovery []byte // the discovery document
 	jwks      []byte // the public JWK Set
+
+	mu       sync.Mutex
+	personas []DevPersona       // offered by the login page
+	codes    map[string]devCode // authorization codes not yet redeemed
 }
 
 // NewDevIssuer returns a dev issuer for issuerURL with a fresh RSA-2048 key and a
@@ -78,17 +83,20 @@ func NewDevIssuerWithKey(issuerURL string, key *rsa.PrivateKey, kid string) (*De
 	if err != nil {
 		return nil, fmt.Errorf("dev issuer: %w", err)
 	}
-	d := &DevIssuer{url: issuerURL, kid: kid, signer: signer}
+	d := &DevIssuer{url: issuerURL, kid: kid, signer: signer, personas: DevPersonas(), codes: map[string]devCode{}}
 	base := strings.TrimSuffix(issuerURL, "/")
 	d.discovery, err = json.Marshal(map[string]any{
 		"issuer":                                issuerURL,
 		"jwks_uri":                              base + DevKeysPath,
 		"token_endpoint":                        base + DevTokenPath,
-		"response_types_supported":              []string{"token"},
+		"authorization_endpoint":                base + DevAuthorizePath,
+		"response_types_supported":              []string{"code"},
+		"code_challenge_methods_supported":      []string{"S256"},
+		"scopes_supported":                      []string{"openid", "profile", "email"},
 		"subject_types_supported":               []string{"public"},
 		"id_token_signing_alg_values_supported": []string{"RS256"},
 		"token_endpoint_auth_methods_supported": []string{"none"},
-		"grant_types_supported":                 []string{"client_credentials"},
+		"grant_types_supported":                 []string{"client_credentials", "authorization_code"},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dev issuer: %w", err)
@@ -235,9 +243,11 @@ func (d *DevIssuer) Mint(req TokenRequest) (string, error) {
 }
 
 // Handler serves, relative to the issuer URL (mount it with http.StripPrefix of the
-// issuer URL's path): GET DevDiscoveryPath, GET DevKeysPath, and POST DevTokenPath,
+// issuer URL's path): GET DevDiscoveryPath, GET DevKeysPath, DevAuthorizePath (a login
+// page offering the personas, which redirects with a code), and POST DevTokenPath,
 // which takes a JSON TokenRequest and answers {"access_token", "token_type": "Bearer",
-// "expires_in"} to loopback peers only (403 otherwise, judged by RemoteAddr: the dev
+// "expires_in"}, or a form-encoded authorization_code grant (PKCE S256 checked) and
+// answers an access token and an ID token, to loopback peers only (403 otherwise, judged by RemoteAddr: the dev
 // issuer mints any identity for whoever asks).
 func (d *DevIssuer) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -248,6 +258,8 @@ func (d *DevIssuer) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, d.jwks)
 	})
 	mux.HandleFunc("POST "+DevTokenPath, d.serveToken)
+	mux.HandleFunc("GET "+DevAuthorizePath, d.serveAuthorize)
+	mux.HandleFunc("POST "+DevAuthorizePath, d.serveAuthorize)
 	return mux
 }
 
@@ -259,15 +271,18 @@ func (d *DevIssuer) serveToken(w http.ResponseWriter, r *http.Request) {
 	// A page in a local browser can reach loopback through DNS rebinding; its requests
 	// carry the attacker's host name, and a form post cannot send application/json
 	// without a CORS preflight this endpoint never answers.
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	if !isLoopbackHost(strings.Trim(host, "[]")) {
+	if !loopbackRequestHost(r.Host) {
 		writeError(w, http.StatusForbidden, "forbidden", "the dev token endpoint answers requests for a loopback host only")
 		return
 	}
-	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if ct == "application/x-www-form-urlencoded" {
+		// The login page's codes: spent only with the PKCE verifier of the client that
+		// asked, so a form a rebinding page posts here gets nothing.
+		d.redeem(w, r)
+		return
+	}
+	if ct != "application/json" {
 		writeError(w, http.StatusUnsupportedMediaType, "bad_request", "send the token request as application/json")
 		return
 	}

@@ -210,7 +210,8 @@ func TestDevIssuerTokenEndpoint(t *testing.T) {
 		{"ttl too long", "127.0.0.1:1", `{"sub":"a","ttl":"48h"}`, 400, 0},
 		{"no subject", "127.0.0.1:1", `{}`, 400, 0},
 		{"DNS rebinding: a foreign Host", "127.0.0.1:1", `{"sub":"a"}`, 403, 0},
-		{"a form post", "127.0.0.1:1", `{"sub":"a"}`, 415, 0},
+		{"not JSON", "127.0.0.1:1", `sub=a`, 415, 0},
+		{"a form post", "127.0.0.1:1", `{"sub":"a"}`, 400, 0}, // only an authorization_code grant is read from a form
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -221,6 +222,8 @@ func TestDevIssuerTokenEndpoint(t *testing.T) {
 			switch tt.name {
 			case "DNS rebinding: a foreign Host":
 				r.Host = "rebind.attacker.example:9090"
+			case "not JSON":
+				r.Header.Set("Content-Type", "text/plain")
 			case "a form post":
 				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -56,6 +57,11 @@ func cmdDemo(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	maskKey := hex.EncodeToString(keyBytes)
+	sessionKey := make([]byte, 32)
+	if _, err := rand.Read(sessionKey); err != nil {
+		return err
+	}
+	adminURL := "http://" + cmp.Or(*adminAddr, "127.0.0.1:9090")
 	apiLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -91,6 +97,10 @@ func cmdDemo(ctx context.Context, args []string, getenv func(string) string, std
 			return maskKey
 		case "KEYHOLE_DEMO_STORE":
 			return *store
+		case "KEYHOLE_DEMO_ADMIN_URL":
+			return adminURL
+		case "KEYHOLE_DEMO_SESSION_KEY":
+			return hex.EncodeToString(sessionKey)
 		}
 		return getenv(k)
 	}
@@ -147,6 +157,7 @@ func printDemo(w io.Writer, g *gateway) error {
 	fmt.Fprintf(w, `Keyhole demo is running (Ctrl-C stops it).
   gateway (agents point here):  %[1]s
   admin (metrics, health):      %[2]s/metrics  %[2]s/readyz
+  console:                      %[2]s/ui/  (log in as a demo persona with one click)
   dev issuer:                   %[2]s/dev/.well-known/openid-configuration
   sample internal API:          reachable only through the gateway, which injects its X-Api-Key
 

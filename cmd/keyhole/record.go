@@ -91,5 +91,6 @@ func notifyConfig(cfg *config.Config) approvals.NotifyConfig {
 	if cfg.Approvals == nil {
 		return approvals.NotifyConfig{}
 	}
-	return approvals.NotifyConfig{Webhook: cfg.Approvals.Notify.Webhook, PublicURL: cfg.Approvals.PublicURL}
+	return approvals.NotifyConfig{Webhook: cfg.Approvals.Notify.Webhook, PublicURL: cfg.Approvals.PublicURL,
+		Console: cfg.Admin.Console != nil}
 }

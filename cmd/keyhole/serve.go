@@ -27,6 +27,7 @@ import (
 	"github.com/keyholehq/keyhole/admin"
 	"github.com/keyholehq/keyhole/approvals"
 	"github.com/keyholehq/keyhole/config"
+	"github.com/keyholehq/keyhole/console"
 	"github.com/keyholehq/keyhole/identity"
 	"github.com/keyholehq/keyhole/internal/connlimit"
 	"github.com/keyholehq/keyhole/internal/logbuf"
@@ -340,6 +341,18 @@ func (g *gateway) serve(ctx context.Context, watch time.Duration) error {
 	if g.dev != nil {
 		opts.DevIssuer, opts.DevPath = g.dev.Handler(), "/dev"
 	}
+	if cc := cfg.Admin.Console; cc != nil {
+		issuer := cc.Issuer
+		if issuer == "" && g.dev != nil {
+			issuer = g.dev.Config().Issuer
+		}
+		c, err := console.New(console.Options{Config: cc, IssuerURL: issuer, Context: g.ctx, Verifier: opts.API.Verifier,
+			Roles: opts.API.Roles, Approvals: g.ap, Log: g.log})
+		if err != nil {
+			return err
+		}
+		opts.Console = c
+	}
 	adminH := admin.New(opts)
 	// admin.New bounds body reads and response writes per request (no global timeouts: a
 	// 30 s CPU profile or a long HAR export must finish).
@@ -451,9 +464,10 @@ func (g *gateway) reload(force bool) {
 		cfg.Telemetry = old.Telemetry
 	}
 	if cfg.Listen != old.Listen || cfg.Admin.Listen != old.Admin.Listen || !reflect.DeepEqual(cfg.TLS, old.TLS) ||
-		cfg.Identity.Dev != old.Identity.Dev {
-		g.log.Warn("config reload: listen, admin.listen, tls and identity.dev take effect only after a restart")
+		cfg.Identity.Dev != old.Identity.Dev || !reflect.DeepEqual(cfg.Admin.Console, old.Admin.Console) {
+		g.log.Warn("config reload: listen, admin.listen, admin.console, tls and identity.dev take effect only after a restart")
 		cfg.Listen, cfg.Admin.Listen, cfg.TLS, cfg.Identity.Dev = old.Listen, old.Admin.Listen, old.TLS, old.Identity.Dev
+		cfg.Admin.Console = old.Admin.Console
 	}
 	v := g.verifier.Load()
 	newVerifier := !reflect.DeepEqual(cfg.Identity.Issuers, old.Identity.Issuers)

@@ -37,10 +37,10 @@ const (
 			FALSE, NULL, NULL, '', $22)`
 	// decisionColumns are the columns scanDecisions reads, in its order.
 	decisionColumns = `approval_id, approver_issuer, approver_subject, approver_client_id,
-		approver_groups, approver_scopes, verdict, comment, at_ns`
+		approver_groups, approver_scopes, verdict, comment, at_ns, via`
 	insertDecision = `INSERT INTO approval_decisions (seq, ` + decisionColumns + `)
 		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM approval_decisions WHERE approval_id = $1),
-			$1, $2, $3, $4, $5, $6, $7, $8, $9)`
+			$1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`
 )
 
 // Constraints whose violation CreateApproval and DecideApproval report as sentinels,
@@ -305,7 +305,7 @@ func (s *Store) decideApproval(ctx context.Context, id string, d approvals.Decis
 			return approvals.ErrAlreadyDecided
 		}
 		if _, err := tx.Exec(ctx, insertDecision, id, d.Approver.Issuer, d.Approver.Subject, d.Approver.ClientID,
-			groups, scopes, d.Verdict, d.Comment, d.At.UnixNano()); err != nil {
+			groups, scopes, d.Verdict, d.Comment, d.At.UnixNano(), d.Via); err != nil {
 			if violated(err, oneVerdictPerUser) {
 				return approvals.ErrAlreadyDecided
 			}
@@ -484,7 +484,7 @@ func loadDecisions(ctx context.Context, tx pgx.Tx, as []*approvals.Approval) err
 		var d approvals.Decision
 		var at int64
 		if err := rows.Scan(&id, &d.Approver.Issuer, &d.Approver.Subject, &d.Approver.ClientID,
-			&groups, &scopes, &d.Verdict, &d.Comment, &at); err != nil {
+			&groups, &scopes, &d.Verdict, &d.Comment, &at, &d.Via); err != nil {
 			return fmt.Errorf("read decisions: %w", err)
 		}
 		if d.Approver.Groups, err = parseList(groups); err != nil {

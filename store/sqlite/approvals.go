@@ -34,9 +34,9 @@ const (
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, NULL, '', ?)`
 	// decisionColumns are the columns scanDecision reads, in its order.
 	decisionColumns = `approval_id, approver_issuer, approver_subject, approver_client_id,
-		approver_groups, approver_scopes, verdict, comment, at_ns`
+		approver_groups, approver_scopes, verdict, comment, at_ns, via`
 	insertDecision = `INSERT INTO approval_decisions (seq, ` + decisionColumns + `)
-		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM approval_decisions WHERE approval_id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM approval_decisions WHERE approval_id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 )
 
 // CreateApproval inserts a as a new approval, Pending and open, unless an open
@@ -275,7 +275,7 @@ func (s *Store) decideApproval(ctx context.Context, id string, d approvals.Decis
 		return nil, approvals.ErrAlreadyDecided
 	}
 	if _, err := tx.ExecContext(ctx, insertDecision, id, id, d.Approver.Issuer, d.Approver.Subject, d.Approver.ClientID,
-		groups, scopes, d.Verdict, d.Comment, d.At.UnixNano()); err != nil {
+		groups, scopes, d.Verdict, d.Comment, d.At.UnixNano(), d.Via); err != nil {
 		return nil, fmt.Errorf("insert decision: %w", err)
 	}
 
@@ -488,7 +488,7 @@ func scanDecisions(ctx context.Context, tx *sql.Tx, q string, args []any, byID m
 		var d approvals.Decision
 		var at int64
 		if err := rows.Scan(&id, &d.Approver.Issuer, &d.Approver.Subject, &d.Approver.ClientID,
-			&groups, &scopes, &d.Verdict, &d.Comment, &at); err != nil {
+			&groups, &scopes, &d.Verdict, &d.Comment, &at, &d.Via); err != nil {
 			return fmt.Errorf("read decisions: %w", err)
 		}
 		if d.Approver.Groups, err = parseList(groups); err != nil {

@@ -138,8 +138,8 @@ func testApprovalRoundTrip(t *testing.T, b Backend) {
 	at1 := time.Date(2025, 3, 1, 13, 5, 0, 1, cet)
 	at2 := at1.Add(time.Second)
 	d1 := approvals.Decision{Approver: approvals.Identity{Issuer: "https://issuer.test", Subject: "carol", ClientID: "ui",
-		Groups: []string{"approvers"}, Scopes: []string{"approve"}}, Verdict: approvals.Approve, Comment: "ok", At: at1}
-	d2 := approvals.Decision{Approver: approvals.Identity{Issuer: "https://other.test", Subject: "dave"}, Verdict: approvals.Approve, At: at2}
+		Groups: []string{"approvers"}, Scopes: []string{"approve"}}, Verdict: approvals.Approve, Comment: "ok", At: at1, Via: approvals.ViaConsole}
+	d2 := approvals.Decision{Approver: approvals.Identity{Issuer: "https://other.test", Subject: "dave"}, Verdict: approvals.Approve, At: at2, Via: approvals.ViaAPI}
 	now := at2.Add(time.Millisecond)
 	decide(t, s, full.ID, d1, at1)
 	got := decide(t, s, full.ID, d2, now)

@@ -110,6 +110,8 @@ CREATE TABLE approval_decisions (
     verdict            TEXT   NOT NULL,
     comment            TEXT   NOT NULL,
     at_ns              BIGINT NOT NULL,
+    -- how the approver decided (approvals.Decision.Via): "api" or "console"
+    via                TEXT   NOT NULL DEFAULT '',
     PRIMARY KEY (approval_id, seq),
     UNIQUE (approval_id, approver_subject)
 );
