@@ -39,7 +39,8 @@ func TestValidate(t *testing.T) {
 	demoEnv := func(k string) string {
 		return map[string]string{"KEYHOLE_DEMO_API_URL": "http://127.0.0.1:1", "KEYHOLE_DEMO_API_KEY": "k",
 			"KEYHOLE_DEMO_MCP_URL": "http://127.0.0.1:2", "KEYHOLE_DEMO_MCP_RESOURCE": "http://127.0.0.1:8080/crm/mcp",
-			"KEYHOLE_DEMO_MASK_KEY": "placeholder-0123456789", "KEYHOLE_DEMO_STORE": "sqlite://demo.db"}[k]
+			"KEYHOLE_DEMO_MASK_KEY": "placeholder-0123456789", "KEYHOLE_DEMO_STORE": "sqlite://demo.db",
+			"KEYHOLE_DEMO_ADMIN_URL": "http://127.0.0.1:9090", "KEYHOLE_DEMO_SESSION_KEY": "placeholder-session-key-0123456789abcdef"}[k]
 	}
 	for _, c := range []struct {
 		file string
