@@ -272,12 +272,14 @@ func infoFrom(ctx context.Context) *reqInfo {
 func (g *Gateway) refuse(w http.ResponseWriter, info *reqInfo, rf *refusal) {
 	info.refusal = rf
 	info.decision = rf.decision
-	if g.rec != nil && info.rec.x == nil && rf.decision != labelUnauthenticated {
+	if g.rec != nil && info.rec.x == nil && info.principal != nil {
+		// Only an authenticated caller's body is kept: before authentication (a 401, or
+		// a 400, 405 or 413 of normalisation) anyone could fill the store with bytes.
 		b := info.body
 		if info.waitsContinue {
 			b = nil
 		}
-		info.rec.keepRefused(b, info.bodyLength, g.rec.BodyLimit())
+		info.rec.keepRefused(b, info.bodyLength, min(g.rec.BodyLimit(), info.state.maxBody))
 	}
 	writeRefusal(w, rf, info.id)
 }
@@ -467,10 +469,6 @@ func (g *Gateway) normalise(next http.Handler) http.Handler {
 		}
 		PrepareHeaders(r.Header)
 		max := info.state.maxBody
-		if r.ContentLength > max {
-			g.refuse(w, info, statusFor(&http.MaxBytesError{Limit: max}))
-			return
-		}
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = http.MaxBytesReader(w, r.Body, max)
 		}
@@ -515,6 +513,11 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 		}
 		// The connection no longer counts against limits.max_unauthenticated_conns_per_peer.
 		connlimit.Authenticated(r.Context())
+		if max := info.state.maxBody; r.ContentLength > max {
+			// Refused after authentication, so that the record may keep the body's start.
+			g.refuse(w, info, statusFor(&http.MaxBytesError{Limit: max}))
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }

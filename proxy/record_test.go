@@ -274,8 +274,8 @@ func TestRecordMaskedBody(t *testing.T) {
 
 // TestRecordRefusedBodies checks that the record of a refused request keeps its body, as
 // that of an allowed one does (up to the body limit, marked cut beyond it), whichever
-// stage refused it and whether or not a stage had read the body — except a 401's: an
-// unauthenticated client's bytes are not kept.
+// stage refused it and whether or not a stage had read the body — except before
+// authentication: an unknown client's bytes are not kept.
 func TestRecordRefusedBodies(t *testing.T) {
 	h := newRecordingHarness(t, recorder.Strict)
 	reader := h.token(t, map[string]any{"sub": "agent-reader", "groups": []string{"crm-readers"}, "scp": []string{"crm.read"}})
@@ -296,6 +296,9 @@ func TestRecordRefusedBodies(t *testing.T) {
 		{"bad request", "POST", "/crm/customers?a=%zz", writer, `{"name":"Ada"}`, 400, `{"name":"Ada"}`, 14},
 		{"too large", "POST", "/crm/customers", writer, huge, 413, huge[:512], 2048},
 		{"unauthenticated", "POST", "/crm/customers", "not-a-jwt", `{"name":"Ada"}`, 401, "", 0},
+		// Refused before authentication: nobody known sent the bytes, so none are kept.
+		{"bad path, no token", "POST", "/crm/a/../customers", "", `{"name":"Ada"}`, 400, "", 0},
+		{"too large, no token", "POST", "/crm/customers", "", huge, 401, "", 0},
 	}
 	ids := map[string]string{}
 	for _, tt := range tests {
