@@ -152,6 +152,14 @@ func Parse(body []byte, version string) (*Message, error) {
 	if err := json.Unmarshal(params, &p); err != nil {
 		return nil, invalid(`"params" must be an object`)
 	}
+	for k := range p {
+		for _, known := range paramsMembers {
+			if k != known && strings.EqualFold(k, known) {
+				// Go's encoding/json would read it as the member the gateway judged absent.
+				return nil, invalid("params member %q differs only in case from %q", k, known)
+			}
+		}
+	}
 	if key := nameKey(m.Method); key != "" {
 		if err := json.Unmarshal(p[key], &m.Name); err != nil || m.Name == "" {
 			return nil, invalid("%s needs params.%s, a non-empty string", m.Method, key)
@@ -170,6 +178,10 @@ func Parse(body []byte, version string) (*Message, error) {
 	}
 	return m, nil
 }
+
+// paramsMembers are the params members the gateway reads or binds; a key equal to one
+// of them but for case is refused.
+var paramsMembers = []string{"name", "uri", "arguments", "_meta"}
 
 func invalid(format string, args ...any) *ParseError {
 	return &ParseError{CodeInvalidRequest, fmt.Sprintf(format, args...)}

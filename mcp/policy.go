@@ -206,7 +206,16 @@ func (p *Policy) Judge(m *Message, missing Missing) Decision {
 func (p *Policy) decide(entries []entry, what, name string, m *Message, missing Missing) Decision {
 	for i := range entries {
 		e := &entries[i]
-		if !glob(e.pattern, name) || !e.holds(m) {
+		if !glob(e.pattern, name) {
+			continue
+		}
+		holds, err := e.holds(m)
+		if err != nil {
+			// An upstream that matches keys case-insensitively would read the argument the
+			// condition found absent: refuse rather than guess.
+			return Decision{Effect: Deny, Entry: e.pattern, Index: i, Reason: err.Error()}
+		}
+		if !holds {
 			continue
 		}
 		d := p.verdict(e, what, name, missing)
@@ -249,36 +258,45 @@ func visible(entries []entry, name string, missing Missing) bool {
 	return false
 }
 
-// holds reports whether every when.arguments condition of e holds for m.
-func (e *entry) holds(m *Message) bool {
+// holds reports whether every when.arguments condition of e holds for m. It is an error
+// when an argument key on a condition's path differs from it only in case.
+func (e *entry) holds(m *Message) (bool, error) {
 	for _, c := range e.when {
-		v, ok := lookup(m.args, c.path)
+		v, ok, err := lookup(m.args, c.path)
+		if err != nil {
+			return false, err
+		}
 		if !ok || !anyEqual(c.values, v) {
-			return false
+			return false, nil
 		}
 	}
-	return true
+	return true, nil
 }
 
-func lookup(v any, path []string) (any, bool) {
+func lookup(v any, path []string) (any, bool, error) {
 	for _, k := range path {
 		switch x := v.(type) {
 		case map[string]any:
 			var ok bool
 			if v, ok = x[k]; !ok {
-				return nil, false
+				for other := range x {
+					if strings.EqualFold(other, k) {
+						return nil, false, fmt.Errorf("argument %q differs only in case from %q, which a condition of this tool reads", other, k)
+					}
+				}
+				return nil, false, nil
 			}
 		case []any:
 			i, err := strconv.Atoi(k)
 			if err != nil || i < 0 || i >= len(x) || k != strconv.Itoa(i) {
-				return nil, false
+				return nil, false, nil
 			}
 			v = x[i]
 		default:
-			return nil, false
+			return nil, false, nil
 		}
 	}
-	return v, true
+	return v, true, nil
 }
 
 // anyEqual reports whether the decoded JSON value v is one of vs, of the same type.
