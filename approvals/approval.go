@@ -166,6 +166,17 @@ type Store interface {
 	PendingApprovals(ctx context.Context, subject string, now time.Time) (int, error)
 }
 
+// Watcher is a Store shared by several processes that tells each of them about
+// approvals another one changed, so that a request held on one replica is released as
+// soon as an approver decides through another. WatchApprovals runs until ctx ends,
+// calling changed with the id of each approval another process decided, closed or
+// expired, and missed whenever it may have missed some (it reconnected); neither may
+// block. A Service polls the store all the same, so a lost notification delays a
+// release but never loses it.
+type Watcher interface {
+	WatchApprovals(ctx context.Context, changed func(id string), missed func())
+}
+
 // Bind returns the binding of a request: a hash over everything an approval covers —
 // the requester (issuer, subject, client id), the route, the method, the canonical path,
 // the raw query, the bound headers (HeadersHash) and the hash of the exact body bytes.

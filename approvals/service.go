@@ -390,6 +390,20 @@ func (s *Service) wake(id string) {
 	}
 }
 
+// wakeAll tells every held request to look at its approval again.
+func (s *Service) wakeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, chs := range s.waiters {
+		for ch := range chs {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
 // IsRequester reports whether by, deciding an approval, is the requester req: both
 // share a subject, whichever issuer signed them (two client-credentials tokens of one app
 // do: their subject is the app's client id), or by's subject is req's client id (the
@@ -440,8 +454,13 @@ func (s *Service) Approvals(ctx context.Context, f Filter) ([]*Approval, error) 
 	return s.store.Approvals(ctx, f)
 }
 
-// Run sweeps expired approvals and sets the pending gauge every Options.Sweep, until ctx ends.
+// Run sweeps expired approvals and sets the pending gauge every Options.Sweep, and,
+// on a store that is a Watcher, wakes the requests held here on approvals other
+// processes change, until ctx ends.
 func (s *Service) Run(ctx context.Context) {
+	if w, ok := s.store.(Watcher); ok {
+		go w.WatchApprovals(ctx, s.wake, s.wakeAll)
+	}
 	t := time.NewTicker(s.opts.Sweep)
 	defer t.Stop()
 	for {

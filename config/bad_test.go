@@ -397,7 +397,6 @@ var badFiles = []struct {
 		[]string{
 			"line 8: upstreams.crm.replay_targets[0]: replay target must be an absolute http or https URL without credentials, query or fragment",
 			"line 8: upstreams.crm.replay_targets[1]: replay target must be an absolute http or https URL without credentials, query or fragment",
-			"line 10: recorder.store: the PostgreSQL store is not supported yet by this build; use sqlite://PATH (a gateway told to record must never run unrecorded)",
 		},
 	},
 	{

@@ -892,9 +892,6 @@ func (v *validator) recorder(r *Recorder) {
 	if r.Retention < 0 {
 		v.errorf("recorder.retention", "retention must not be negative")
 	}
-	if isPostgres(r.Store) {
-		v.errorf("recorder.store", "the PostgreSQL store is not supported yet by this build; use sqlite://PATH (a gateway told to record must never run unrecorded)")
-	}
 	v.postgres(r)
 	if path, ok := strings.CutPrefix(r.Store, "sqlite://"); ok {
 		if path == "" {

@@ -37,6 +37,15 @@ type faultProc struct {
 // ends if it is still running.
 func startFault(t *testing.T, cfg func(data, admin string) string, env ...string) *faultProc {
 	t.Helper()
+	p := launchFault(t, cfg, env...)
+	p.WaitReady()
+	return p
+}
+
+// launchFault starts `keyhole serve` as startFault does, without waiting for it to be
+// ready.
+func launchFault(t *testing.T, cfg func(data, admin string) string, env ...string) *faultProc {
+	t.Helper()
 	p := &faultProc{t: t, Data: freeAddr(t), Admin: freeAddr(t), Dir: t.TempDir(), Stderr: &testkit.Buffer{}, exited: make(chan struct{})}
 	path := filepath.Join(p.Dir, "keyhole.yaml")
 	if err := os.WriteFile(path, []byte(cfg(p.Data, p.Admin)), 0o600); err != nil {
@@ -53,10 +62,18 @@ func startFault(t *testing.T, cfg func(data, admin string) string, env ...string
 		p.cmd.Process.Kill()
 		<-p.exited
 	})
+	return p
+}
+
+// WaitReady waits until /readyz answers 200, failing the test after 15 s or when the
+// process exits.
+func (p *faultProc) WaitReady() {
+	t := p.t
+	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if s, _ := get("http://"+p.Admin+"/readyz", ""); s == http.StatusOK {
-			return p
+			return
 		}
 		select {
 		case <-p.exited:

@@ -52,6 +52,8 @@ Usage:
                                                     send a recorded request again and diff the answers
   keyhole approvals list|show ID|approve ID|deny ID [--comment C] --server URL
                                                     see and decide held requests (token in KEYHOLE_TOKEN)
+  keyhole migrate  --store postgres://... [--password-file FILE]
+                                                    apply the PostgreSQL store's schema migrations
   keyhole version
 
 Run "keyhole COMMAND --help" for the flags of a command.
@@ -84,6 +86,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdReplay(ctx, rest, getenv, stdout, stderr)
 	case "approvals":
 		return cmdApprovals(ctx, rest, getenv, stdout, stderr)
+	case "migrate":
+		return cmdMigrate(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "keyhole", version())
 		return nil

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/metrics"
 	"github.com/keyholehq/keyhole/recorder"
+	"github.com/keyholehq/keyhole/store/postgres"
 	"github.com/keyholehq/keyhole/store/sqlite"
 )
 
@@ -22,28 +25,80 @@ type store interface {
 	approvals.Store
 }
 
-// openStore opens the store a DSN names, creating it if need be.
-func openStore(ctx context.Context, dsn string) (store, error) {
-	if !strings.HasPrefix(dsn, "sqlite://") {
-		return nil, fmt.Errorf("recorder.store: only sqlite:// stores are supported by this build")
+// openStore opens the store rc names, creating it if need be. A PostgreSQL store opens
+// even while its server cannot be reached (the gateway starts, /readyz says why, strict
+// mode refuses what it cannot record) and connects and migrates once it can; it is
+// refused only when its DSN is malformed, its password file unreadable, or its schema
+// newer than this build's.
+func openStore(ctx context.Context, rc *config.Recorder) (store, error) {
+	if isPostgres(rc.Store) {
+		s, err := postgres.Open(ctx, rc.Store, postgresOptions(rc.Postgres, true))
+		if err != nil {
+			return nil, fmt.Errorf("recorder.store: %w", err)
+		}
+		return s, nil
 	}
-	s, err := sqlite.Open(ctx, dsn)
+	s, err := sqlite.Open(ctx, rc.Store)
 	if err != nil {
 		return nil, fmt.Errorf("recorder.store: %w", err)
 	}
 	return s, nil
 }
 
-// openStoreReadOnly opens an existing record store for reading only.
+// openStoreReadOnly opens an existing record store for reading only: a SQLite file, or
+// a PostgreSQL database (a role with SELECT on its tables is enough; the password in
+// the DSN, PGPASSWORD or ~/.pgpass).
 func openStoreReadOnly(ctx context.Context, dsn string) (recorder.Store, error) {
+	if isPostgres(dsn) {
+		s, err := postgres.OpenReadOnly(ctx, dsn, postgresOptions(nil, false))
+		if err != nil {
+			return nil, fmt.Errorf("--store: %w", err)
+		}
+		return s, nil
+	}
 	if !strings.HasPrefix(dsn, "sqlite://") {
-		return nil, fmt.Errorf("--store: only sqlite:// stores are supported by this build")
+		return nil, fmt.Errorf("--store: want sqlite://PATH or postgres://user@host/db")
 	}
 	s, err := sqlite.OpenReadOnly(ctx, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("--store: %w", err)
 	}
 	return s, nil
+}
+
+// isPostgres reports whether dsn names a PostgreSQL store.
+func isPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// postgresOptions returns the store options recorder.postgres gives (nil: the defaults).
+func postgresOptions(pg *config.Postgres, lazy bool) postgres.Options {
+	o := postgres.Options{Lazy: lazy}
+	if pg != nil {
+		o.MaxConns, o.PasswordFile = int32(pg.MaxConns), pg.PasswordFile
+		o.ConnectTimeout, o.StatementTimeout = time.Duration(pg.ConnectTimeout), time.Duration(pg.StatementTimeout)
+	}
+	return o
+}
+
+// storePassword returns the password of a PostgreSQL store, from its DSN or its
+// password file, so that records redact it should a backend ever echo it; "" for none.
+func storePassword(rc *config.Recorder) string {
+	if !isPostgres(rc.Store) {
+		return ""
+	}
+	if rc.Postgres != nil && rc.Postgres.PasswordFile != "" {
+		b, err := os.ReadFile(rc.Postgres.PasswordFile)
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if u, err := url.Parse(rc.Store); err == nil {
+		p, _ := u.User.Password()
+		return p
+	}
+	return ""
 }
 
 // recorderPolicy returns what cfg says about recording: its mode and body limit, and a
@@ -62,6 +117,9 @@ func recorderPolicy(cfg *config.Config, also ...*config.Config) recorder.Policy 
 		}
 		if c.Masking != nil {
 			secrets = append(secrets, c.Masking.HashKey.Reveal())
+		}
+		if p := storePassword(c.Recorder); p != "" {
+			secrets = append(secrets, p)
 		}
 	}
 	return recorder.Policy{Mode: rc.Mode, BodyLimit: int64(rc.BodyLimit), Redactor: recorder.NewRedactor(headers, secrets)}

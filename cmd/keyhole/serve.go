@@ -177,9 +177,13 @@ func start(ctx context.Context, src source, log *slog.Logger, over listenOverrid
 	if err != nil {
 		return nil, err
 	}
-	st, err := openStore(ctx, cfg.Recorder.Store)
+	st, err := openStore(ctx, cfg.Recorder)
 	if err != nil {
 		return nil, err
+	}
+	if err := st.Ping(ctx); err != nil {
+		log.Warn("record store not reachable yet: the gateway starts, /readyz says why, and strict mode refuses requests until it is",
+			"error", err.Error())
 	}
 	rec := newRecorder(cfg, st, m, log)
 	ap, notifier := newApprovals(cfg, st, m, log)
@@ -302,7 +306,8 @@ func (g *gateway) ready() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := g.store.Ping(ctx); err != nil {
-		return errors.New("record store unreachable")
+		// The store's errors name where it is, never a password.
+		return fmt.Errorf("record store unreachable: %w", err)
 	}
 	// Strict mode refuses every request the recorder cannot write: a gateway on a full
 	// disk, or whose store file was deleted, must leave the load balancer's rotation.
@@ -452,8 +457,8 @@ func (g *gateway) reload(force bool) {
 		return
 	}
 	old := g.cfg
-	if cfg.Recorder.Store != old.Recorder.Store {
-		g.reloadFailed(errors.New("recorder.store: the record store cannot change on reload; restart the gateway to use another store"))
+	if cfg.Recorder.Store != old.Recorder.Store || !reflect.DeepEqual(cfg.Recorder.Postgres, old.Recorder.Postgres) {
+		g.reloadFailed(errors.New("recorder.store: the record store and its recorder.postgres settings cannot change on reload; restart the gateway to use them"))
 		return
 	}
 	if cfg.Recorder.Retention != old.Recorder.Retention {

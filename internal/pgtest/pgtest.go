@@ -6,8 +6,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +96,24 @@ func TryExec(dsn, sql string, args ...any) error {
 	return err
 }
 
+// QueryInt runs sql, which selects one integer, on the database dsn names, failing the
+// test on an error.
+func QueryInt(t testing.TB, dsn, sql string, args ...any) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
 func admin(t testing.TB, server, sql string) {
 	t.Helper()
 	if err := TryExec(server, sql); err != nil {
@@ -124,4 +145,93 @@ func edit(t testing.TB, dsn string, fn func(u *url.URL), kv string) string {
 	}
 	fn(u)
 	return u.String()
+}
+
+// Own is a PostgreSQL server of a test's own, for tests that restart it: the shared
+// test server must stay up for the other tests running at the same time.
+type Own struct {
+	DSN    string // the keyhole role's database on it
+	dir    string
+	script string
+}
+
+// NewServer starts a server of the test's own with the repository's .ci/postgres
+// (initdb into a temporary directory, as a non-root user), and stops and removes it
+// when the test ends. Like Server, it skips the test when no test server is
+// configured, or fails it when RequireEnv is 1: the tests that need PostgreSQL run
+// together.
+func NewServer(t testing.TB) *Own {
+	t.Helper()
+	Server(t)
+	script, err := findScript()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stderr strings.Builder
+	cmd := exec.CommandContext(ctx, script, "start")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s start: %v\n%s", script, err, stderr.String())
+	}
+	o := &Own{script: script}
+	for line := range strings.SplitSeq(string(out), "\n") {
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		v = strings.Trim(v, "'")
+		switch {
+		case ok && k == Env:
+			o.DSN = v
+		case ok && k == Env+"_DIR":
+			o.dir = v
+		}
+	}
+	if o.DSN == "" || o.dir == "" {
+		t.Fatalf("%s start printed no DSN and directory: %q", script, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command(script, "stop", o.dir).CombinedOutput(); err != nil {
+			t.Errorf("%s stop: %v\n%s", script, err, out)
+		}
+	})
+	return o
+}
+
+// Restart restarts the server (a fast shutdown: sessions are cut, committed data
+// stays) on the same port, and returns once it accepts connections again.
+func (o *Own) Restart(t testing.TB) { o.ctl(t, "restart") }
+
+// Down stops the server (fast shutdown), keeping its data; Up starts it again on the
+// same port.
+func (o *Own) Down(t testing.TB) { o.ctl(t, "down") }
+
+// Up starts a server Down stopped, and returns once it accepts connections.
+func (o *Own) Up(t testing.TB) { o.ctl(t, "up") }
+
+func (o *Own) ctl(t testing.TB, action string) {
+	t.Helper()
+	if out, err := exec.Command(o.script, action, o.dir).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", o.script, action, err, out)
+	}
+}
+
+// findScript returns the path of .ci/postgres, looking up from the working directory
+// (a package's directory when tests run).
+func findScript() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		p := filepath.Join(dir, ".ci", "postgres")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("pgtest: .ci/postgres not found above the working directory")
+		}
+		dir = parent
+	}
 }

@@ -69,7 +69,7 @@ func violated(err error, name string) bool {
 // DecidedAt, UsedAt, UsedBy and Decisions are not read; on a nil return they are set
 // as stored.
 func (s *Store) CreateApproval(ctx context.Context, a *approvals.Approval, maxPending int) error {
-	if err := s.writable(); err != nil {
+	if err := s.usable(ctx, true); err != nil {
 		return err
 	}
 	if err := s.createApproval(ctx, a, maxPending); err != nil {
@@ -177,6 +177,9 @@ func (s *Store) wrap(op string, err error) error {
 // readOne returns the approval cond selects, read in one snapshot with its decisions,
 // or approvals.ErrNotFound.
 func (s *Store) readOne(ctx context.Context, cond string, args ...any) (*approvals.Approval, error) {
+	if err := s.usable(ctx, false); err != nil {
+		return nil, err
+	}
 	var as []*approvals.Approval
 	err := s.inTx(ctx, readTx, func(ctx context.Context, tx pgx.Tx) error {
 		var err error
@@ -199,6 +202,9 @@ var readTx = pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnl
 // decisions. f.Limit defaults to 50 and is capped at 500; f.Before pages: pass the id
 // of the last approval of the previous page.
 func (s *Store) Approvals(ctx context.Context, f approvals.Filter) ([]*approvals.Approval, error) {
+	if err := s.usable(ctx, false); err != nil {
+		return nil, err
+	}
 	limit := f.Limit
 	switch {
 	case limit <= 0:
@@ -250,12 +256,15 @@ func (s *Store) Approvals(ctx context.Context, f approvals.Filter) ([]*approvals
 // approvals.ErrNotFound, approvals.ErrNotPending, or approvals.ErrAlreadyDecided; then
 // nothing is written.
 func (s *Store) DecideApproval(ctx context.Context, id string, d approvals.Decision, now time.Time) (*approvals.Approval, error) {
-	if err := s.writable(); err != nil {
+	if err := s.usable(ctx, true); err != nil {
 		return nil, err
 	}
 	a, err := s.decideApproval(ctx, id, d, now)
 	if err != nil {
 		return nil, s.wrap(fmt.Sprintf("decide approval %q", id), err)
+	}
+	if a.State != approvals.Pending {
+		s.announce(ctx, id)
 	}
 	return a, nil
 }
@@ -352,7 +361,7 @@ func (s *Store) decideApproval(ctx context.Context, id string, d approvals.Decis
 // transaction changed meanwhile, so of many concurrent callers on any number of
 // replicas exactly one gets true. An unknown id is false, not an error.
 func (s *Store) ConsumeApproval(ctx context.Context, id, exchange string, now time.Time) (bool, error) {
-	if err := s.writable(); err != nil {
+	if err := s.usable(ctx, true); err != nil {
 		return false, err
 	}
 	n, err := s.exec(ctx, `UPDATE approvals SET state = $1, closed = TRUE, used_ns = $2, used_by = $3
@@ -361,6 +370,9 @@ func (s *Store) ConsumeApproval(ctx context.Context, id, exchange string, now ti
 	if err != nil {
 		return false, s.errorf(fmt.Sprintf("consume approval %q", id), err)
 	}
+	if n == 1 {
+		s.announce(ctx, id)
+	}
 	return n == 1, nil
 }
 
@@ -368,7 +380,7 @@ func (s *Store) ConsumeApproval(ctx context.Context, id, exchange string, now ti
 // was Pending or Approved (a Denied or Expired one keeps its state). It reports whether
 // this call closed it; an unknown id is false, not an error.
 func (s *Store) CloseApproval(ctx context.Context, id string) (bool, error) {
-	if err := s.writable(); err != nil {
+	if err := s.usable(ctx, true); err != nil {
 		return false, err
 	}
 	n, err := s.exec(ctx, `UPDATE approvals SET closed = TRUE,
@@ -377,6 +389,9 @@ func (s *Store) CloseApproval(ctx context.Context, id string) (bool, error) {
 		approvals.Pending, approvals.Approved, approvals.Expired, id)
 	if err != nil {
 		return false, s.errorf(fmt.Sprintf("close approval %q", id), err)
+	}
+	if n == 1 {
+		s.announce(ctx, id)
 	}
 	return n == 1, nil
 }
@@ -397,7 +412,7 @@ func (s *Store) exec(ctx context.Context, q string, args ...any) (int64, error) 
 // the expiry, and returns them as they then are, in id order. Replicas expiring at
 // once each return the approvals they changed: none twice.
 func (s *Store) ExpireApprovals(ctx context.Context, now time.Time) ([]*approvals.Approval, error) {
-	if err := s.writable(); err != nil {
+	if err := s.usable(ctx, true); err != nil {
 		return nil, err
 	}
 	var as []*approvals.Approval
@@ -418,12 +433,20 @@ func (s *Store) ExpireApprovals(ctx context.Context, now time.Time) ([]*approval
 	if err != nil {
 		return nil, s.errorf("expire approvals", err)
 	}
+	ids := make([]string, len(as))
+	for i, a := range as {
+		ids[i] = a.ID
+	}
+	s.announce(ctx, ids...)
 	return as, nil
 }
 
 // PendingApprovals counts the open Pending approvals requested by subject (by every
 // subject when subject is "") that expire after now.
 func (s *Store) PendingApprovals(ctx context.Context, subject string, now time.Time) (int, error) {
+	if err := s.usable(ctx, false); err != nil {
+		return 0, err
+	}
 	q := "SELECT COUNT(*) FROM approvals WHERE state = $1 AND NOT closed AND expires_ns > $2"
 	args := []any{approvals.Pending, now.UnixNano()}
 	if subject != "" {

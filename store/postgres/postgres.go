@@ -16,6 +16,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,6 +47,12 @@ type Options struct {
 	// PasswordFile, when set, names a file holding the password (surrounding white
 	// space trimmed); it replaces a password in the DSN.
 	PasswordFile string
+	// Lazy makes Open return a store even when the database cannot be reached or
+	// migrated yet, as a gateway started while PostgreSQL is down needs: each call
+	// tries again (at most once a second) and fails with the reason until one succeeds.
+	// Open still fails on an invalid DSN, an unreadable password file, or a schema newer
+	// than this build's.
+	Lazy bool
 }
 
 func (o Options) withDefaults() Options {
@@ -71,6 +79,9 @@ type Store struct {
 	password string // cut out of every error text, should a driver quote it
 	readOnly bool
 
+	ready     atomic.Pointer[readiness] // see usable
+	preparing sync.Mutex                // held by the one call preparing the store
+
 	// pruneChunk is the most entries one Prune transaction deletes; see Prune.
 	pruneChunk int
 }
@@ -90,15 +101,19 @@ var errReadOnly = errors.New("postgres: store was opened read-only")
 // to date under an advisory lock, so that replicas starting together migrate once, and
 // returns the store. It refuses a database whose schema is newer than this build knows.
 // Errors name the host, port, database and user, never the password. The caller must
-// Close the store.
+// Close the store. See Options.Lazy for a store that may open before its database is up.
 func Open(ctx context.Context, dsn string, o Options) (*Store, error) {
-	s, err := connect(ctx, dsn, o, false)
+	return openStore(ctx, dsn, o, false)
+}
+
+func openStore(ctx context.Context, dsn string, o Options, readOnly bool) (*Store, error) {
+	s, err := connect(dsn, o, readOnly)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.migrate(ctx); err != nil {
+	if err := s.usable(ctx, false); err != nil && (!o.Lazy || errors.Is(err, errSchemaTooNew)) {
 		s.pool.Close()
-		return nil, s.errorf("open", err)
+		return nil, err
 	}
 	return s, nil
 }
@@ -108,26 +123,23 @@ func Open(ctx context.Context, dsn string, o Options) (*Store, error) {
 // Prune, Sync, Probe and every approval write fail. A role with SELECT on the store's
 // tables is enough. The database's schema must be the one this build writes.
 func OpenReadOnly(ctx context.Context, dsn string, o Options) (*Store, error) {
-	s, err := connect(ctx, dsn, o, true)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.checkSchema(ctx); err != nil {
-		s.pool.Close()
-		return nil, s.errorf("open", err)
-	}
-	return s, nil
+	return openStore(ctx, dsn, o, true)
 }
 
 // Migrate applies to the database dsn names every migration it lacks, as Open does,
 // and returns the names of those it applied (none when it was up to date), for
 // `keyhole migrate`.
 func Migrate(ctx context.Context, dsn string, o Options) ([]string, error) {
-	s, err := connect(ctx, dsn, o, false)
+	s, err := connect(dsn, o, false)
 	if err != nil {
 		return nil, err
 	}
 	defer s.pool.Close()
+	pctx, cancel := s.bounded(ctx)
+	defer cancel()
+	if err := s.pool.Ping(pctx); err != nil {
+		return nil, s.errorf("migrate", err)
+	}
 	applied, err := s.migrate(ctx)
 	if err != nil {
 		return applied, s.errorf("migrate", err)
@@ -135,8 +147,8 @@ func Migrate(ctx context.Context, dsn string, o Options) ([]string, error) {
 	return applied, nil
 }
 
-// connect parses dsn, makes the pool and checks that the database answers.
-func connect(ctx context.Context, dsn string, o Options, readOnly bool) (*Store, error) {
+// connect parses dsn and makes the pool, which connects on first use.
+func connect(dsn string, o Options, readOnly bool) (*Store, error) {
 	o = o.withDefaults()
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -169,17 +181,11 @@ func connect(ctx context.Context, dsn string, o Options, readOnly bool) (*Store,
 	if readOnly {
 		cc.RuntimeParams["default_transaction_read_only"] = "on"
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, s.errorf("open", err)
 	}
 	s.pool = pool
-	pctx, cancel := s.bounded(ctx)
-	defer cancel()
-	if err := pool.Ping(pctx); err != nil {
-		pool.Close()
-		return nil, s.errorf("open", err)
-	}
 	return s, nil
 }
 
@@ -224,6 +230,9 @@ func (s *Store) writable() error {
 
 // Ping reports whether the database answers and holds a keyhole store.
 func (s *Store) Ping(ctx context.Context) error {
+	if err := s.usable(ctx, false); err != nil {
+		return err
+	}
 	ctx, cancel := s.bounded(ctx)
 	defer cancel()
 	var v *int64
@@ -243,7 +252,7 @@ const probeWrite = "UPDATE probe SET probed_ns = $1"
 // that is down, read-only, out of disk, or a role that may not write). The recorder
 // probes when it has written nothing for a second.
 func (s *Store) Probe(ctx context.Context) error {
-	if err := s.writable(); err != nil {
+	if err := s.usable(ctx, true); err != nil {
 		return err
 	}
 	if err := s.probe(ctx); err != nil {
@@ -263,7 +272,7 @@ func (s *Store) probe(ctx context.Context) error {
 // and PostgreSQL flushes its write-ahead log in order, so every earlier commit of any
 // session, AppendUnsynced's included, is on disk once it returns.
 func (s *Store) Sync(ctx context.Context) error {
-	if err := s.writable(); err != nil {
+	if err := s.usable(ctx, true); err != nil {
 		return err
 	}
 	if err := s.probe(ctx); err != nil {

@@ -39,6 +39,9 @@ const (
 // 1000. Since and Until bound the time the request was received. Every value of f
 // reaches the database as a bind parameter.
 func (s *Store) List(ctx context.Context, f recorder.Filter) ([]recorder.Record, string, error) {
+	if err := s.usable(ctx, false); err != nil {
+		return nil, "", err
+	}
 	limit := f.Limit
 	switch {
 	case limit <= 0:
@@ -113,6 +116,9 @@ func (s *Store) List(ctx context.Context, f recorder.Filter) ([]recorder.Record,
 
 // Get returns the exchange with this id, or an error wrapping recorder.ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (recorder.Record, error) {
+	if err := s.usable(ctx, false); err != nil {
+		return recorder.Record{}, err
+	}
 	ctx, cancel := s.bounded(ctx)
 	defer cancel()
 	rec, err := scanRecord(s.pool.QueryRow(ctx, recordQuery+" WHERE x.id = $1", id))
@@ -128,6 +134,9 @@ func (s *Store) Get(ctx context.Context, id string) (recorder.Record, error) {
 // Entries returns up to limit entries with Seq greater than after, in sequence order;
 // none when limit is not positive.
 func (s *Store) Entries(ctx context.Context, after int64, limit int) ([]recorder.Entry, error) {
+	if err := s.usable(ctx, false); err != nil {
+		return nil, err
+	}
 	if limit <= 0 {
 		return nil, nil
 	}
@@ -154,6 +163,9 @@ func (s *Store) Entries(ctx context.Context, after int64, limit int) ([]recorder
 
 // Count returns the number of entries in the chain.
 func (s *Store) Count(ctx context.Context) (int64, error) {
+	if err := s.usable(ctx, false); err != nil {
+		return 0, err
+	}
 	ctx, cancel := s.bounded(ctx)
 	defer cancel()
 	var n int64

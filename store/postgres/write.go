@@ -49,7 +49,7 @@ func (s *Store) AppendUnsynced(ctx context.Context, entries []*recorder.Entry) e
 }
 
 func (s *Store) appendChecked(ctx context.Context, entries []*recorder.Entry, sync bool) error {
-	if err := s.writable(); err != nil {
+	if err := s.usable(ctx, true); err != nil {
 		return err
 	}
 	if len(entries) == 0 {
@@ -148,7 +148,7 @@ const defaultPruneChunk = 10_000
 // and a Prune that finds it taken returns 0 and no error, since the other replica is
 // deleting the same entries.
 func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
-	if err := s.writable(); err != nil {
+	if err := s.usable(ctx, true); err != nil {
 		return 0, err
 	}
 	n, err := s.prune(ctx, cutoff)
