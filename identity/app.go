@@ -30,7 +30,7 @@ func appToken(claims map[string]any, sub, clientID string) bool {
 		case sub == clientID, // Okta, RFC 9068
 			sub == clientID+"@clients", // Auth0
 			strings.EqualFold(str("preferred_username"), keycloakServiceAccount+clientID), // Keycloak
-			str("clientId") == clientID: // Keycloak before 25
+			str("clientId") == clientID: // older Keycloak
 			return true
 		}
 	}
