@@ -18,6 +18,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/keyholehq/keyhole/admin"
+	"github.com/keyholehq/keyhole/approvals"
 	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/identity"
 	"github.com/keyholehq/keyhole/internal/testkit"
@@ -29,10 +30,12 @@ import (
 // apiHarness is the admin plane with the auditor API on a real store, verifying tokens
 // of a real in-process issuer.
 type apiHarness struct {
-	srv   *httptest.Server
-	iss   *testkit.Issuer
-	store *sqlite.Store
-	file  string
+	srv       *httptest.Server
+	iss       *testkit.Issuer
+	verifier  *identity.Verifier
+	store     *sqlite.Store
+	approvals *approvals.Service
+	file      string
 }
 
 func newAPIHarness(t *testing.T, exchanges int) *apiHarness {
@@ -44,6 +47,13 @@ func newAPIHarness(t *testing.T, exchanges int) *apiHarness {
 
 // newAPIHarnessFor is newAPIHarness with the admin plane configured as adm.
 func newAPIHarnessFor(t *testing.T, exchanges int, adm config.Admin) *apiHarness {
+	t.Helper()
+	return newAPIHarnessConfig(t, exchanges, &config.Config{Admin: adm})
+}
+
+// newAPIHarnessConfig is newAPIHarness with the roles and routes of cfg, and the
+// approvers' endpoints on an approvals service over the same store.
+func newAPIHarnessConfig(t *testing.T, exchanges int, cfg *config.Config) *apiHarness {
 	t.Helper()
 	iss := testkit.NewIssuer(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -60,7 +70,7 @@ func newAPIHarnessFor(t *testing.T, exchanges int, adm config.Admin) *apiHarness
 	if err := v.WaitReady(wctx); err != nil {
 		t.Fatal(err)
 	}
-	table, err := rules.Compile(&config.Config{Admin: adm})
+	table, err := rules.Compile(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,16 +92,18 @@ func newAPIHarnessFor(t *testing.T, exchanges int, adm config.Admin) *apiHarness
 	if err := rec.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
+	svc := approvals.New(st, approvals.Options{})
 	srv := httptest.NewServer(admin.New(admin.Options{Gatherer: prometheus.NewRegistry(), Ready: func() error { return nil },
 		API: &admin.API{
-			Verifier: func() admin.Verifier { return v },
-			Roles:    func() admin.Roles { return table },
-			Store:    st,
-			Version:  "test",
-			Log:      slog.New(slog.DiscardHandler),
+			Verifier:  func() admin.Verifier { return v },
+			Roles:     func() admin.Roles { return table },
+			Store:     st,
+			Approvals: svc,
+			Version:   "test",
+			Log:       slog.New(slog.DiscardHandler),
 		}}))
 	t.Cleanup(srv.Close)
-	return &apiHarness{srv: srv, iss: iss, store: st, file: file}
+	return &apiHarness{srv: srv, iss: iss, verifier: v, store: st, approvals: svc, file: file}
 }
 
 func (h *apiHarness) get(t *testing.T, path, token string) (int, []byte) {

@@ -277,5 +277,5 @@ func MayDecide(roles Roles, p *identity.Principal, ap *approvals.Approval) bool 
 
 // By is p as the approver of a decision.
 func By(p *identity.Principal) approvals.Identity {
-	return approvals.Identity{Issuer: p.Issuer, Subject: p.Subject, ClientID: p.ClientID}
+	return approvals.Identity{Issuer: p.Issuer, Subject: p.Subject, ClientID: p.ClientID, App: p.App}
 }

@@ -45,6 +45,10 @@ type Identity struct {
 	ClientID string   `json:"client_id,omitempty"`
 	Groups   []string `json:"groups,omitempty"`
 	Scopes   []string `json:"scopes,omitempty"`
+	// App is set when the token was one the app ClientID held for itself (a
+	// client-credentials token; identity.Principal.App). IsRequester reads it of the
+	// approver; stores need not keep it.
+	App bool `json:"app,omitempty"`
 }
 
 // Approval is one request held for human decision.

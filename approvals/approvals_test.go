@@ -319,11 +319,26 @@ func slogTo(w *testkit.Buffer) *slog.Logger { return slog.New(slog.NewJSONHandle
 
 // TestIsRequester is the self-approval table: who counts as the requester of an
 // approval, for the token shapes of Okta (people through one app share its cid; a service
-// app's token has sub == cid), Entra (azp) and RFC 9068 (client_id).
+// app's token has sub == cid), Entra ID (azp or v1's appid; an app's sub is its service
+// principal's object id), Auth0 (an app's sub is "<client id>@clients"), Keycloak (an
+// app's sub is its service-account user's id) and RFC 9068 (client_id). App is what
+// identity.Principal.App says of the token; identity's TestAppToken checks it per shape.
 func TestIsRequester(t *testing.T) {
 	oktaIss, entraIss := "https://acme.okta.com/oauth2/default", "https://login.microsoftonline.com/t/v2.0"
+	otherTenant := "https://login.microsoftonline.com/t2/v2.0"
+	auth0Iss, kcIss := "https://acme.eu.auth0.com/", "https://sso.acme.test/realms/acme"
 	ada := approvals.Identity{Issuer: oktaIss, Subject: "ada@example.com", ClientID: "0oaConsole"}
-	agent := approvals.Identity{Issuer: oktaIss, Subject: "0oaAgent", ClientID: "0oaAgent"}
+	agent := approvals.Identity{Issuer: oktaIss, Subject: "0oaAgent", ClientID: "0oaAgent", App: true}
+	// Entra ID: the agent app c0ffee's own token, and people's tokens through it.
+	entraAgent := approvals.Identity{Issuer: entraIss, Subject: "7d1e-sp-oid", ClientID: "c0ffee", App: true}
+	entraAda := approvals.Identity{Issuer: entraIss, Subject: "AAAb-pairwise", ClientID: "c0ffee"}
+	entraBob := approvals.Identity{Issuer: entraIss, Subject: "AAAc-pairwise", ClientID: "c0ffee"}
+	// Auth0 and Keycloak: the agent app's own tokens, and a person's through it.
+	auth0Agent := approvals.Identity{Issuer: auth0Iss, Subject: "Xa9agent@clients", ClientID: "Xa9agent", App: true}
+	auth0Ada := approvals.Identity{Issuer: auth0Iss, Subject: "auth0|64ada", ClientID: "Xa9agent"}
+	kcAgent := approvals.Identity{Issuer: kcIss, Subject: "5b0e2c1a-sa-user", ClientID: "agent", App: true}
+	kcAda := approvals.Identity{Issuer: kcIss, Subject: "9f3c-ada", ClientID: "agent"}
+	kcBob := approvals.Identity{Issuer: kcIss, Subject: "1a2b-bob", ClientID: "agent"}
 	for _, c := range []struct {
 		name    string
 		by, req approvals.Identity
@@ -335,10 +350,22 @@ func TestIsRequester(t *testing.T) {
 		{"another person through another app", approvals.Identity{Issuer: oktaIss, Subject: "bob@example.com", ClientID: "0oaCli"}, ada, false},
 		{"a person approving an agent", ada, agent, false},
 		{"the agent's own service token", agent, agent, true},
-		{"the agent's app approving for a person it acts for", approvals.Identity{Issuer: oktaIss, Subject: "0oaConsole", ClientID: "0oaConsole"}, ada, true},
+		{"the agent's app approving for a person it acts for", approvals.Identity{Issuer: oktaIss, Subject: "0oaConsole", ClientID: "0oaConsole", App: true}, ada, true},
 		{"a person through the agent's app", approvals.Identity{Issuer: oktaIss, Subject: "carol@example.com", ClientID: "0oaAgent"}, agent, false},
-		{"Entra azp: two people, one app", approvals.Identity{Issuer: entraIss, Subject: "AAAb", ClientID: "c0ffee"}, approvals.Identity{Issuer: entraIss, Subject: "AAAc", ClientID: "c0ffee"}, false},
-		{"RFC 9068 client_id: the client itself", approvals.Identity{Subject: "s6BhdRkqt3", ClientID: "s6BhdRkqt3"}, approvals.Identity{Subject: "ada", ClientID: "s6BhdRkqt3"}, true},
+		{"Entra: two people, one app", entraBob, entraAda, false},
+		{"Entra: the app approving what a person asked through it", entraAgent, entraAda, true},
+		{"Entra: the app approving its own request", entraAgent, entraAgent, true},
+		{"Entra: the app, registered in another tenant, approving its own request", approvals.Identity{Issuer: otherTenant, Subject: "e42a-sp-oid-t2", ClientID: "c0ffee", App: true}, entraAgent, true},
+		{"Entra: another app approving the app's request", approvals.Identity{Issuer: entraIss, Subject: "0b5e-sp-oid", ClientID: "deadbeef", App: true}, entraAgent, false},
+		{"Entra: a person through the app approving the app's request", entraAda, entraAgent, false},
+		{"Auth0: the app approving its own request", auth0Agent, auth0Agent, true},
+		{"Auth0: the app approving what a person asked through it", auth0Agent, auth0Ada, true},
+		{"Auth0: a person approving the app's request", approvals.Identity{Issuer: auth0Iss, Subject: "auth0|64bob", ClientID: "Qz1console"}, auth0Agent, false},
+		{"Keycloak: the app approving what a person asked through it", kcAgent, kcAda, true},
+		{"Keycloak: two people, one app", kcBob, kcAda, false},
+		{"Keycloak: a person through the app approving the app's request", kcBob, kcAgent, false},
+		{"RFC 9068 client_id: the client itself", approvals.Identity{Subject: "s6BhdRkqt3", ClientID: "s6BhdRkqt3", App: true}, approvals.Identity{Subject: "ada", ClientID: "s6BhdRkqt3"}, true},
+		{"an app token without a client id approving a request without one", approvals.Identity{Subject: "svc", App: true}, approvals.Identity{Subject: "ada"}, false},
 		{"no client ids, different subjects", approvals.Identity{Subject: "bob"}, approvals.Identity{Subject: "ada"}, false},
 	} {
 		if got := approvals.IsRequester(c.by, c.req); got != c.want {

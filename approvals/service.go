@@ -404,14 +404,23 @@ func (s *Service) wakeAll() {
 	}
 }
 
-// IsRequester reports whether by, deciding an approval, is the requester req: both
-// share a subject, whichever issuer signed them (two client-credentials tokens of one app
-// do: their subject is the app's client id), or by's subject is req's client id (the
-// agent's own app approving for itself with a client-credentials token). Two people who
-// logged in through one interactive app share its client id (Okta puts the app's cid in
-// every person's token) but are not the same requester.
+// IsRequester reports whether by, deciding an approval, is the requester req:
+//   - both share a subject, whichever issuer signed them;
+//   - by's subject is req's client id (Okta's and RFC 9068's client-credentials token of
+//     the app req's token was issued to);
+//   - by is an app's own token (Identity.App: a client-credentials token, however its
+//     provider marks it) of req's client id: the app approving what was asked through
+//     it, for a person or with its own token. On Entra ID, Auth0 and Keycloak an app's
+//     subject is not its client id (a service principal's object id, "<id>@clients", a
+//     service-account user), so only the client id says it is the same app. Client ids
+//     are compared across issuers, as subjects are: one app registered with two
+//     tenants is still one app.
+//
+// Two people who logged in through one interactive app share its client id (Okta puts
+// the app's cid in every person's token) but are not the same requester.
 func IsRequester(by, req Identity) bool {
-	return by.Subject == req.Subject || req.ClientID != "" && by.Subject == req.ClientID
+	return by.Subject == req.Subject ||
+		req.ClientID != "" && (by.Subject == req.ClientID || by.App && by.ClientID == req.ClientID)
 }
 
 // Decide records approver by's verdict on approval id, with comment, made through via,

@@ -23,6 +23,12 @@ type Principal struct {
 	// Resource is set when the token was accepted only because its aud names the
 	// protected resource of WithAudience, not one of its issuer's audiences.
 	Resource string
+	// App is set when the token is one the app ClientID holds for itself (a
+	// client-credentials token: no person behind it), by its provider's marker: Okta's
+	// and RFC 9068's sub == client id, Entra ID's idtyp "app" or oid == sub, Auth0's
+	// gty "client-credentials" or sub "<client id>@clients", Keycloak's
+	// "service-account-<client id>" username.
+	App bool
 }
 
 // Reason classifies why a token was refused. Its values are the reason label of

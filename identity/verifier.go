@@ -581,8 +581,9 @@ func audienceMatches(aud any, want []string) bool {
 }
 
 // defaultClientIDClaims are where an issuer without client_id_claim keeps the client id:
-// Okta's cid, OIDC's azp (Entra ID, Keycloak, Auth0), RFC 9068's client_id.
-var defaultClientIDClaims = []string{"cid", "azp", "client_id"}
+// Okta's cid, OIDC's azp (Entra ID v2, Keycloak, Auth0), RFC 9068's client_id, and
+// Entra ID v1's appid (v1 is what an Entra API gets unless its manifest asks for v2).
+var defaultClientIDClaims = []string{"cid", "azp", "client_id", "appid"}
 
 // principal builds the Principal of a verified token. claims becomes Principal.Claims.
 func (is *issuer) principal(claims map[string]any, exp time.Time) *Principal {
@@ -594,6 +595,7 @@ func (is *issuer) principal(claims map[string]any, exp time.Time) *Principal {
 			break
 		}
 	}
+	p.App = appToken(claims, p.Subject, p.ClientID)
 	p.Groups = stringList(claims[is.groupsClaim], false)
 	if v, ok := claims[is.scopesClaim]; ok {
 		p.Scopes = stringList(v, true)

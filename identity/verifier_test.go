@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -777,6 +778,8 @@ func TestClientID(t *testing.T) {
 		{"Okta service app", map[string]any{"sub": "0oaSvc", "cid": "0oaSvc", "scp": []string{"crm.read"}}, byDefault, "0oaSvc", "0oaSvc"},
 		{"Entra azp", map[string]any{"sub": "AAAb", "azp": "c0ffee-app"}, byDefault, "c0ffee-app", "AAAb"},
 		{"RFC 9068 client_id", map[string]any{"sub": "ada", "client_id": "s6BhdRkqt3"}, byDefault, "s6BhdRkqt3", "ada"},
+		{"Entra v1 appid", map[string]any{"sub": "AAAb", "oid": "690222be", "appid": "c0ffee-app", "ver": "1.0"}, byDefault, "c0ffee-app", "AAAb"},
+		{"azp before appid", map[string]any{"sub": "AAAb", "azp": "v2-app", "appid": "v1-app"}, byDefault, "v2-app", "AAAb"},
 		{"cid before azp", map[string]any{"sub": "ada", "cid": "okta-app", "azp": "other"}, byDefault, "okta-app", "ada"},
 		{"no client id", map[string]any{"sub": "ada"}, byDefault, "", "ada"},
 		{"non-string cid falls through", map[string]any{"sub": "ada", "cid": 7, "azp": "app"}, byDefault, "app", "ada"},
@@ -793,6 +796,68 @@ func TestClientID(t *testing.T) {
 				t.Errorf("sub, client id = %q, %q, want %q, %q", p.Subject, p.ClientID, c.wantSub, c.want)
 			}
 		})
+	}
+}
+
+// TestAppToken tells an app's own (client-credentials) token from one it holds for a
+// person, in the shapes each provider issues: approvals.IsRequester refuses an app's
+// token deciding what was asked through that app, so an app token read as a person's
+// would let an agent's app approve itself, and a person's read as an app's would keep
+// people who share an app from approving each other. It holds when SetClaims keeps no
+// claim at all.
+func TestAppToken(t *testing.T) {
+	iss := testkit.NewIssuer(t)
+	all := newVerifier(t, iss.Config(), identity.Options{})
+	trimmed := newVerifier(t, iss.Config(), identity.Options{})
+	trimmed.SetClaims(nil)
+	const spOID = "7d1e0b4a-5c2f-4e8b-9a1d-3f6c2b8e0a11"
+	for _, c := range []struct {
+		name     string
+		claims   map[string]any
+		wantApp  bool
+		wantCID  string
+		wantSubj string
+	}{
+		{"Okta person via the CLI app", map[string]any{"sub": "ada@example.com", "uid": "00u1", "cid": "0oaCli", "scp": []string{"crm.read"}}, false, "0oaCli", "ada@example.com"},
+		{"Okta service app", map[string]any{"sub": "0oaSvc", "cid": "0oaSvc", "scp": []string{"crm.read"}}, true, "0oaSvc", "0oaSvc"},
+		{"Entra v2 person", map[string]any{"sub": "HKZpfaHyWadeOouYlitjrI-KffTm222X5rrV3xDqfKQ", "oid": "690222be-ff1a-4d56-abd1-7e4f7d38e474",
+			"azp": "c0ffee", "azpacr": "0", "scp": "access_as_user", "idtyp": "user", "ver": "2.0"}, false, "c0ffee", "HKZpfaHyWadeOouYlitjrI-KffTm222X5rrV3xDqfKQ"},
+		{"Entra v2 app with idtyp", map[string]any{"sub": spOID, "oid": spOID, "azp": "c0ffee", "azpacr": "1", "roles": []string{"Crm.Write"},
+			"idtyp": "app", "ver": "2.0"}, true, "c0ffee", spOID},
+		{"Entra v2 app without idtyp", map[string]any{"sub": spOID, "oid": spOID, "azp": "c0ffee", "azpacr": "1", "roles": []string{"Crm.Write"}, "ver": "2.0"}, true, "c0ffee", spOID},
+		{"Entra v1 person", map[string]any{"sub": "l3_roISQU222bULS9yi2k0XpqpOiMz5H3ZACo1GeXA", "oid": "02223b6b-aa1d-42d4-9ec0-1b2bb9194438",
+			"appid": "75dbe77f", "appidacr": "0", "scp": "user_impersonation", "ver": "1.0"}, false, "75dbe77f", "l3_roISQU222bULS9yi2k0XpqpOiMz5H3ZACo1GeXA"},
+		{"Entra v1 app", map[string]any{"sub": spOID, "oid": spOID, "appid": "75dbe77f", "appidacr": "1", "roles": []string{"Crm.Write"}, "ver": "1.0"}, true, "75dbe77f", spOID},
+		{"Auth0 person", map[string]any{"sub": "auth0|64ada", "azp": "Xa9agent", "scope": "openid crm.read"}, false, "Xa9agent", "auth0|64ada"},
+		{"Auth0 machine-to-machine app", map[string]any{"sub": "Xa9agent@clients", "azp": "Xa9agent", "gty": "client-credentials", "scope": "crm.write"}, true, "Xa9agent", "Xa9agent@clients"},
+		{"Auth0 app, sub alone", map[string]any{"sub": "Xa9agent@clients", "azp": "Xa9agent"}, true, "Xa9agent", "Xa9agent@clients"},
+		{"Auth0 person whose id ends in @clients", map[string]any{"sub": "auth0|ada@clients", "azp": "Xa9agent"}, false, "Xa9agent", "auth0|ada@clients"},
+		{"Keycloak person", map[string]any{"sub": "9f3c2d1e-ada", "azp": "agent", "preferred_username": "ada", "typ": "Bearer"}, false, "agent", "9f3c2d1e-ada"},
+		{"Keycloak service account", map[string]any{"sub": "5b0e2c1a-sa", "azp": "agent", "client_id": "agent", "preferred_username": "service-account-agent",
+			"typ": "Bearer"}, true, "agent", "5b0e2c1a-sa"},
+		{"Keycloak service account, client id in capitals", map[string]any{"sub": "5b0e2c1a-sa", "azp": "Agent-Bot", "preferred_username": "service-account-agent-bot"}, true, "Agent-Bot", "5b0e2c1a-sa"},
+		{"Keycloak service account, legacy clientId", map[string]any{"sub": "5b0e2c1a-sa", "azp": "agent", "clientId": "agent"}, true, "agent", "5b0e2c1a-sa"},
+		{"Keycloak service account of another client", map[string]any{"sub": "5b0e2c1a-sa", "azp": "agent", "preferred_username": "service-account-other"}, false, "agent", "5b0e2c1a-sa"},
+		{"RFC 9068 person", map[string]any{"sub": "ada", "client_id": "s6BhdRkqt3", "scope": "crm.read"}, false, "s6BhdRkqt3", "ada"},
+		{"RFC 9068 client credentials", map[string]any{"sub": "s6BhdRkqt3", "client_id": "s6BhdRkqt3", "scope": "crm.read"}, true, "s6BhdRkqt3", "s6BhdRkqt3"},
+		{"no client id", map[string]any{"sub": "ada"}, false, "", "ada"},
+	} {
+		for _, v := range []struct {
+			name string
+			v    *identity.Verifier
+		}{{"all claims", all}, {"no claims kept", trimmed}} {
+			t.Run(c.name+"/"+v.name, func(t *testing.T) {
+				claims := maps.Clone(c.claims)
+				claims["aud"] = identity.DevAudience
+				p, err := v.v.Verify(t.Context(), iss.Token(t, claims))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p.App != c.wantApp || p.ClientID != c.wantCID || p.Subject != c.wantSubj {
+					t.Errorf("app, client id, sub = %v, %q, %q, want %v, %q, %q", p.App, p.ClientID, p.Subject, c.wantApp, c.wantCID, c.wantSubj)
+				}
+			})
+		}
 	}
 }
 
