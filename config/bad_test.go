@@ -104,7 +104,7 @@ var badFiles = []struct {
 	{
 		"clients.bad.yaml",
 		[]string{
-			"line 5: identity.issuers[0].client_id_claim: client_id_claim must not be empty; leave it out for cid, then azp, then client_id",
+			"line 5: identity.issuers[0].client_id_claim: client_id_claim must not be empty; leave it out for cid, then azp, then client_id, then appid",
 			"line 6: identity.issuers[0].max_token_age: max_token_age must be greater than 0",
 			"line 8: admin.clients[1]: empty client id",
 			`line 8: admin.clients[2]: client id "0oaConsole" is listed twice`,

@@ -184,7 +184,8 @@ type Issuer struct {
 	GroupsClaim string   `yaml:"groups_claim"`
 	ScopesClaim string   `yaml:"scopes_claim"`
 	// ClientIDClaim names the claim that holds the client id (the OAuth app the token
-	// was issued to). Empty: cid (Okta), then azp (OIDC, Entra), then client_id (RFC 9068).
+	// was issued to). Empty: cid (Okta), then azp (OIDC, Entra v2), then client_id (RFC
+	// 9068), then appid (Entra v1).
 	ClientIDClaim string `yaml:"client_id_claim"`
 	// MaxTokenAge is the longest lifetime (exp - iat, or exp - now without iat) of a
 	// token the issuer's tokens may have: a token minted to live for a year is refused.

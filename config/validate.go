@@ -321,7 +321,7 @@ func (v *validator) identity() {
 			v.errorf(p+".max_token_age", "max_token_age must be greater than 0")
 		}
 		if v.set(p+".client_id_claim") && is.ClientIDClaim == "" {
-			v.errorf(p+".client_id_claim", "client_id_claim must not be empty; leave it out for cid, then azp, then client_id")
+			v.errorf(p+".client_id_claim", "client_id_claim must not be empty; leave it out for cid, then azp, then client_id, then appid")
 		}
 		if len(is.Algorithms) == 0 {
 			v.errorf(p+".algorithms", "algorithms is empty; leave it out for the default [%s]", strings.Join(DefaultAlgorithms, ", "))
