@@ -51,6 +51,7 @@ func main() {
 	flag.StringVar(&o.only, "only", "", "run only scenarios whose name contains this")
 	flag.StringVar(&o.recordMode, "record-mode", "strict", "Keyhole's recorder.mode (strict, best_effort), to see what recording costs")
 	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of Keyhole during each scenario's first round into this directory")
+	flag.StringVar(&o.store, "store", "", `also run Keyhole on this PostgreSQL store ("keyhole pg", beside Keyhole on SQLite): a postgres:// DSN of an empty database, or "local" to start a throw-away server with .ci/postgres`)
 	flag.Parse()
 	if o.duration < time.Second {
 		fmt.Fprintln(os.Stderr, "bench: -duration must be at least 1s (wrk counts whole seconds)")
@@ -74,6 +75,7 @@ type options struct {
 	only       string
 	recordMode string
 	profile    string
+	store      string // "" or a postgres:// DSN, or "local"
 }
 
 // target is one thing under load: a process, its base URL, the path prefix that
@@ -99,10 +101,13 @@ type scenario struct {
 	mcp         bool // POST mcpCall to the MCP targets (direct: the MCP server itself)
 }
 
+// pgTarget is Keyhole recording to PostgreSQL, run only with -store.
+const pgTarget = "keyhole pg"
+
 var scenarios = []scenario{
-	{name: "small GET c=32", path: "/small", conns: 32, targets: []string{"direct", "nginx", "go-proxy", "go-proxy+rs256", "keyhole"}},
-	{name: "small GET c=1", path: "/small", conns: 1, targets: []string{"direct", "nginx", "go-proxy", "go-proxy+rs256", "keyhole"}},
-	{name: "100KB GET c=8", path: "/big", conns: 8, targets: []string{"direct", "nginx", "go-proxy", "keyhole", "keyhole masked"}},
+	{name: "small GET c=32", path: "/small", conns: 32, targets: []string{"direct", "nginx", "go-proxy", "go-proxy+rs256", "keyhole", pgTarget}},
+	{name: "small GET c=1", path: "/small", conns: 1, targets: []string{"direct", "nginx", "go-proxy", "go-proxy+rs256", "keyhole", pgTarget}},
+	{name: "100KB GET c=8", path: "/big", conns: 8, targets: []string{"direct", "nginx", "go-proxy", "keyhole", "keyhole masked", pgTarget}},
 	{name: "10% forbidden c=32", path: "/small", conns: 32, forbidEvery: 10, targets: []string{"direct", "nginx", "go-proxy", "keyhole"}},
 	{name: "new token per request c=32", path: "/small", conns: 32, perRequest: true, targets: []string{"go-proxy+rs256", "keyhole"}},
 	{name: "1MB masked c=50", path: "/huge", conns: 50, rounds: 1, targets: []string{"keyhole masked"}},
@@ -167,7 +172,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	auth := http.Header{"Authorization": {"Bearer " + token}}
 
 	addrs := map[string]string{}
-	for _, n := range []string{"backend", "mcp-backend", "keyhole", "keyhole-admin", "nginx", "go-proxy", "go-proxy+rs256"} {
+	for _, n := range []string{"backend", "mcp-backend", "keyhole", "keyhole-admin", "keyhole-pg", "keyhole-pg-admin", "nginx", "go-proxy", "go-proxy+rs256"} {
 		if addrs[n], err = freePort(); err != nil {
 			return err
 		}
@@ -195,7 +200,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return fmt.Errorf("go build ./cmd/keyhole (run the harness from the repository root): %w\n%s", err, b)
 	}
 	cfg := filepath.Join(dir, "keyhole.yaml")
-	if err := os.WriteFile(cfg, []byte(keyholeConfig(addrs["keyhole"], addrs["keyhole-admin"], dev.Config(), backendURL, mcpURL, dir, o.recordMode)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(keyholeConfig(addrs["keyhole"], addrs["keyhole-admin"], dev.Config(), backendURL, mcpURL, "sqlite://"+filepath.Join(dir, "records.db"), o.recordMode)), 0o600); err != nil {
 		return err
 	}
 	khProc, err := launch(khBin, "serve", "--config", cfg, "--watch-interval", "0", "--pprof="+fmt.Sprint(o.profile != ""))
@@ -204,6 +209,28 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	if err := waitHTTP(khProc, "http://"+addrs["keyhole-admin"]+"/readyz", nil); err != nil {
 		return err
+	}
+
+	var pgProc *proc
+	if o.store != "" {
+		dsn := o.store
+		if dsn == "local" {
+			var stopPG func()
+			if dsn, stopPG, err = localPostgres(); err != nil {
+				return err
+			}
+			defer stopPG()
+		}
+		pgCfg := filepath.Join(dir, "keyhole-pg.yaml")
+		if err := os.WriteFile(pgCfg, []byte(keyholeConfig(addrs["keyhole-pg"], addrs["keyhole-pg-admin"], dev.Config(), backendURL, mcpURL, dsn, o.recordMode)), 0o600); err != nil {
+			return err
+		}
+		if pgProc, err = launch(khBin, "serve", "--config", pgCfg, "--watch-interval", "0"); err != nil {
+			return err
+		}
+		if err := waitHTTP(pgProc, "http://"+addrs["keyhole-pg-admin"]+"/readyz", nil); err != nil {
+			return err
+		}
 	}
 
 	nginxProc, err := startNginx(dir, addrs["nginx"], addrs["backend"], launch)
@@ -226,6 +253,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		"go-proxy+rs256": {name: "go-proxy+rs256", proc: rsProc, base: "http://" + addrs["go-proxy+rs256"]},
 		"keyhole":        {name: "keyhole", proc: khProc, base: "http://" + addrs["keyhole"]},
 		"keyhole masked": {name: "keyhole masked", proc: khProc, base: "http://" + addrs["keyhole"], prefix: "/masked"},
+	}
+	if pgProc != nil {
+		targets[pgTarget] = target{name: pgTarget, proc: pgProc, base: "http://" + addrs["keyhole-pg"]}
 	}
 	for _, t := range targets {
 		if err := waitHTTP(t.proc, t.base+t.prefix+"/small", auth); err != nil {
@@ -270,7 +300,10 @@ func run(ctx context.Context, o options, out io.Writer) error {
 				}
 			}
 			for _, name := range sc.targets {
-				t := targets[name]
+				t, ok := targets[name]
+				if !ok {
+					continue // keyhole pg without -store
+				}
 				l := load{url: t.base, path: t.prefix + sc.path, conns: sc.conns, duration: o.duration, token: token,
 					tokensFile: tokensFile, forbidEvery: sc.forbidEvery, forbidPath: "/forbidden"}
 				if sc.mcp {
@@ -327,9 +360,10 @@ func run(ctx context.Context, o options, out io.Writer) error {
 }
 
 // keyholeConfig is the gateway under test: verification (with its token cache), route
-// rules, credential injection, strict recording to SQLite, a route that masks two
-// fields and runs detectors, and an mcp route whose one tool's results are masked.
-func keyholeConfig(listen, admin string, iss config.Issuer, backendURL, mcpURL, dir, recordMode string) string {
+// rules, credential injection, strict recording to store (SQLite or PostgreSQL), a route
+// that masks two fields and runs detectors, and an mcp route whose one tool's results are
+// masked.
+func keyholeConfig(listen, admin string, iss config.Issuer, backendURL, mcpURL, store, recordMode string) string {
 	return fmt.Sprintf(`listen: %q
 admin: { listen: %q }
 identity:
@@ -376,12 +410,12 @@ routes:
             - { field: card.number, action: last4 }
         - { name: "drop_*", deny: "schema changes never go through the gateway" }
 recorder:
-  store: "sqlite://%[9]s"
+  store: %[9]q
   mode: %[10]s
   body_limit: 64KiB
 limits:
   max_response_body_masked: 4MiB
-`, listen, admin, iss.Issuer, iss.Audiences[0], iss.JWKSURL, backendURL, benchAPIKey, mcpURL, filepath.Join(dir, "records.db"), recordMode)
+`, listen, admin, iss.Issuer, iss.Audiences[0], iss.JWKSURL, backendURL, benchAPIKey, mcpURL, store, recordMode)
 }
 
 // probeMCP sends the MCP scenario's call to t once and checks that the answer is a
@@ -533,4 +567,30 @@ func cpuProfile(ctx context.Context, admin string, d time.Duration, path string)
 		return err
 	}
 	return f.Close()
+}
+
+// localPostgres starts a throw-away PostgreSQL with the repository's .ci/postgres (run
+// the harness from the repository root) and returns its DSN and the function that stops
+// and removes it.
+func localPostgres() (dsn string, stop func(), err error) {
+	cmd := exec.Command(".ci/postgres", "start")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", nil, fmt.Errorf(".ci/postgres start (run the harness from the repository root): %w", err)
+	}
+	var dir string
+	for line := range strings.SplitSeq(string(out), "\n") {
+		k, v, _ := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		switch v = strings.Trim(v, "'"); k {
+		case "KEYHOLE_TEST_POSTGRES":
+			dsn = v
+		case "KEYHOLE_TEST_POSTGRES_DIR":
+			dir = v
+		}
+	}
+	if dsn == "" || dir == "" {
+		return "", nil, fmt.Errorf(".ci/postgres start printed no DSN: %q", out)
+	}
+	return dsn, func() { exec.Command(".ci/postgres", "stop", dir).Run() }, nil
 }

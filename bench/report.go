@@ -111,6 +111,9 @@ func (r *report) summarise() {
 			add("small GET c=32: keyhole p99 ÷ nginx p99", k.P99VsNginx, "≤ 1.5", k.P99VsNginx <= 1.5)
 		}
 	}
+	if p, k := get("small GET c=32", pgTarget), get("small GET c=32", "keyhole"); p != nil && k != nil {
+		add("small GET c=32: keyhole on PostgreSQL req/s ÷ keyhole on SQLite req/s", p.ReqPerSec/k.ReqPerSec, "≥ 0.8", p.ReqPerSec >= 0.8*k.ReqPerSec)
+	}
 	if k, d := get("small GET c=1", "keyhole"), get("small GET c=1", "direct"); k != nil && d != nil {
 		add("small GET c=1: keyhole p50 − direct p50 (ms)", k.P50ms-d.P50ms, "≤ 0.5", k.P50ms-d.P50ms <= 0.5)
 	}

@@ -400,6 +400,14 @@ var badFiles = []struct {
 		},
 	},
 	{
+		"record_mode.bad.yaml",
+		[]string{
+			`line 7: routes[0].record: unknown record mode "bodies": want full, metadata or none`,
+			"line 8: routes[1].record: a route that needs approval is always recorded: its records are the evidence of who approved what",
+			"line 9: routes[2].record: a route with deny never forwards a request, so it must not set record",
+		},
+	},
+	{
 		"recorder_shape.bad.yaml",
 		[]string{
 			"line 9: recorder.store: store must start with sqlite://, postgres:// or postgresql://",

@@ -236,10 +236,21 @@ type Route struct {
 	// client gets as [REDACTED]; the record holds what the client got.
 	MaskHeaders []string  `yaml:"mask_headers"`
 	Approval    *Approval `yaml:"approval"`
+	// Record is what the recorder keeps of the route's forwarded exchanges: RecordFull
+	// (also when empty), RecordMetadata (no bodies) or RecordNone (nothing; refused
+	// requests and errors are recorded all the same).
+	Record string `yaml:"record"`
 	// MCP makes the route an MCP route: POST bodies are JSON-RPC messages judged per
 	// tool, resource and prompt; see package mcp.
 	MCP *MCP `yaml:"mcp"`
 }
+
+// Values of a route's record.
+const (
+	RecordFull     = "full"
+	RecordMetadata = "metadata"
+	RecordNone     = "none"
+)
 
 // MCP is the policy of an MCP route. Tools, resources and prompts it does not list are
 // refused and left out of list answers; initialize, ping, notifications and responses to

@@ -152,3 +152,13 @@ func argumentPathError(k string) string {
 	}
 	return ""
 }
+
+// mcpApprovals reports whether any tool of m needs approval.
+func mcpApprovals(m *MCP) bool {
+	for _, t := range m.Tools {
+		if t.Approval != nil {
+			return true
+		}
+	}
+	return false
+}

@@ -654,7 +654,7 @@ func (v *validator) route(p string, r *Route) {
 		if r.Deny == "" {
 			v.errorf(p+".deny", "deny needs a message: the reason a matching request is refused with")
 		}
-		for _, k := range []string{"allow", "approval", "upstream", "rewrite", "websocket", "mask", "detect", "mcp"} {
+		for _, k := range []string{"allow", "approval", "upstream", "rewrite", "websocket", "mask", "detect", "mcp", "record"} {
 			if v.set(p + "." + k) {
 				v.errorf(p+"."+k, "a route with deny never forwards a request, so it must not set %s", k)
 			}
@@ -686,6 +686,15 @@ func (v *validator) route(p string, r *Route) {
 	}
 	if r.Websocket && masks {
 		v.errorf(p+".websocket", "a websocket route cannot be masked: its messages are not JSON responses")
+	}
+	switch rp := p + ".record"; {
+	case !v.set(rp):
+	case r.Record != RecordFull && r.Record != RecordMetadata && r.Record != RecordNone:
+		v.errorf(rp, "unknown record mode %s: want full, metadata or none", v.show(rp, r.Record))
+	case r.Record == RecordNone && hasApproval:
+		v.errorf(rp, "a route that needs approval is always recorded: its records are the evidence of who approved what")
+	case r.Record == RecordNone && r.MCP != nil && mcpApprovals(r.MCP):
+		v.errorf(rp, "an mcp route with tool approvals is always recorded: its records are the evidence of who approved what")
 	}
 	if r.Websocket && hasApproval {
 		v.errorf(p+".websocket", "a websocket route cannot need approval: an approval would cover the handshake, not the messages after it")

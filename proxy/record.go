@@ -9,8 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/internal/deadline"
 	"github.com/keyholehq/keyhole/recorder"
+	"github.com/keyholehq/keyhole/rules"
 )
 
 // Recorder records exchanges. Begin must make the request part durable before it returns
@@ -35,6 +37,9 @@ type recording struct {
 	reqBody []byte             // captured request body, at most the body limit
 	reqSize int64              // bytes of the request body known: its length, or the limit + 1
 	body    []byte             // buffered request body (body conditions), when there is one
+	// mode is the route's record mode once the record stage ran: config.RecordNone
+	// leaves a forwarded exchange unrecorded, config.RecordMetadata keeps no bodies.
+	mode string
 }
 
 // record writes the request part of the exchange before it is forwarded: in strict mode
@@ -47,9 +52,21 @@ func (g *Gateway) record(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if rf := info.rec.captureBody(r, g.rec.BodyLimit()); rf != nil {
-			g.refuse(w, info, rf)
+		info.rec.mode = recordMode(info.route)
+		switch info.rec.mode {
+		case config.RecordNone:
+			// The deployment exempted this route: nothing is recorded unless it is refused
+			// or fails after this stage (finishRecord).
+			next.ServeHTTP(w, r)
 			return
+		case config.RecordMetadata:
+			// No body is read ahead: the size is what the request declares.
+			info.rec.reqBody, info.rec.reqSize = nil, max(r.ContentLength, 0)
+		default:
+			if rf := info.rec.captureBody(r, g.rec.BodyLimit()); rf != nil {
+				g.refuse(w, info, rf)
+				return
+			}
 		}
 		x := g.exchange(r, info)
 		ctx, rs := info.span.Stage(r.Context(), "keyhole.record")
@@ -153,7 +170,11 @@ func (g *Gateway) exchange(r *http.Request, info *reqInfo) *recorder.Exchange {
 	}
 	x.Request.Query = recordedQuery(r.URL.RawQuery)
 	x.Request.Header = info.rec.header
-	if info.decision != labelUnauthenticated && info.rec.reqSize > 0 {
+	switch {
+	case info.rec.mode == config.RecordMetadata:
+		x.Record = config.RecordMetadata
+		x.Request.Body = recorder.Body{Size: info.rec.reqSize, Truncated: info.rec.reqSize > 0}
+	case info.decision != labelUnauthenticated && info.rec.reqSize > 0:
 		// For a body longer than the limit, Size is a lower bound: the rest was streamed.
 		x.Request.Body = recorder.NewCodedBody(info.rec.reqBody, info.rec.reqSize, r.Header.Values("Content-Encoding"), g.rec.BodyLimit())
 	}
@@ -204,6 +225,9 @@ func truncate(s string, n int) string {
 func (g *Gateway) finishRecord(r *http.Request, sw *statusWriter, info *reqInfo, status int, elapsed time.Duration) {
 	x := info.rec.x
 	begun := x != nil
+	if info.rec.mode == config.RecordNone && info.refusal == nil {
+		return // an exempted route's exchange that went through
+	}
 	if !begun {
 		x = g.exchange(r, info)
 	}
@@ -221,8 +245,12 @@ func (g *Gateway) finishRecord(r *http.Request, sw *statusWriter, info *reqInfo,
 	if rf := info.refusal; rf != nil {
 		x.Error, x.Reason = rf.code, rf.msg
 	}
-	x.Response = &recorder.Response{Status: status, Header: info.respHeader, Body: recorder.NewCodedBody(sw.captured, sw.bytes, info.respHeader.Values("Content-Encoding"), g.rec.BodyLimit()),
-		Incomplete: info.cutShort}
+	x.Response = &recorder.Response{Status: status, Header: info.respHeader, Incomplete: info.cutShort}
+	if x.Record == config.RecordMetadata && info.refusal == nil {
+		x.Response.Body = recorder.Body{Size: sw.bytes, Truncated: sw.bytes > 0}
+	} else {
+		x.Response.Body = recorder.NewCodedBody(sw.captured, sw.bytes, info.respHeader.Values("Content-Encoding"), g.rec.BodyLimit())
+	}
 	x.Durations = recorder.Durations{TotalMS: ms(elapsed), UpstreamMS: ms(info.upstreamDur)}
 	if begun {
 		g.rec.End(x, info.rec.secrets...)
@@ -232,3 +260,12 @@ func (g *Gateway) finishRecord(r *http.Request, sw *statusWriter, info *reqInfo,
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// recordMode returns the record mode of route: config.RecordFull unless its config says
+// otherwise.
+func recordMode(route *rules.Route) string {
+	if route == nil || route.Config == nil || route.Config.Record == "" {
+		return config.RecordFull
+	}
+	return route.Config.Record
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/oklog/ulid/v2"
 
+	"github.com/keyholehq/keyhole/config"
 	"github.com/keyholehq/keyhole/identity"
 	"github.com/keyholehq/keyhole/recorder"
 	"github.com/keyholehq/keyhole/rules"
@@ -140,6 +141,8 @@ func replayable(x *recorder.Exchange) error {
 		return notReplayable("this exchange is a replay; replay the original exchange " + x.ReplayOf)
 	case x.Upstream == "" || x.Request.ForwardPath == "":
 		return notReplayable("this exchange was never forwarded to an upstream")
+	case x.Record == config.RecordMetadata && x.Request.Body.Size > 0:
+		return notReplayable("the route records metadata only: the request body was not kept, so it cannot be replayed")
 	case x.Request.Body.Truncated:
 		return notReplayable("the recorded request body was truncated at the body limit; it cannot be replayed faithfully")
 	}

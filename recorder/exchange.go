@@ -39,7 +39,10 @@ type Exchange struct {
 	// Masked is whether the route masked the response: what the record holds is masked.
 	Masked bool `json:"masked,omitempty"`
 	// MCP is what an mcp route read of the JSON-RPC message, nil on other routes.
-	MCP      *MCP      `json:"mcp,omitempty"`
+	MCP *MCP `json:"mcp,omitempty"`
+	// Record is "metadata" when the route records no bodies (their sizes are kept, the
+	// bodies marked truncated), "" for a whole record.
+	Record   string    `json:"record,omitempty"`
 	Request  Request   `json:"request"`
 	Response *Response `json:"response,omitempty"`
 	// Error is the error code the client received (upstream_timeout, mask_failed, ...).
