@@ -20,8 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/keyholehq/keyhole/export"
+	"github.com/keyholehq/keyhole/internal/pgtest"
 	"github.com/keyholehq/keyhole/internal/testkit"
 	"github.com/keyholehq/keyhole/recorder"
+	"github.com/keyholehq/keyhole/store/postgres"
 	"github.com/keyholehq/keyhole/store/sqlite"
 )
 
@@ -329,10 +331,46 @@ func TestPushResumes(t *testing.T) {
 	})
 }
 
-// TestPushOneLeaseholder checks that of two gateways on one store one pushes, so the
-// SIEM gets each exchange once, and that when it stops the other takes over at once.
+// sharedStore is a store several gateways share.
+type sharedStore interface {
+	recorder.Store
+	export.CursorStore
+}
+
+// TestPushOneLeaseholder checks that of two gateways on one store, SQLite or PostgreSQL,
+// one pushes, so the SIEM gets each exchange once, and that when it stops the other
+// takes over at once.
 func TestPushOneLeaseholder(t *testing.T) {
-	st, open := openStore(t)
+	backends := []struct {
+		name string
+		open func(t *testing.T) (sharedStore, func() sharedStore)
+	}{
+		{"sqlite", func(t *testing.T) (sharedStore, func() sharedStore) {
+			st, open := openStore(t)
+			return st, func() sharedStore { return open() }
+		}},
+		{"postgres", func(t *testing.T) (sharedStore, func() sharedStore) {
+			dsn := pgtest.DSN(t)
+			open := func() sharedStore {
+				st, err := postgres.Open(context.Background(), dsn, postgres.Options{MaxConns: 4})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { st.Close() })
+				return st
+			}
+			return open(), open
+		}},
+	}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			st, open := b.open(t)
+			testOneLeaseholder(t, st, open)
+		})
+	}
+}
+
+func testOneLeaseholder(t *testing.T, st sharedStore, open func() sharedStore) {
 	s := newSIEM(t, nil)
 	m1, m2 := pushMetrics(), pushMetrics()
 	stop1 := pusher(t, st, config(s, export.JSONL, 4), export.PushOptions{Holder: "gw-1", Metrics: m1, Lease: time.Minute})
