@@ -426,6 +426,28 @@ var badFiles = []struct {
 		},
 	},
 	{
+		"export.bad.yaml",
+		[]string{
+			"line 10: recorder.export.webhook: webhook must be an absolute http or https URL without a fragment",
+			`line 11: recorder.export.format: unknown format "cef": want ocsf or jsonl`,
+			"line 12: recorder.export.batch: batch must be between 1 and 10000",
+			"line 13: recorder.export.interval: interval must be greater than 0",
+			"line 14: recorder.export.timeout: timeout must be greater than 0",
+			`line 15: recorder.export.headers.Content-Type: header "Content-Type" is set by the gateway`,
+			`line 15: recorder.export.headers.X-Token: the value holds a control character (CR, LF, NUL or other), which would corrupt or inject request headers`,
+			`line 15: recorder.export.headers["Bad Header"]: "Bad Header" is not a valid header name`,
+		},
+	},
+	{
+		"export_shape.bad.yaml",
+		[]string{
+			"line 9: recorder.export.webhook: webhook is required: the URL the SIEM takes newline-delimited JSON at",
+			"line 11: recorder.export.batch: batch must be between 1 and 10000",
+			`line 12: recorder.export.interval: bad duration "soon": want a number with a unit (ms, s, m, h, d)`,
+			`line 13: recorder.export: unknown key "retries"`,
+		},
+	},
+	{
 		"syntax.bad.yaml",
 		[]string{
 			"line 9: YAML syntax: did not find expected ',' or '}'",

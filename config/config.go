@@ -376,7 +376,41 @@ type Recorder struct {
 	Retention     Duration `yaml:"retention"`
 	// Postgres tunes a postgres:// store; Parse sets it, with defaults, for one.
 	Postgres *Postgres `yaml:"postgres"`
+	// Export pushes every completed exchange to a SIEM's webhook; nil (the default)
+	// pushes none.
+	Export *Export `yaml:"export"`
 }
+
+// Export configures the push of completed exchanges, in chain order and in batches, to
+// an HTTP endpoint that takes newline-delimited JSON (Splunk HEC raw, Vector's or Fluent
+// Bit's http source, Cribl, a data lake's collector). Delivery is at least once: the
+// store keeps a cursor of what the endpoint acknowledged.
+type Export struct {
+	// Webhook is the endpoint's URL. It is a secret, as it may carry a token: never
+	// quoted in errors, logs or metrics.
+	Webhook Secret `yaml:"webhook"`
+	// Format is ocsf (the default) or jsonl, as the stream's format= takes.
+	Format string `yaml:"format"`
+	// Batch is the most exchanges one POST carries (default 100).
+	Batch int `yaml:"batch"`
+	// Interval is how often the store is read for new exchanges (default 5s): the delay
+	// of an exchange on its way out while the endpoint is up.
+	Interval Duration `yaml:"interval"`
+	// Timeout bounds one POST (default 10s).
+	Timeout Duration `yaml:"timeout"`
+	// Headers are sent with every POST (Authorization: "Splunk ${HEC_TOKEN}"): values
+	// are secrets.
+	Headers map[string]Secret `yaml:"headers"`
+}
+
+// Defaults and bounds of recorder.export.
+const (
+	DefaultExportFormat   = "ocsf"
+	DefaultExportBatch    = 100
+	MaxExportBatch        = 10000
+	DefaultExportInterval = Duration(5 * time.Second)
+	DefaultExportTimeout  = Duration(10 * time.Second)
+)
 
 // Postgres tunes the PostgreSQL store shared by replicas.
 type Postgres struct {

@@ -266,6 +266,36 @@ func TestTelemetryDefaults(t *testing.T) {
 	}
 }
 
+// TestExportDefaults checks that nothing is pushed without recorder.export, and that an
+// export section gets the default format, batch, interval and timeout but keeps what is
+// written, its webhook and header values as secrets.
+func TestExportDefaults(t *testing.T) {
+	for _, c := range []struct {
+		name, yaml string
+		want       *Export
+	}{
+		{"off", "", nil},
+		{"defaults", "recorder: { export: { webhook: https://siem.internal/ingest } }\n",
+			&Export{Webhook: "https://siem.internal/ingest", Format: "ocsf", Batch: 100, Interval: Duration(5 * time.Second), Timeout: Duration(10 * time.Second)}},
+		{"as written", "recorder: { export: { webhook: \"http://127.0.0.1:8088/raw?token=${SIEM_TOKEN}\", format: jsonl, batch: 1, interval: 250ms, timeout: 2s, headers: { Authorization: \"Splunk ${SIEM_TOKEN}\" } } }\n",
+			&Export{Webhook: "http://127.0.0.1:8088/raw?token=t0k", Format: "jsonl", Batch: 1, Interval: Duration(250 * time.Millisecond),
+				Timeout: Duration(2 * time.Second), Headers: map[string]Secret{"Authorization": "Splunk t0k"}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(minimal+c.yaml), "", func(string) string { return "t0k" })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Recorder.Export; !reflect.DeepEqual(got, c.want) {
+				t.Errorf("recorder.export = %+v, want %+v", got, c.want)
+			}
+			if got := fmt.Sprintf("%v %+v", cfg.Recorder.Export, cfg.Recorder); strings.Contains(got, "t0k") || strings.Contains(got, "siem.internal") {
+				t.Errorf("printed export config holds a secret: %s", got)
+			}
+		})
+	}
+}
+
 // minimal is a valid config that tests add to.
 const minimal = `
 identity:
@@ -520,6 +550,7 @@ recorder:
   mode: ${SECRET}
   body_limit: ${SECRET}
   retention: ${SECRET}
+  export: { webhook: "${SECRET_URL}", format: "${SECRET}", batch: "${SECRET}", headers: { "${SECRET}": x, X-Key: "${SECRET_CRLF}" } }
 approvals:
   notify: { webhook: "${SECRET}" }
   public_url: ${SECRET}
@@ -715,6 +746,8 @@ upstreams:
     url: ${CRM_URL}
     credential: { header: X-Api-Key, value: "${CRM_KEY}" }
 masking: { hash_key: "${HASH_KEY}" }
+recorder:
+  export: { webhook: "${SIEM_URL}", headers: { Authorization: "Splunk ${HEC_TOKEN}" } }
 routes:
   - { name: r, match: { methods: [GET], path: /x }, upstream: crm, allow: { groups: [g] } }
 `

@@ -152,6 +152,20 @@ func (v *validator) defaults() {
 			cs.Issuer = c.Identity.Issuers[0].Issuer
 		}
 	}
+	if e := c.Recorder.Export; e != nil {
+		if !v.set("recorder.export.format") {
+			e.Format = DefaultExportFormat
+		}
+		if !v.set("recorder.export.batch") {
+			e.Batch = DefaultExportBatch
+		}
+		if !v.set("recorder.export.interval") {
+			e.Interval = DefaultExportInterval
+		}
+		if !v.set("recorder.export.timeout") {
+			e.Timeout = DefaultExportTimeout
+		}
+	}
 	if c.Approvals == nil {
 		c.Approvals = &Approvals{}
 	}
@@ -902,6 +916,9 @@ func (v *validator) recorder(r *Recorder) {
 		v.errorf("recorder.retention", "retention must not be negative")
 	}
 	v.postgres(r)
+	if r.Export != nil {
+		v.export(r.Export)
+	}
 	if path, ok := strings.CutPrefix(r.Store, "sqlite://"); ok {
 		if path == "" {
 			v.errorf("recorder.store", "sqlite:// needs a file path, such as sqlite://data/keyhole.db")
@@ -944,6 +961,50 @@ func (v *validator) postgres(r *Recorder) {
 	if pg.PasswordFile != "" {
 		pg.PasswordFile = resolve(v.dir, pg.PasswordFile)
 	}
+}
+
+// export checks recorder.export. The webhook and the header values are secrets: none
+// is quoted.
+func (v *validator) export(e *Export) {
+	switch {
+	case !v.set("recorder.export.webhook"):
+		v.errorf("recorder.export.webhook", "webhook is required: the URL the SIEM takes newline-delimited JSON at")
+	case v.w.secretsOptional && strings.Contains(e.Webhook.Reveal(), placeholderSecret("")):
+		// check and test push nothing: an unset ${VAR} in the URL is no error there.
+	case !webhookURL(e.Webhook.Reveal()):
+		v.errorf("recorder.export.webhook", "webhook must be an absolute http or https URL without a fragment")
+	}
+	if e.Format != "ocsf" && e.Format != "jsonl" {
+		v.errorf("recorder.export.format", "unknown format %s: want ocsf or jsonl", v.show("recorder.export.format", e.Format))
+	}
+	if e.Batch < 1 || e.Batch > MaxExportBatch {
+		v.errorf("recorder.export.batch", "batch must be between 1 and %d", MaxExportBatch)
+	}
+	if e.Interval <= 0 {
+		v.errorf("recorder.export.interval", "interval must be greater than 0")
+	}
+	if e.Timeout <= 0 {
+		v.errorf("recorder.export.timeout", "timeout must be greater than 0")
+	}
+	for _, k := range slices.Sorted(maps.Keys(e.Headers)) {
+		hp := KeyPath("recorder.export.headers", k)
+		switch {
+		case !isToken(k):
+			v.errorf(hp, "%s is not a valid header name", strconv.Quote(k))
+		case slices.ContainsFunc(append([]string{"Host", "Content-Length", "Content-Type", "Content-Encoding"}, hopByHop...),
+			func(s string) bool { return strings.EqualFold(s, k) }):
+			v.errorf(hp, "header %s is set by the gateway", strconv.Quote(k))
+		}
+		if strings.ContainsFunc(e.Headers[k].Reveal(), func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+			v.errorf(hp, "the value holds a control character (CR, LF, NUL or other), which would corrupt or inject request headers")
+		}
+	}
+}
+
+// webhookURL reports whether s is an absolute http or https URL without a fragment.
+func webhookURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && u.Host != "" && (u.Scheme == "http" || u.Scheme == "https") && u.Fragment == ""
 }
 
 func (v *validator) otlp(o *OTLP) {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/keyholehq/keyhole/recorder"
 )
@@ -44,7 +45,9 @@ type Item struct {
 	Cursor int64
 	// Hash is the chain hash of the response entry; RequestHash that of the request entry.
 	Hash, RequestHash string
-	Exchange          recorder.Exchange
+	// Completed is when the response entry was made: when the exchange completed.
+	Completed time.Time
+	Exchange  recorder.Exchange
 }
 
 // ItemOf returns the Item of a stored record. A record without its response entry has
@@ -57,7 +60,7 @@ func ItemOf(rec recorder.Record) (Item, error) {
 	if err != nil {
 		return Item{}, err
 	}
-	return Item{Cursor: rec.Response.Seq, Hash: rec.Response.Hash, RequestHash: rec.Request.Hash, Exchange: x}, nil
+	return Item{Cursor: rec.Response.Seq, Hash: rec.Response.Hash, RequestHash: rec.Request.Hash, Completed: rec.Response.At, Exchange: x}, nil
 }
 
 // FormatCursor returns the text of cursor c, as lines carry it and ?after= takes it.

@@ -67,6 +67,16 @@ type Metrics struct {
 	// mcp.tools entry's name, other for a tool no entry names, "" for other methods) and
 	// decision.
 	MCPRequests *prometheus.CounterVec
+	// ExportLag is the age in seconds of the oldest completed exchange the push export
+	// (recorder.export) has read and not yet delivered; 0 when it is caught up, when it
+	// is off, or while another replica holds the export's lease.
+	ExportLag prometheus.Gauge
+	// ExportActive is 1 while this process holds the push export's lease and pushes.
+	ExportActive prometheus.Gauge
+	// ExportDelivered counts exchanges the export's endpoint acknowledged.
+	ExportDelivered prometheus.Counter
+	// ExportErrors counts failed export attempts by kind (http, network, store).
+	ExportErrors *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them, with the Go runtime and process collectors,
@@ -165,12 +175,29 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "keyhole_mcp_requests_total",
 			Help: "Requests of mcp routes by route, JSON-RPC method, tool (config names, other) and decision.",
 		}, []string{"route", "method", "tool", "decision"}),
+		ExportLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyhole_export_lag_seconds",
+			Help: "Age of the oldest completed exchange the push export has not yet delivered; 0 when caught up.",
+		}),
+		ExportActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyhole_export_active",
+			Help: "1 while this process holds the push export's lease and pushes, else 0.",
+		}),
+		ExportDelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keyhole_export_delivered_total",
+			Help: "Exchanges the push export's endpoint acknowledged.",
+		}),
+		ExportErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyhole_export_errors_total",
+			Help: "Failed push export attempts by kind (http: an answer other than 2xx, network: no answer, store).",
+		}, []string{"kind"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.Requests, m.RequestDuration, m.InFlight, m.UpstreamDuration, m.UpstreamErrors,
 		m.AuthFailures, m.JWKSRefresh, m.MaskedValues, m.MaskFailures, m.CredentialEcho, m.ConfigReloads, m.ConfigLastReloadSuccess,
 		m.RecorderQueueDepth, m.RecorderWriteSeconds, m.RecorderErrors, m.RecorderDropped,
 		m.ApprovalsPending, m.ApprovalsTotal, m.ApprovalWaitSeconds, m.MaskedBytesHeld, m.ConnsRefused, m.MCPRequests,
+		m.ExportLag, m.ExportActive, m.ExportDelivered, m.ExportErrors,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -180,6 +207,9 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	for _, r := range []string{"success", "error"} {
 		m.ConfigReloads.WithLabelValues(r)
+	}
+	for _, k := range []string{"http", "network", "store"} {
+		m.ExportErrors.WithLabelValues(k)
 	}
 	return m, nil
 }

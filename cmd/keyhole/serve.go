@@ -189,6 +189,7 @@ func start(ctx context.Context, src source, log *slog.Logger, over listenOverrid
 	ap, notifier := newApprovals(cfg, st, m, log)
 	g := &gateway{src: src, log: log, reg: reg, metrics: m, proxy: proxy.New(log, m, rec, ap), ctx: ctx,
 		cfg: cfg, issuerWait: 10 * time.Second, store: st, rec: rec, ap: ap, notifier: notifier}
+	g.store = g.startExport(st)
 	if g.tel, err = newTracer(ctx, cfg, log); err != nil {
 		g.closeRecorder()
 		return nil, err

@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keyholehq/keyhole/approvals"
+	"github.com/keyholehq/keyhole/export"
 	"github.com/keyholehq/keyhole/recorder"
 )
 
@@ -91,6 +92,7 @@ var (
 	_ recorder.UnsyncedAppender = (*Store)(nil)
 	_ recorder.Prober           = (*Store)(nil)
 	_ approvals.Store           = (*Store)(nil)
+	_ export.CursorStore        = (*Store)(nil)
 )
 
 // errReadOnly is what a store opened with OpenReadOnly answers to a write.

@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/keyholehq/keyhole/export"
 	"github.com/keyholehq/keyhole/recorder"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -57,7 +58,10 @@ type Store struct {
 	pruneChunk int
 }
 
-var _ recorder.Store = (*Store)(nil)
+var (
+	_ recorder.Store     = (*Store)(nil)
+	_ export.CursorStore = (*Store)(nil)
+)
 
 // Open opens the store dsn names. dsn is "sqlite://PATH", PATH relative to the
 // working directory (sqlite://data/keyhole.db) or absolute (sqlite:///var/lib/keyhole.db).

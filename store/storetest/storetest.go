@@ -8,16 +8,18 @@ import (
 	"testing"
 
 	"github.com/keyholehq/keyhole/approvals"
+	"github.com/keyholehq/keyhole/export"
 	"github.com/keyholehq/keyhole/recorder"
 )
 
-// Store is what a store implements: records, unsynced appends, the health probe and
-// approvals.
+// Store is what a store implements: records, unsynced appends, the health probe,
+// approvals and the export cursors.
 type Store interface {
 	recorder.Store
 	recorder.UnsyncedAppender
 	recorder.Prober
 	approvals.Store
+	export.CursorStore
 }
 
 // Backend makes stores for the suite. Every field must be set.
@@ -84,6 +86,9 @@ func Run(t *testing.T, b Backend) {
 		{"ApprovalsLimit", testApprovalsLimit},
 		{"ApprovalsReadOnly", testApprovalsReadOnly},
 		{"OpenBindingIndex", testOpenBindingIndex},
+		{"CursorLease", testCursorLease},
+		{"CursorDurable", testCursorDurable},
+		{"CursorLeaseRace", testCursorLeaseRace},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, b) })
