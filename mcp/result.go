@@ -35,6 +35,10 @@ type ResultMask struct {
 // (a server request or notification on the same stream) gets Other whole. Members keep their
 // order and bytes where nothing changed; msg is returned as is when nothing did.
 //
+// Members are matched as Go's encoding/json matches them to a struct's fields, ignoring
+// case: a client decoding with it reads a lone "StructuredContent" or "Text" as the member,
+// so the member is masked as such whatever its spelling.
+//
 // It fails closed: msg that is not one JSON object, a result or content item that is not
 // an object, content that is not an array, a member repeated in an object it reads (two
 // readers would see different answers), or an error of a mask function is an error.
@@ -50,10 +54,10 @@ func MaskResult(msg []byte, rm ResultMask) ([]byte, error) {
 	for i := range top {
 		m := &top[i]
 		var v []byte
-		switch m.key {
-		case "jsonrpc", "id":
+		switch {
+		case m.is("jsonrpc"), m.is("id"):
 			continue
-		case "result":
+		case m.is("result"):
 			v, err = maskCallResult(m.value, rm)
 		default:
 			v, err = other(m.value, rm)
@@ -78,17 +82,17 @@ func maskCallResult(raw []byte, rm ResultMask) ([]byte, error) {
 	for i := range res {
 		m := &res[i]
 		var v []byte
-		switch m.key {
-		case "structuredContent":
+		switch {
+		case m.is("structuredContent"):
 			if bytes.Equal(m.value, []byte("null")) {
 				continue
 			}
 			if v, err = rm.Fields(m.value); err != nil {
 				return nil, fmt.Errorf("mcp: tools/call structuredContent: %w", err)
 			}
-		case "content":
+		case m.is("content"):
 			v, err = maskContent(m.value, rm)
-		case "isError":
+		case m.is("isError"):
 			continue
 		default:
 			v, err = other(m.value, rm)
@@ -120,9 +124,9 @@ func maskContent(raw []byte, rm ResultMask) ([]byte, error) {
 			m := &item[i]
 			var v []byte
 			switch {
-			case m.key == "type":
+			case m.is("type"):
 				continue
-			case m.key == "text" && len(m.value) > 0 && m.value[0] == '"':
+			case m.is("text") && len(m.value) > 0 && m.value[0] == '"':
 				v, err = maskText(m.value, rm)
 				if err != nil {
 					return nil, fmt.Errorf("mcp: tools/call content[%d].text: %w", j, err)
@@ -199,17 +203,25 @@ func other(v []byte, rm ResultMask) ([]byte, error) {
 
 // member is one member of a JSON object, as written.
 type member struct {
-	key    string
+	folded string // the unescaped key, case folded (jsonscan.AppendFold)
 	rawKey json.RawMessage
 	value  json.RawMessage
 }
 
+// is reports whether m is the member name as encoding/json matches a key to a struct
+// field: ignoring case.
+func (m *member) is(name string) bool { return m.folded == foldKey(name) }
+
+// foldKey returns key case folded, as members and strictObject compare keys.
+func foldKey(key string) string { return string(jsonscan.AppendFold(nil, []byte(key))) }
+
 // object is a JSON object's members in order.
 type object []member
 
+// has reports whether o has the member key, ignoring case (member.is).
 func (o object) has(key string) bool {
-	for _, m := range o {
-		if m.key == key {
+	for i := range o {
+		if o[i].is(key) {
 			return true
 		}
 	}
@@ -255,8 +267,7 @@ func members(raw []byte) (object, error) {
 		if tok.Kind == jsonscan.ObjectEnd {
 			break
 		}
-		k := string(s.Key())
-		folded := string(jsonscan.AppendFold(nil, s.Key()))
+		folded := foldKey(string(s.Key()))
 		if seen[folded] {
 			return nil, fmt.Errorf("a key is repeated (keys are compared ignoring case)")
 		}
@@ -280,7 +291,7 @@ func members(raw []byte) (object, error) {
 				}
 			}
 		}
-		o = append(o, member{key: k, rawKey: rawKey, value: raw[v.Start:end]})
+		o = append(o, member{folded: folded, rawKey: rawKey, value: raw[v.Start:end]})
 	}
 	if tok, err := s.Next(); err != nil || tok.Kind != jsonscan.End {
 		return nil, errors.New("more than one JSON value")

@@ -39,6 +39,13 @@ func TestMaskResult(t *testing.T) {
 		{"unchanged is the same bytes",
 			`{ "jsonrpc":"2.0", "id":1, "result":{ "content":[ {"type":"text", "text":"fine"} ] } }`,
 			`{ "jsonrpc":"2.0", "id":1, "result":{ "content":[ {"type":"text", "text":"fine"} ] } }`, false},
+		// encoding/json reads a lone case variant as the member: it is masked as the member.
+		{"lone StructuredContent", `{"jsonrpc":"2.0","id":1,"result":{"StructuredContent":{"a":"secret"}}}`,
+			`{"jsonrpc":"2.0","id":1,"result":{"StructuredContent":{"a":"SECRET"}}}`, false},
+		{"lone Content and Text", `{"jsonrpc":"2.0","id":1,"Result":{"Content":[{"Type":"text","Text":"{\"a\":\"secret\"}"}]}}`,
+			`{"jsonrpc":"2.0","id":1,"Result":{"Content":[{"Type":"text","Text":"{\"a\":\"SECRET\"}"}]}}`, false},
+		{"Method is a method", `{"jsonrpc":"2.0","Method":"notifications/message","params":{"text":"{\"a\":\"secret\"}"}}`,
+			`{"jsonrpc":"2.0","Method":"notifications/message","params":{"text":"{\"a\":\"[O]\"}"}}`, false},
 		{"text that looks like JSON but is not", `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"{\"a\":\"secret\",}"}]}}`, "", true},
 		{"repeated result", `{"jsonrpc":"2.0","id":1,"result":{"content":[]},"result":{"structuredContent":{"a":"secret"}}}`, "", true},
 		{"repeated text, folded", `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"x","Text":"secret"}]}}`, "", true},
