@@ -405,3 +405,46 @@ func TestCompileRefusesBadGlobs(t *testing.T) {
 		}
 	}
 }
+
+func TestApprovalDocument(t *testing.T) {
+	call := func(args string) *Message {
+		t.Helper()
+		m, err := Parse([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":`+args+`}}`), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	tenant := http.Header{"X-Tenant": {"acme"}}
+	tests := []struct {
+		name, args string
+		scope      CallScope
+		want       string
+	}{
+		{"arguments alone", `{"b":1,"a":"x"}`, CallScope{}, `{"a":"x","b":1}`},
+		{"headers", `{"b":1,"a":"x"}`, CallScope{Header: tenant}, `{"arguments":{"a":"x","b":1},"headers":{"X-Tenant":["acme"]}}`},
+		{"path and query", `{}`, CallScope{Path: "/t/acme/mcp", Query: "x=1"}, `{"arguments":{},"path":"/t/acme/mcp","query":"x=1"}`},
+		// Arguments shaped like a scoped document are wrapped: they must not bind like
+		// {"a":1} sent with the X-Tenant header.
+		{"scope-shaped arguments", `{"arguments":{"a":1},"headers":{"X-Tenant":["acme"]}}`, CallScope{},
+			`{"arguments":{"arguments":{"a":1},"headers":{"X-Tenant":["acme"]}}}`},
+		{"other arguments named arguments", `{"arguments":1,"more":2}`, CallScope{}, `{"arguments":1,"more":2}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := call(tt.args).ApprovalDocument(tt.scope)
+			if err != nil || string(got) != tt.want {
+				t.Errorf("got %s, %v, want %s", got, err, tt.want)
+			}
+		})
+	}
+	if _, err := call(`{}`).ApprovalDocument(CallScope{Header: http.Header{"X-Tenant": {"\xff"}}}); err == nil {
+		t.Error("a header that is not UTF-8: got no error, want one (JSON cannot show it apart from another)")
+	}
+	for name, want := range map[string]bool{"mcp-session-id": true, "MCP-Protocol-Version": true, "Last-Event-ID": true,
+		"Mcp-Method": true, "Mcp-Name": true, "Content-Type": true, "X-Tenant": false, "Prefer": false, "Idempotency-Key": false} {
+		if got := TransportHeader(name); got != want {
+			t.Errorf("TransportHeader(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
