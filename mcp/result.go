@@ -18,8 +18,8 @@ type ResultMask struct {
 	Fields func(doc []byte) ([]byte, error)
 	// Text masks plain text with the route's detectors.
 	Text func(text []byte) []byte
-	// Other masks any other JSON value of the message (an error, _meta, an embedded
-	// resource) with the route's detectors; nil keeps them as they are.
+	// Other masks any other JSON value of the message (an error, _meta, a resource's uri
+	// or blob) with the route's detectors; nil keeps them as they are.
 	Other func(v []byte) ([]byte, error)
 	// Strict refuses a text content that begins like JSON ('{' or '[') but is not valid
 	// JSON, as it must when the tool has field rules: the model reads the fields the rules
@@ -29,9 +29,10 @@ type ResultMask struct {
 
 // MaskResult masks msg, one JSON-RPC message the server sent while answering a tools/call
 // request. The answer itself (a message with no method) gets Fields on
-// result.structuredContent and on every result.content[].text that is a JSON object or
-// array (parsed, masked, written back as a JSON string), so that a value is masked alike in
-// both; Text on every other content text; Other on everything else. A message with a method
+// result.structuredContent and on every result.content[].text (and the text of every
+// embedded resource, content[].resource.text) that is a JSON object or array (parsed,
+// masked, written back as a JSON string), so that a value is masked alike in all; Text on
+// every other such text; Other on everything else. A message with a method
 // (a server request or notification on the same stream) gets Other whole. Members keep their
 // order and bytes where nothing changed; msg is returned as is when nothing did.
 //
@@ -131,6 +132,12 @@ func maskContent(raw []byte, rm ResultMask) ([]byte, error) {
 				if err != nil {
 					return nil, fmt.Errorf("mcp: tools/call content[%d].text: %w", j, err)
 				}
+			case m.is("resource") && len(m.value) > 0 && m.value[0] == '{':
+				// An embedded resource's text is the tool's answer as much as a text
+				// content's: JSON in it gets the tool's rules too.
+				if v, err = maskResource(m.value, rm); err != nil {
+					return nil, fmt.Errorf("mcp: tools/call content[%d].resource: %w", j, err)
+				}
 			default:
 				if v, err = other(m.value, rm); err != nil {
 					return nil, err
@@ -153,6 +160,33 @@ func maskContent(raw []byte, rm ResultMask) ([]byte, error) {
 		b = append(b, it...)
 	}
 	return append(b, ']'), nil
+}
+
+// maskResource masks an embedded resource's contents: its text as a content's text, the
+// rest (uri, blob, _meta) with Other.
+func maskResource(raw []byte, rm ResultMask) ([]byte, error) {
+	res, err := members(raw)
+	if err != nil {
+		return nil, err
+	}
+	changed := false
+	for i := range res {
+		m := &res[i]
+		var v []byte
+		if m.is("text") && len(m.value) > 0 && m.value[0] == '"' {
+			v, err = maskText(m.value, rm)
+		} else {
+			v, err = other(m.value, rm)
+		}
+		if err != nil {
+			return nil, err
+		}
+		changed = set(m, v) || changed
+	}
+	if !changed {
+		return raw, nil
+	}
+	return res.encode(), nil
 }
 
 // maskText masks the JSON string raw: as a JSON document when its text is a JSON object or

@@ -46,6 +46,8 @@ func TestMaskResult(t *testing.T) {
 			`{"jsonrpc":"2.0","id":1,"Result":{"Content":[{"Type":"text","Text":"{\"a\":\"SECRET\"}"}]}}`, false},
 		{"Method is a method", `{"jsonrpc":"2.0","Method":"notifications/message","params":{"text":"{\"a\":\"secret\"}"}}`,
 			`{"jsonrpc":"2.0","Method":"notifications/message","params":{"text":"{\"a\":\"[O]\"}"}}`, false},
+		{"embedded resource text", `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"resource","resource":{"uri":"crm://c/1","text":"{\"a\":\"secret\"}"}},{"type":"resource","Resource":{"Text":"a secret"}}]}}`,
+			`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"resource","resource":{"uri":"crm://c/1","text":"{\"a\":\"SECRET\"}"}},{"type":"resource","Resource":{"Text":"a [X]"}}]}}`, false},
 		{"text that looks like JSON but is not", `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"{\"a\":\"secret\",}"}]}}`, "", true},
 		{"repeated result", `{"jsonrpc":"2.0","id":1,"result":{"content":[]},"result":{"structuredContent":{"a":"secret"}}}`, "", true},
 		{"repeated text, folded", `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"x","Text":"secret"}]}}`, "", true},

@@ -190,15 +190,17 @@ func TestMCPReplayedAnswerOnTheGETStreamMasked(t *testing.T) {
 	}
 }
 
-// A client that decodes with Go's encoding/json reads "StructuredContent", "Content" and
-// "Text" as the members they differ from only in case: the tool's mask applies to them as
-// to the members, in JSON and in SSE answers.
-func TestMCPCaseVariantsMasked(t *testing.T) {
+// The tool's mask applies to every member a client reads the answer from, in JSON and in
+// SSE answers: "StructuredContent", "Content", "Text" and "Result", which a client decoding
+// with Go's encoding/json reads as the members they differ from only in case, and the text
+// of an embedded resource.
+func TestMCPResultMembersMasked(t *testing.T) {
 	text, _ := json.Marshal(customer)
 	for _, v := range []struct{ name, msg string }{
 		{"StructuredContent", `{"jsonrpc":"2.0","id":1,"result":{"content":[],"StructuredContent":` + customer + `}}`},
 		{"Content and Text", `{"jsonrpc":"2.0","id":1,"result":{"Content":[{"type":"text","Text":` + string(text) + `}]}}`},
 		{"Result", `{"jsonrpc":"2.0","id":1,"Result":{"structuredContent":` + customer + `}}`},
+		{"embedded resource", `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"resource","resource":{"uri":"crm://customers/1","mimeType":"application/json","text":` + string(text) + `}}]}}`},
 	} {
 		for _, sse := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s sse=%v", v.name, sse), func(t *testing.T) {
