@@ -107,20 +107,20 @@ type mcpState struct {
 
 // judgeMCP decides an allowed request on an mcp route by its JSON-RPC message. It
 // answers the request itself and returns false when the message is refused; true lets
-// it go on, with w replaced by a filtering writer for list methods (finish must be
-// called after the response was written).
+// it go on, with w replaced by the listFilter it returns (except for DELETE, which has no
+// answer to filter); finishList must be called with it after the response was written.
 func (g *Gateway) judgeMCP(w http.ResponseWriter, r *http.Request, info *reqInfo, mr *mcpRoute, req *rules.Request) (http.ResponseWriter, *listFilter, bool) {
 	info.mcp = &mcpState{}
 	// Every stream is filtered: a server may answer a list request on another stream (the
 	// GET stream replays earlier answers after a reconnection with Last-Event-ID), and
 	// the list the client reads there must be as narrow as on the request's own.
-	streams := func(w http.ResponseWriter, missing mcp.Missing) *listFilter {
+	filtered := func(w http.ResponseWriter, missing mcp.Missing) *listFilter {
 		return &listFilter{ResponseWriter: w, policy: mr.policy, missing: missing, limit: info.state.maxMCPList}
 	}
 	if r.Method != http.MethodPost {
 		g.maskMCP(w, r, info, mr, nil, mcp.Decision{})
 		if r.Method == http.MethodGet {
-			f := streams(w, mr.missing(info.principal))
+			f := filtered(w, mr.missing(info.principal))
 			return f, f, true
 		}
 		return w, nil, true // DELETE: the route's allow decided
@@ -151,7 +151,7 @@ func (g *Gateway) judgeMCP(w http.ResponseWriter, r *http.Request, info *reqInfo
 	}
 	if d.Effect == mcp.Allow {
 		g.maskMCP(w, r, info, mr, m, d)
-		f := streams(w, missing)
+		f := filtered(w, missing)
 		if mcp.IsList(m.Method) {
 			f.method = m.Method
 		}
@@ -161,7 +161,7 @@ func (g *Gateway) judgeMCP(w http.ResponseWriter, r *http.Request, info *reqInfo
 		// Recorded as held until it is forwarded on an approval (approveMCP).
 		info.mcp.approval = &mcpApproval{msg: m, approval: d.Approval}
 		info.decision = labelApprovalPending
-		f := streams(w, missing)
+		f := filtered(w, missing)
 		return f, f, true
 	}
 	rf := &refusal{status: http.StatusForbidden, code: "denied", msg: d.Reason, decision: labelDenied}
