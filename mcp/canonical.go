@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // CanonicalArguments returns the RFC 8785 (JCS) canonical form of m's params.arguments,
@@ -174,4 +176,101 @@ func appendNumber(b []byte, f float64) []byte {
 		b = strconv.AppendInt(b, int64(n-1), 10)
 	}
 	return b
+}
+
+// CallScope is what an approval of a tools/call covers besides its requester, route, tool
+// and arguments: what else of the request changes what the server does. Zero fields add
+// nothing.
+type CallScope struct {
+	// Header holds the request headers the approval binds (approvals.BoundHeaders less
+	// TransportHeader): a tenant header sends the same call to another tenant.
+	Header http.Header
+	// Path is the request's canonical path when the route's pattern matches more than one
+	// (/tenants/{t}/mcp), "" otherwise; Query is its raw query.
+	Path, Query string
+}
+
+// ApprovalDocument returns the JSON an approval of m binds and its approvers read: the
+// canonical arguments (CanonicalArguments) when s is zero, so that approvers see just the
+// arguments; otherwise the canonical form of
+//
+//	{"arguments": {...}, "headers": {"X-Tenant": ["acme"]}, "path": "...", "query": "..."}
+//
+// with only the members s sets. Arguments that are themselves of that shape (an
+// "arguments" member and no member but those four) are wrapped too, so that no call binds
+// like another with other headers, path or query. A number beyond a float64, or a header,
+// path or query that is not UTF-8 (JSON could not show it apart from another), is an error.
+func (m *Message) ApprovalDocument(s CallScope) ([]byte, error) {
+	args, err := m.CanonicalArguments()
+	if err != nil {
+		return nil, err
+	}
+	if len(s.Header) == 0 && s.Path == "" && s.Query == "" && !scopeShaped(m.args) {
+		return args, nil
+	}
+	a := any(map[string]any{})
+	if m.args != nil {
+		a = m.args
+	}
+	doc := map[string]any{"arguments": a}
+	if len(s.Header) > 0 {
+		h := make(map[string]any, len(s.Header))
+		for k, vs := range s.Header {
+			list := make([]any, len(vs))
+			for i, v := range vs {
+				if !utf8.ValidString(v) {
+					return nil, fmt.Errorf("header %s is not UTF-8", k)
+				}
+				list[i] = v
+			}
+			if !utf8.ValidString(k) {
+				return nil, errors.New("a header name is not UTF-8")
+			}
+			h[k] = list
+		}
+		doc["headers"] = h
+	}
+	for k, v := range map[string]string{"path": s.Path, "query": s.Query} {
+		if v == "" {
+			continue
+		}
+		if !utf8.ValidString(v) {
+			return nil, fmt.Errorf("the %s is not UTF-8", k)
+		}
+		doc[k] = v
+	}
+	b, err := appendCanonical(nil, doc)
+	if err != nil {
+		return nil, fmt.Errorf("canonical form: %w", err)
+	}
+	return b, nil
+}
+
+// scopeShaped reports whether args look like an ApprovalDocument with a scope.
+func scopeShaped(args map[string]any) bool {
+	if _, ok := args["arguments"]; !ok {
+		return false
+	}
+	for k := range args {
+		switch k {
+		case "arguments", "headers", "path", "query":
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// TransportHeader reports whether name is a header of the Streamable HTTP transport
+// itself, which an approval of a call does not bind: Mcp-Session-Id and
+// MCP-Protocol-Version change with every connection and Last-Event-ID with every
+// reconnection, so binding them would leave no retry able to use an approval; Mcp-Method
+// and Mcp-Name must equal the body (the gateway refuses them otherwise), which is bound;
+// Content-Type is application/json on every POST, spelt differently by different SDKs.
+func TransportHeader(name string) bool {
+	switch http.CanonicalHeaderKey(name) {
+	case "Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-Id", "Mcp-Method", "Mcp-Name", "Content-Type":
+		return true
+	}
+	return false
 }

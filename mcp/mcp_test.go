@@ -239,6 +239,15 @@ func TestFilterList(t *testing.T) {
 		{"error answer untouched", "tools/list", `{"jsonrpc":"2.0","id":2,"error":{"code":-1,"message":"x"}}`, `{"jsonrpc":"2.0","id":2,"error":{"code":-1,"message":"x"}}`, nil},
 		{"notification untouched", "tools/list", `{"jsonrpc":"2.0","method":"notifications/message","params":{}}`, `{"jsonrpc":"2.0","method":"notifications/message","params":{}}`, nil},
 		{"other method untouched", "tools/call", `{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"wipe"}]}}`, `{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"wipe"}]}}`, nil},
+		// encoding/json reads a lone case variant as the member: it is filtered as the member.
+		{"Result", "tools/list", `{"jsonrpc":"2.0","id":2,"Result":{"tools":[{"name":"lookup_customer"},{"name":"wipe"}]}}`,
+			`{"Result":{"tools":[{"name":"lookup_customer"}]},"id":2,"jsonrpc":"2.0"}`, nil},
+		{"Tools", "tools/list", `{"jsonrpc":"2.0","id":2,"result":{"Tools":[{"name":"lookup_customer"},{"name":"wipe"}]}}`,
+			`{"id":2,"jsonrpc":"2.0","result":{"Tools":[{"name":"lookup_customer"}]}}`, nil},
+		{"Name", "tools/list", `{"jsonrpc":"2.0","id":2,"result":{"tools":[{"Name":"lookup_customer"},{"NAME":"wipe"}]}}`,
+			`{"id":2,"jsonrpc":"2.0","result":{"tools":[{"Name":"lookup_customer"}]}}`, nil},
+		{"URI", "resources/list", `{"jsonrpc":"2.0","id":2,"result":{"Resources":[{"URI":"crm://customers/1"},{"Uri":"file:///etc/passwd"}]}}`,
+			`{"id":2,"jsonrpc":"2.0","result":{"Resources":[{"URI":"crm://customers/1"}]}}`, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -256,6 +265,44 @@ func TestFilterList(t *testing.T) {
 		if _, _, err := p.FilterList("tools/list", []byte(bad), caller()); err == nil {
 			t.Errorf("got no error for %s, want one: an answer the gateway cannot filter must not pass", bad)
 		}
+	}
+}
+
+// FilterAnyList filters a list answer wherever it is seen, by the list its result holds.
+func TestFilterAnyList(t *testing.T) {
+	p := testPolicy(t)
+	tests := []struct {
+		name, in, want string
+		fails          bool
+	}{
+		{"tools", `{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"lookup_customer"},{"name":"wipe"}],"nextCursor":"c"}}`,
+			`{"id":2,"jsonrpc":"2.0","result":{"nextCursor":"c","tools":[{"name":"lookup_customer"}]}}`, false},
+		{"prompts, folded", `{"jsonrpc":"2.0","id":2,"RESULT":{"Prompts":[{"name":"leak"}]}}`,
+			`{"RESULT":{"Prompts":[]},"id":2,"jsonrpc":"2.0"}`, false},
+		{"templates", `{"jsonrpc":"2.0","id":2,"result":{"resourceTemplates":[{"uriTemplate":"crm://admin/{x}"}]}}`,
+			`{"id":2,"jsonrpc":"2.0","result":{"resourceTemplates":[]}}`, false},
+		{"a tool result untouched", `{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"x"}]}}`,
+			`{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"x"}]}}`, false},
+		{"a notification untouched", `{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`,
+			`{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`, false},
+		{"a result that is no object untouched", `{"jsonrpc":"2.0","id":2,"result":7}`, `{"jsonrpc":"2.0","id":2,"result":7}`, false},
+		{"not JSON", `{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"wipe"}]`, "", true},
+		{"a folded duplicate", `{"jsonrpc":"2.0","id":2,"result":{"tools":[],"TOOLS":[{"name":"wipe"}]}}`, "", true},
+		{"an element without its name", `{"jsonrpc":"2.0","id":2,"result":{"tools":[{"title":"wipe"}]}}`, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, _, err := p.FilterAnyList([]byte(tt.in), caller())
+			if tt.fails {
+				if err == nil {
+					t.Fatalf("got %s, want an error: what the gateway cannot filter must not pass", got)
+				}
+				return
+			}
+			if err != nil || string(got) != tt.want {
+				t.Errorf("got %s, %v, want %s", got, err, tt.want)
+			}
+		})
 	}
 }
 
@@ -355,6 +402,49 @@ func TestCompileRefusesBadGlobs(t *testing.T) {
 	} {
 		if _, err := Compile("r", c); err == nil {
 			t.Errorf("got no error for %+v", c)
+		}
+	}
+}
+
+func TestApprovalDocument(t *testing.T) {
+	call := func(args string) *Message {
+		t.Helper()
+		m, err := Parse([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":`+args+`}}`), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	tenant := http.Header{"X-Tenant": {"acme"}}
+	tests := []struct {
+		name, args string
+		scope      CallScope
+		want       string
+	}{
+		{"arguments alone", `{"b":1,"a":"x"}`, CallScope{}, `{"a":"x","b":1}`},
+		{"headers", `{"b":1,"a":"x"}`, CallScope{Header: tenant}, `{"arguments":{"a":"x","b":1},"headers":{"X-Tenant":["acme"]}}`},
+		{"path and query", `{}`, CallScope{Path: "/t/acme/mcp", Query: "x=1"}, `{"arguments":{},"path":"/t/acme/mcp","query":"x=1"}`},
+		// Arguments shaped like a scoped document are wrapped: they must not bind like
+		// {"a":1} sent with the X-Tenant header.
+		{"scope-shaped arguments", `{"arguments":{"a":1},"headers":{"X-Tenant":["acme"]}}`, CallScope{},
+			`{"arguments":{"arguments":{"a":1},"headers":{"X-Tenant":["acme"]}}}`},
+		{"other arguments named arguments", `{"arguments":1,"more":2}`, CallScope{}, `{"arguments":1,"more":2}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := call(tt.args).ApprovalDocument(tt.scope)
+			if err != nil || string(got) != tt.want {
+				t.Errorf("got %s, %v, want %s", got, err, tt.want)
+			}
+		})
+	}
+	if _, err := call(`{}`).ApprovalDocument(CallScope{Header: http.Header{"X-Tenant": {"\xff"}}}); err == nil {
+		t.Error("a header that is not UTF-8: got no error, want one (JSON cannot show it apart from another)")
+	}
+	for name, want := range map[string]bool{"mcp-session-id": true, "MCP-Protocol-Version": true, "Last-Event-ID": true,
+		"Mcp-Method": true, "Mcp-Name": true, "Content-Type": true, "X-Tenant": false, "Prefer": false, "Idempotency-Key": false} {
+		if got := TransportHeader(name); got != want {
+			t.Errorf("TransportHeader(%q) = %v, want %v", name, got, want)
 		}
 	}
 }

@@ -18,8 +18,8 @@ type ResultMask struct {
 	Fields func(doc []byte) ([]byte, error)
 	// Text masks plain text with the route's detectors.
 	Text func(text []byte) []byte
-	// Other masks any other JSON value of the message (an error, _meta, an embedded
-	// resource) with the route's detectors; nil keeps them as they are.
+	// Other masks any other JSON value of the message (an error, _meta, a resource's uri
+	// or blob) with the route's detectors; nil keeps them as they are.
 	Other func(v []byte) ([]byte, error)
 	// Strict refuses a text content that begins like JSON ('{' or '[') but is not valid
 	// JSON, as it must when the tool has field rules: the model reads the fields the rules
@@ -29,11 +29,16 @@ type ResultMask struct {
 
 // MaskResult masks msg, one JSON-RPC message the server sent while answering a tools/call
 // request. The answer itself (a message with no method) gets Fields on
-// result.structuredContent and on every result.content[].text that is a JSON object or
-// array (parsed, masked, written back as a JSON string), so that a value is masked alike in
-// both; Text on every other content text; Other on everything else. A message with a method
+// result.structuredContent and on every result.content[].text (and the text of every
+// embedded resource, content[].resource.text) that is a JSON object or array (parsed,
+// masked, written back as a JSON string), so that a value is masked alike in all; Text on
+// every other such text; Other on everything else. A message with a method
 // (a server request or notification on the same stream) gets Other whole. Members keep their
 // order and bytes where nothing changed; msg is returned as is when nothing did.
+//
+// Members are matched as Go's encoding/json matches them to a struct's fields, ignoring
+// case: a client decoding with it reads a lone "StructuredContent" or "Text" as the member,
+// so the member is masked as such whatever its spelling.
 //
 // It fails closed: msg that is not one JSON object, a result or content item that is not
 // an object, content that is not an array, a member repeated in an object it reads (two
@@ -50,10 +55,10 @@ func MaskResult(msg []byte, rm ResultMask) ([]byte, error) {
 	for i := range top {
 		m := &top[i]
 		var v []byte
-		switch m.key {
-		case "jsonrpc", "id":
+		switch {
+		case m.is("jsonrpc"), m.is("id"):
 			continue
-		case "result":
+		case m.is("result"):
 			v, err = maskCallResult(m.value, rm)
 		default:
 			v, err = other(m.value, rm)
@@ -78,17 +83,17 @@ func maskCallResult(raw []byte, rm ResultMask) ([]byte, error) {
 	for i := range res {
 		m := &res[i]
 		var v []byte
-		switch m.key {
-		case "structuredContent":
+		switch {
+		case m.is("structuredContent"):
 			if bytes.Equal(m.value, []byte("null")) {
 				continue
 			}
 			if v, err = rm.Fields(m.value); err != nil {
 				return nil, fmt.Errorf("mcp: tools/call structuredContent: %w", err)
 			}
-		case "content":
+		case m.is("content"):
 			v, err = maskContent(m.value, rm)
-		case "isError":
+		case m.is("isError"):
 			continue
 		default:
 			v, err = other(m.value, rm)
@@ -120,12 +125,18 @@ func maskContent(raw []byte, rm ResultMask) ([]byte, error) {
 			m := &item[i]
 			var v []byte
 			switch {
-			case m.key == "type":
+			case m.is("type"):
 				continue
-			case m.key == "text" && len(m.value) > 0 && m.value[0] == '"':
+			case m.is("text") && len(m.value) > 0 && m.value[0] == '"':
 				v, err = maskText(m.value, rm)
 				if err != nil {
 					return nil, fmt.Errorf("mcp: tools/call content[%d].text: %w", j, err)
+				}
+			case m.is("resource") && len(m.value) > 0 && m.value[0] == '{':
+				// An embedded resource's text is the tool's answer as much as a text
+				// content's: JSON in it gets the tool's rules too.
+				if v, err = maskResource(m.value, rm); err != nil {
+					return nil, fmt.Errorf("mcp: tools/call content[%d].resource: %w", j, err)
 				}
 			default:
 				if v, err = other(m.value, rm); err != nil {
@@ -149,6 +160,33 @@ func maskContent(raw []byte, rm ResultMask) ([]byte, error) {
 		b = append(b, it...)
 	}
 	return append(b, ']'), nil
+}
+
+// maskResource masks an embedded resource's contents: its text as a content's text, the
+// rest (uri, blob, _meta) with Other.
+func maskResource(raw []byte, rm ResultMask) ([]byte, error) {
+	res, err := members(raw)
+	if err != nil {
+		return nil, err
+	}
+	changed := false
+	for i := range res {
+		m := &res[i]
+		var v []byte
+		if m.is("text") && len(m.value) > 0 && m.value[0] == '"' {
+			v, err = maskText(m.value, rm)
+		} else {
+			v, err = other(m.value, rm)
+		}
+		if err != nil {
+			return nil, err
+		}
+		changed = set(m, v) || changed
+	}
+	if !changed {
+		return raw, nil
+	}
+	return res.encode(), nil
 }
 
 // maskText masks the JSON string raw: as a JSON document when its text is a JSON object or
@@ -199,17 +237,25 @@ func other(v []byte, rm ResultMask) ([]byte, error) {
 
 // member is one member of a JSON object, as written.
 type member struct {
-	key    string
+	folded string // the unescaped key, case folded (jsonscan.AppendFold)
 	rawKey json.RawMessage
 	value  json.RawMessage
 }
 
+// is reports whether m is the member name as encoding/json matches a key to a struct
+// field: ignoring case.
+func (m *member) is(name string) bool { return m.folded == foldKey(name) }
+
+// foldKey returns key case folded, as members and strictObject compare keys.
+func foldKey(key string) string { return string(jsonscan.AppendFold(nil, []byte(key))) }
+
 // object is a JSON object's members in order.
 type object []member
 
+// has reports whether o has the member key, ignoring case (member.is).
 func (o object) has(key string) bool {
-	for _, m := range o {
-		if m.key == key {
+	for i := range o {
+		if o[i].is(key) {
 			return true
 		}
 	}
@@ -255,8 +301,7 @@ func members(raw []byte) (object, error) {
 		if tok.Kind == jsonscan.ObjectEnd {
 			break
 		}
-		k := string(s.Key())
-		folded := string(jsonscan.AppendFold(nil, s.Key()))
+		folded := foldKey(string(s.Key()))
 		if seen[folded] {
 			return nil, fmt.Errorf("a key is repeated (keys are compared ignoring case)")
 		}
@@ -280,7 +325,7 @@ func members(raw []byte) (object, error) {
 				}
 			}
 		}
-		o = append(o, member{key: k, rawKey: rawKey, value: raw[v.Start:end]})
+		o = append(o, member{folded: folded, rawKey: rawKey, value: raw[v.Start:end]})
 	}
 	if tok, err := s.Next(); err != nil || tok.Kind != jsonscan.End {
 		return nil, errors.New("more than one JSON value")

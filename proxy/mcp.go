@@ -107,13 +107,23 @@ type mcpState struct {
 
 // judgeMCP decides an allowed request on an mcp route by its JSON-RPC message. It
 // answers the request itself and returns false when the message is refused; true lets
-// it go on, with w replaced by a filtering writer for list methods (finish must be
-// called after the response was written).
+// it go on, with w replaced by the listFilter it returns (except for DELETE, which has no
+// answer to filter); finishList must be called with it after the response was written.
 func (g *Gateway) judgeMCP(w http.ResponseWriter, r *http.Request, info *reqInfo, mr *mcpRoute, req *rules.Request) (http.ResponseWriter, *listFilter, bool) {
 	info.mcp = &mcpState{}
+	// Every stream is filtered: a server may answer a list request on another stream (the
+	// GET stream replays earlier answers after a reconnection with Last-Event-ID), and
+	// the list the client reads there must be as narrow as on the request's own.
+	filtered := func(w http.ResponseWriter, missing mcp.Missing) *listFilter {
+		return &listFilter{ResponseWriter: w, policy: mr.policy, missing: missing, limit: info.state.maxMCPList}
+	}
 	if r.Method != http.MethodPost {
 		g.maskMCP(w, r, info, mr, nil, mcp.Decision{})
-		return w, nil, true // the GET stream and DELETE: the route's allow decided
+		if r.Method == http.MethodGet {
+			f := filtered(w, mr.missing(info.principal))
+			return f, f, true
+		}
+		return w, nil, true // DELETE: the route's allow decided
 	}
 	if req.Body == nil {
 		if rf := readBody(r, req); rf != nil {
@@ -141,18 +151,18 @@ func (g *Gateway) judgeMCP(w http.ResponseWriter, r *http.Request, info *reqInfo
 	}
 	if d.Effect == mcp.Allow {
 		g.maskMCP(w, r, info, mr, m, d)
+		f := filtered(w, missing)
 		if mcp.IsList(m.Method) {
-			f := &listFilter{ResponseWriter: w, policy: mr.policy, method: m.Method, missing: missing,
-				limit: info.state.maxMCPList}
-			return f, f, true
+			f.method = m.Method
 		}
-		return w, nil, true
+		return f, f, true
 	}
 	if d.Effect == mcp.Approval && m.Kind == mcp.Request && m.Method == mcp.MethodToolsCall {
 		// Recorded as held until it is forwarded on an approval (approveMCP).
 		info.mcp.approval = &mcpApproval{msg: m, approval: d.Approval}
 		info.decision = labelApprovalPending
-		return w, nil, true
+		f := filtered(w, missing)
+		return f, f, true
 	}
 	rf := &refusal{status: http.StatusForbidden, code: "denied", msg: d.Reason, decision: labelDenied}
 	if d.Effect == mcp.Forbid {
@@ -193,14 +203,19 @@ func (g *Gateway) answerMCP(w http.ResponseWriter, info *reqInfo, rf *refusal, s
 	_, _ = w.Write(body)
 }
 
-// listFilter narrows the answer to a list method: a JSON body is buffered (up to limit)
-// and filtered whole; a text/event-stream is filtered event by event as it passes.
-// Anything the filter cannot read is not passed: the client gets a JSON-RPC error instead
-// (JSON), or the stream ends (SSE).
+// listFilter narrows the list answers of one response on an mcp route. The answer to a
+// list method request (method set) is filtered as that method's: a JSON body is buffered
+// (up to limit) and filtered whole, a text/event-stream event by event as it passes. On
+// every other stream (method "": the GET stream, the stream of any other request) each
+// event's message is filtered by the list its result holds (mcp.Policy.FilterAnyList);
+// a JSON body there answers its own request and passes. An event without data, or with
+// blank data (a priming event that only carries an id for resumption), passes as it is.
+// Anything else the filter cannot read is not passed: the client gets a JSON-RPC error
+// instead (JSON), or the stream ends (SSE).
 type listFilter struct {
 	http.ResponseWriter
 	policy  *mcp.Policy
-	method  string
+	method  string // the list method answered, "" when unknown
 	missing mcp.Missing
 	limit   int64
 
@@ -228,7 +243,7 @@ func (f *listFilter) WriteHeader(code int) {
 	switch {
 	case code != http.StatusOK:
 		f.mode = modePass
-	case ct == "application/json":
+	case ct == "application/json" && f.method != "":
 		f.mode = modeJSON
 		f.Header().Del("Content-Length")
 		return // written by finish
@@ -343,11 +358,18 @@ func (f *listFilter) filterEvent(ev []byte) ([]byte, error) {
 			other = append(other, l)
 		}
 	}
-	if len(data) == 0 {
-		return ev, nil
-	}
 	msg := bytes.Join(data, []byte("\n"))
-	out, changed, err := f.policy.FilterList(f.method, msg, f.missing)
+	if len(bytes.TrimSpace(msg)) == 0 {
+		return ev, nil // no message: a priming event, or a keep-alive
+	}
+	var out []byte
+	var changed bool
+	var err error
+	if f.method != "" {
+		out, changed, err = f.policy.FilterList(f.method, msg, f.missing)
+	} else {
+		out, changed, err = f.policy.FilterAnyList(msg, f.missing)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -41,8 +41,8 @@ type approvalError struct {
 }
 
 // approveMCP holds a tools/call that needs approval until a human decides, and forwards
-// it only on an approval of this call (requester, route, tool, canonical arguments),
-// consumed by it. A client that sent a progressToken and accepts text/event-stream is
+// it only on an approval of this call (requester, route, tool, canonical arguments, and
+// the headers, query and path of callScope), consumed by it. A client that sent a progressToken and accepts text/event-stream is
 // answered with an event stream as soon as the hold begins: notifications/progress every
 // few seconds, then the call's answer, so that a client that resets its timeout on
 // progress waits the whole hold. Every refusal is a CallToolResult with isError (HTTP 200,
@@ -57,11 +57,11 @@ func (g *Gateway) approveMCP(w http.ResponseWriter, r *http.Request, next http.H
 		g.mcpRefuse(w, nil, info, m, rf, mcp.RefusalText(m, mcp.Decision{Reason: rf.msg}, info.id), approvalError{})
 		return
 	}
-	args, err := m.CanonicalArguments()
+	args, err := m.ApprovalDocument(callScope(r, info))
 	if err != nil {
-		// A number beyond a float64 has no canonical form: no approval could say which
-		// call it covers.
-		rf := badRequest("the arguments of tool " + m.Name + " hold a number no approval can cover (beyond the range of a float64)")
+		// A number beyond a float64 has no canonical form, a header that is not UTF-8 no
+		// JSON that shows it: no approval could say which call it covers.
+		rf := badRequest("the call of tool " + m.Name + " holds what no approval can cover (a number beyond the range of a float64, or a header that is not UTF-8)")
 		g.answerMCP(w, info, rf, http.StatusBadRequest, mcp.ErrorMessage(m.ID, mcp.CodeInvalidParams, rf.msg, keyholeError(rf, info.id)))
 		return
 	}
@@ -188,6 +188,25 @@ func (g *Gateway) approveMCP(w http.ResponseWriter, r *http.Request, next http.H
 			msg: fmt.Sprintf("too many calls of %s are waiting for approval; wait for them to be decided", p.Subject)}
 		g.mcpRefuse(w, st, info, m, rf, mcp.RefusalText(m, mcp.Decision{Reason: rf.msg}, info.id), ke)
 	}
+}
+
+// callScope is what an approval of the tools/call r covers besides its tool and arguments,
+// as a plain route's approval covers them: the headers an approval binds on any route
+// (approvals.BoundHeaders), less the MCP transport's own (mcp.TransportHeader); the
+// query; and the path, when the route's pattern matches more than one. Without them a
+// retry with another tenant header or query would consume an approval given for another.
+func callScope(r *http.Request, info *reqInfo) mcp.CallScope {
+	h := approvals.BoundHeaders(r.Header)
+	for k := range h {
+		if mcp.TransportHeader(k) {
+			delete(h, k)
+		}
+	}
+	s := mcp.CallScope{Header: h, Query: r.URL.RawQuery}
+	if info.path != info.route.Pattern {
+		s.Path = info.path
+	}
+	return s
 }
 
 // mcpRefuse answers the held call m with a CallToolResult with isError: text for the

@@ -43,6 +43,15 @@ routes:
           approval: { approvers: { groups: [crm-admins] }, hold: 300ms }
         - name: purge_customer
           approval: { approvers: { groups: [crm-admins] }, hold: 4s }
+  - name: tenant-mcp
+    match: { methods: [POST, GET, DELETE], path: "/tenants/{tenant}/mcp" }
+    upstream: crm-mcp
+    rewrite: { strip_prefix: /tenants }
+    allow: { groups: [agents] }
+    mcp:
+      tools:
+        - name: delete_customer
+          approval: { approvers: { groups: [crm-admins] }, hold: 300ms }
 approvals:
   max_pending_per_subject: 60
 `
@@ -329,5 +338,91 @@ func TestMCPApprovalRacingRetries(t *testing.T) {
 	wg.Wait()
 	if got := h.server.ran(); len(got) != 1 || ok.Load() != 1 {
 		t.Errorf("the server ran %v and %d clients got its answer, want exactly one of each", got, ok.Load())
+	}
+}
+
+// TestMCPApprovalBindsHeadersAndQuery: an approval of a call covers the headers a plain
+// route's approval covers and the query, but not the MCP transport's own headers. A retry
+// for another tenant (header or query) asks anew and runs nothing; the same call in a new
+// session, at another protocol version, with a new id, runs once on the approval. The
+// approvers saw the tenant header.
+func TestMCPApprovalBindsHeadersAndQuery(t *testing.T) {
+	h := newMCPApprovalHarness(t, true)
+	tok := h.token(t, map[string]any{"sub": "agent-tenant", "cid": "agent-tenant-client", "groups": []string{"agents"}})
+	call := func(id int, target string, hdr map[string]string) (int, keyholeMeta, string) {
+		body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"delete_customer","arguments":{"id":12}}}`, id)
+		req, _ := http.NewRequest(http.MethodPost, h.srv.URL+target, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var held struct {
+			Result struct {
+				Meta struct{ Keyhole keyholeMeta } `json:"_meta"`
+			}
+		}
+		_ = json.Unmarshal(b, &held)
+		return resp.StatusCode, held.Result.Meta.Keyhole, string(b)
+	}
+	acme := map[string]string{"X-Tenant": "acme", "Mcp-Session-Id": "s-1", "Mcp-Protocol-Version": "2025-06-18"}
+	status, first, body := call(1, "/crm/mcp", acme)
+	if status != 200 || first.Error != "approval_pending" {
+		t.Fatalf("first call = %d %s, want 200 with approval_pending", status, body)
+	}
+	if status, shown := h.apiGet(t, h.approver, "/api/v1/approvals/"+first.ApprovalID); status != 200 ||
+		!strings.Contains(fmt.Sprint(shown["body"]), `"X-Tenant": [`) || !strings.Contains(fmt.Sprint(shown["body"]), `"acme"`) {
+		t.Errorf("approver sees %d %v, want the X-Tenant header and its value acme in what the approval covers", status, shown)
+	}
+	if status, out := h.decide(t, h.approver, first.ApprovalID, "approve", ""); status != 200 || out["state"] != "approved" {
+		t.Fatalf("approve = %d %v", status, out)
+	}
+
+	for _, c := range []struct {
+		name, query string
+		hdr         map[string]string
+	}{
+		{"another tenant header", "", map[string]string{"X-Tenant": "globex", "Mcp-Session-Id": "s-1", "Mcp-Protocol-Version": "2025-06-18"}},
+		{"no tenant header", "", map[string]string{"Mcp-Session-Id": "s-1", "Mcp-Protocol-Version": "2025-06-18"}},
+		{"another query", "?tenant=globex", acme},
+	} {
+		status, kh, body := call(2, "/crm/mcp"+c.query, c.hdr)
+		if status != 200 || kh.Error != "approval_pending" || kh.ApprovalID == first.ApprovalID {
+			t.Errorf("%s: got %d %s, want a new approval pending, not approval %s", c.name, status, body, first.ApprovalID)
+		}
+	}
+	if got := h.server.ran(); len(got) != 0 {
+		t.Fatalf("the server ran %v on calls the approval does not cover, want nothing", got)
+	}
+
+	// The transport's own headers are not bound: a new session at another version is the same call.
+	status, kh, body := call(3, "/crm/mcp", map[string]string{"X-Tenant": "acme", "Mcp-Session-Id": "s-2", "Mcp-Protocol-Version": "2025-11-25"})
+	if status != 200 || kh.Error != "" || !strings.Contains(body, "delete_customer done") {
+		t.Fatalf("retry in a new session = %d %s, want the server's result", status, body)
+	}
+	if got, want := h.server.ran(), []string{"delete_customer 12"}; !slices.Equal(got, want) {
+		t.Errorf("the server ran %v, want %v", got, want)
+	}
+
+	// On a route whose pattern matches many paths, the path is bound too.
+	_, a, body := call(4, "/tenants/acme/mcp", nil)
+	if a.Error != "approval_pending" {
+		t.Fatalf("call for tenant acme = %s, want approval_pending", body)
+	}
+	if status, out := h.decide(t, h.approver, a.ApprovalID, "approve", ""); status != 200 || out["state"] != "approved" {
+		t.Fatalf("approve = %d %v", status, out)
+	}
+	if _, kh, body := call(5, "/tenants/globex/mcp", nil); kh.Error != "approval_pending" || kh.ApprovalID == a.ApprovalID {
+		t.Errorf("call for tenant globex = %s, want a new approval pending, not approval %s", body, a.ApprovalID)
+	}
+	if got := h.server.ran(); len(got) != 1 {
+		t.Errorf("the server ran %v, want only the call approved before", got)
 	}
 }

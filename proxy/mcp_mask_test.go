@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -186,5 +187,50 @@ func TestMCPReplayedAnswerOnTheGETStreamMasked(t *testing.T) {
 	// ssn is hashed by lookup_customer and redacted by broken: the rule that hides most wins.
 	if got := strings.Count(string(b), `\"ssn\":\"[REDACTED]\"`) + strings.Count(string(b), `"ssn":"[REDACTED]"`); got != 2 {
 		t.Errorf("got %s, want ssn redacted in the text and in structuredContent", b)
+	}
+}
+
+// The tool's mask applies to every member a client reads the answer from, in JSON and in
+// SSE answers: "StructuredContent", "Content", "Text" and "Result", which a client decoding
+// with Go's encoding/json reads as the members they differ from only in case, and the text
+// of an embedded resource.
+func TestMCPResultMembersMasked(t *testing.T) {
+	text, _ := json.Marshal(customer)
+	for _, v := range []struct{ name, msg string }{
+		{"StructuredContent", `{"jsonrpc":"2.0","id":1,"result":{"content":[],"StructuredContent":` + customer + `}}`},
+		{"Content and Text", `{"jsonrpc":"2.0","id":1,"result":{"Content":[{"type":"text","Text":` + string(text) + `}]}}`},
+		{"Result", `{"jsonrpc":"2.0","id":1,"Result":{"structuredContent":` + customer + `}}`},
+		{"embedded resource", `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"resource","resource":{"uri":"crm://customers/1","mimeType":"application/json","text":` + string(text) + `}}]}}`},
+	} {
+		for _, sse := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s sse=%v", v.name, sse), func(t *testing.T) {
+				msg := v.msg
+				h := newHarness(t)
+				up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if sse {
+						w.Header().Set("Content-Type", "text/event-stream")
+						_, _ = w.Write([]byte("event: message\ndata: " + msg + "\n\n"))
+						return
+					}
+					w.Header().Set("Content-Type", "application/json")
+					_, _ = w.Write([]byte(msg))
+				}))
+				t.Cleanup(up.Close)
+				h.cfgEnv["MCP_URL"] = up.URL
+				h.load(t, mcpMaskConfig)
+				tok := h.token(t, map[string]any{"sub": "a", "groups": []string{"agents"}})
+				resp, b := h.do(t, http.MethodPost, "/crm/mcp", tok,
+					`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"lookup_customer","arguments":{"id":1}}}`,
+					http.Header{"Accept": {"application/json, text/event-stream"}, "Content-Type": {"application/json"}})
+				if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "Ada") {
+					t.Fatalf("got %d %s, want 200 with the masked answer", resp.StatusCode, b)
+				}
+				for _, secret := range []string{"123456789", "Fluffy", "4242424242424242"} {
+					if strings.Contains(string(b), secret) {
+						t.Errorf("the answer passed %q to a client that reads %s as the member: %s", secret, v.name, b)
+					}
+				}
+			})
+		}
 	}
 }

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -267,5 +268,163 @@ keyhole_requests_total{code="499",decision="allowed",method="GET",route="crm-mcp
 `
 	if err := testutil.GatherAndCompare(h.reg, strings.NewReader(want), "keyhole_requests_total"); err != nil {
 		t.Error(err)
+	}
+}
+
+// mcpSSE is raw Streamable HTTP through the gateway, for what the SDK client does not
+// let a test choose: the protocol revision (2025-11-25, whose servers send priming
+// events) and a GET that resumes a stream with Last-Event-ID.
+type mcpSSE struct {
+	h       *harness
+	token   string
+	session string
+}
+
+func (c *mcpSSE) send(t *testing.T, method, body string, hdr http.Header) (*http.Response, string) {
+	t.Helper()
+	h := http.Header{"Accept": {"application/json, text/event-stream"}, "Content-Type": {"application/json"},
+		"Mcp-Protocol-Version": {"2025-11-25"}}
+	if c.session != "" {
+		h.Set("Mcp-Session-Id", c.session)
+	}
+	for k, vs := range hdr {
+		h[k] = vs
+	}
+	resp, b := c.h.do(t, method, "/crm/mcp", c.token, body, h)
+	return resp, string(b)
+}
+
+// eventIDs returns the id of every event in an event stream.
+func eventIDs(stream string) []string {
+	var ids []string
+	for _, l := range strings.Split(stream, "\n") {
+		if id, ok := strings.CutPrefix(l, "id: "); ok {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// toolNames returns the tool names of the tools/list answer in an event stream, and
+// whether there was one.
+func toolNames(t *testing.T, stream string) ([]string, bool) {
+	t.Helper()
+	for _, l := range strings.Split(stream, "\n") {
+		data, ok := strings.CutPrefix(l, "data: ")
+		if !ok || !strings.Contains(data, `"tools"`) {
+			continue
+		}
+		var msg struct {
+			Result struct{ Tools []struct{ Name string } }
+		}
+		if err := json.Unmarshal([]byte(data), &msg); err != nil {
+			t.Fatalf("event data %s: %v", data, err)
+		}
+		var names []string
+		for _, tl := range msg.Result.Tools {
+			names = append(names, tl.Name)
+		}
+		slices.Sort(names)
+		return names, true
+	}
+	return nil, false
+}
+
+// A server on the Go SDK with an event store, at protocol revision 2025-11-25, begins
+// each stream with a priming event (an id and empty data) and replays a stream's events
+// on a GET with Last-Event-ID: tools/list over SSE answers the filtered list after the
+// priming event, and the replay of that answer on the GET stream is filtered too.
+func TestMCPPrimingEventsAndReplayedLists(t *testing.T) {
+	h := newHarness(t)
+	srv := sdk.NewServer(&sdk.Implementation{Name: "crm", Version: "1"}, nil)
+	for _, name := range []string{"lookup_customer", "delete_customer", "drop_table", "wipe_everything"} {
+		srv.AddTool(&sdk.Tool{Name: name, InputSchema: map[string]any{"type": "object"}},
+			func(context.Context, *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
+				return &sdk.CallToolResult{}, nil
+			})
+	}
+	up := httptest.NewServer(sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return srv },
+		&sdk.StreamableHTTPOptions{EventStore: sdk.NewMemoryEventStore(nil)}))
+	t.Cleanup(up.Close)
+	h.cfgEnv["MCP_URL"] = up.URL
+	h.load(t, mcpConfig)
+	c := &mcpSSE{h: h, token: h.token(t, map[string]any{"sub": "a", "groups": []string{"agents"}})}
+
+	resp, body := c.send(t, http.MethodPost, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`, nil)
+	if c.session = resp.Header.Get("Mcp-Session-Id"); resp.StatusCode != 200 || c.session == "" || !strings.Contains(body, `"protocolVersion":"2025-11-25"`) {
+		t.Fatalf("initialize = %d %q (session %q), want 200 at 2025-11-25 with a session", resp.StatusCode, body, c.session)
+	}
+	if resp, body := c.send(t, http.MethodPost, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, nil); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("notifications/initialized = %d %q, want 202", resp.StatusCode, body)
+	}
+
+	resp, body = c.send(t, http.MethodPost, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, nil)
+	ids := eventIDs(body)
+	got, ok := toolNames(t, body)
+	if resp.StatusCode != 200 || len(ids) < 2 || !ok || !slices.Equal(got, []string{"lookup_customer"}) {
+		t.Fatalf("tools/list = %d %q, want the priming event's id, then the answer listing only lookup_customer", resp.StatusCode, body)
+	}
+
+	// Resuming after the priming event replays the answer on the GET stream.
+	resp, body = c.send(t, http.MethodGet, "", http.Header{"Accept": {"text/event-stream"}, "Last-Event-Id": {ids[0]}})
+	got, ok = toolNames(t, body)
+	if resp.StatusCode != 200 || !ok || !slices.Equal(got, []string{"lookup_customer"}) {
+		t.Errorf("GET resuming after %s = %d %q, want the replayed answer listing only lookup_customer", ids[0], resp.StatusCode, body)
+	}
+}
+
+// On a stream where the gateway does not know which request an event answers (the GET
+// stream, or the stream of a tools/call), a list answer is filtered by the list it holds,
+// and an event it cannot read ends the stream rather than passing.
+func TestMCPListOnOtherStreams(t *testing.T) {
+	events := []struct{ name, ev string }{
+		{"list answer", `{"jsonrpc":"2.0","id":9,"result":{"tools":[{"name":"lookup_customer"},{"name":"wipe_everything"}]}}`},
+		{"case variant", `{"jsonrpc":"2.0","id":9,"Result":{"Tools":[{"Name":"lookup_customer"},{"Name":"wipe_everything"}]}}`},
+		{"not JSON", `{"jsonrpc":"2.0","id":9,"result":{"tools":[{"name":"wipe_everything"}]},}`},
+	}
+	streams := []struct{ method, body string }{
+		{http.MethodGet, ""},
+		{http.MethodPost, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"lookup_customer","arguments":{}}}`},
+	}
+	for _, e := range events {
+		for _, st := range streams {
+			t.Run(e.name+" "+st.method, func(t *testing.T) {
+				h := newHarness(t)
+				up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Type", "text/event-stream")
+					_, _ = w.Write([]byte("id: 0\ndata: \n\nid: 1\nevent: message\ndata: " + e.ev + "\n\n"))
+				}))
+				t.Cleanup(up.Close)
+				h.cfgEnv["MCP_URL"] = up.URL
+				h.load(t, mcpConfig)
+				tok := h.token(t, map[string]any{"sub": "a", "groups": []string{"agents"}})
+				var rd io.Reader
+				if st.body != "" {
+					rd = strings.NewReader(st.body)
+				}
+				req, _ := http.NewRequest(st.method, h.srv.URL+"/crm/mcp", rd)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				req.Header.Set("Content-Type", "application/json")
+				if st.method == http.MethodGet {
+					req.Header.Set("Last-Event-Id", "0")
+				}
+				resp, err := h.srv.Client().Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body) // an ended stream is an error here: what arrived counts
+				if resp.StatusCode != 200 || strings.Contains(string(b), "wipe_everything") {
+					t.Errorf("stream = %d %q, want wipe_everything never shown", resp.StatusCode, b)
+				}
+				if e.name != "not JSON" && !strings.Contains(strings.ToLower(string(b)), `"name":"lookup_customer"`) {
+					t.Errorf("stream = %q, want lookup_customer listed", b)
+				}
+				if !strings.Contains(string(b), "id: 0\ndata: \n\n") {
+					t.Errorf("stream = %q, want the priming event passed as it was", b)
+				}
+			})
+		}
 	}
 }
