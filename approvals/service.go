@@ -52,9 +52,10 @@ type Request struct {
 	Header    http.Header // the headers that will be forwarded; BoundHeaders of them are bound
 	Body      []byte      // the exact bytes that will be forwarded
 	// Tool, set for a tools/call on an mcp route, is the tool's name and Arguments the
-	// RFC 8785 canonical form of its arguments: the approval then binds them (BindCall),
-	// not the method, path, query, headers or body, and approvers are shown the
-	// arguments indented instead of the JSON-RPC envelope.
+	// canonical document of the call (the RFC 8785 form of its arguments, with the bound
+	// headers, query and path when there are any: see mcp/canonical.go ApprovalDocument): the approval
+	// then binds them (BindCall) instead of the method, path, query, headers and body,
+	// and approvers are shown the document indented instead of the JSON-RPC envelope.
 	Tool      string
 	Arguments []byte
 	Reason    string // the client's X-Keyhole-Reason
