@@ -218,6 +218,35 @@ func TestExpectContinueAfterTheDecision(t *testing.T) {
 	}
 }
 
+// TestExpectContinueOnce: the gateway answers a client's Expect: 100-continue itself and
+// does not forward it, and a 100 Continue the upstream sends anyway is not relayed: the
+// client, having sent its body, reads the answer next (it read a second 100 under load).
+func TestExpectContinueOnce(t *testing.T) {
+	h, tok := newDoSHarness(t)
+	h.crm.Respond = func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusContinue)
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusOK)
+	}
+	c := rawRequest(t, h.srv.Listener.Addr().String(),
+		"POST /upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nAuthorization: Bearer "+tok+"\r\nContent-Length: 5", "")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusContinue {
+		t.Fatalf("first answer %v %v, want 100 Continue", resp, err)
+	}
+	io.WriteString(c, "hello")
+	if resp, err = http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("after the body: %v %v, want 200", resp, err)
+	}
+	for _, r := range h.crm.Requests() {
+		if r.Header.Get("Expect") != "" {
+			t.Errorf("the upstream was sent Expect: %q", r.Header.Get("Expect"))
+		}
+	}
+}
+
 // bigJSON is a masked route's answer of about n bytes.
 func bigJSON(n int) []byte {
 	var b strings.Builder

@@ -774,7 +774,9 @@ type statusWriter struct {
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if w.drop1xx && code < 200 && code != http.StatusSwitchingProtocols {
+	if w.drop1xx && code < 200 && code != http.StatusSwitchingProtocols || code == http.StatusContinue {
+		// The client's Expect: 100-continue is answered by the server when the gateway
+		// first reads the body; another 100 would reach it after it sent the body.
 		return
 	}
 	if code < 200 && code != http.StatusSwitchingProtocols {

@@ -148,6 +148,10 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 	// rules never saw (issue 11). None is forwarded, nor the Trailer header naming them.
 	out.Trailer = nil
 	delete(out.Header, "Trailer")
+	// The gateway answers a client's Expect: 100-continue itself (the server sends 100
+	// when the body is first read, after the decision); forwarded, it made the upstream
+	// send a second 100, which reached the client after its body, in place of the answer.
+	delete(out.Header, "Expect")
 	if !info.state.scrub.Empty() {
 		// The response must come back readable, so that it can be checked for an
 		// echoed credential.
