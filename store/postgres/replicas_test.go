@@ -2,7 +2,10 @@ package postgres
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -63,22 +66,32 @@ func TestReleaseAcrossReplicas(t *testing.T) {
 	a, b := replica(t, dsn), replica(t, dsn)
 	listening(t, dsn, 2)
 
-	pending, out := holdOn(t, a, heldRequest(time.Minute))
-	start := time.Now()
-	if _, err := b.Decide(context.Background(), pending.ID, approver, approvals.Approve, "ok", approvals.ViaAPI); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case adm := <-out:
-		if d := time.Since(start); d > 200*time.Millisecond {
-			t.Errorf("released %v after the decision on another replica, want within 200ms", d)
+	// Three requests, each decided through B: the median release is within 200 ms
+	// (the median, so that one slow moment of a loaded CI machine does not decide).
+	var took []time.Duration
+	for i := range 3 {
+		r := heldRequest(time.Minute)
+		r.Path, r.ExchangeID = fmt.Sprintf("/customers/%d/purge", 10+i), fmt.Sprintf("01JD0000000000000000000%03d", i)
+		pending, out := holdOn(t, a, r)
+		start := time.Now()
+		if _, err := b.Decide(context.Background(), pending.ID, approver, approvals.Approve, "ok", approvals.ViaAPI); err != nil {
+			t.Fatal(err)
 		}
-		if adm.Outcome != approvals.AdmitForward {
-			t.Errorf("outcome %v, want AdmitForward", adm.Outcome)
+		select {
+		case adm := <-out:
+			took = append(took, time.Since(start))
+			if adm.Outcome != approvals.AdmitForward {
+				t.Errorf("outcome %v, want AdmitForward", adm.Outcome)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the request held on replica A was not released by the decision on replica B")
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the request held on replica A was not released by the decision on replica B")
 	}
+	slices.Sort(took)
+	if took[1] > 200*time.Millisecond {
+		t.Errorf("released %v after the decision on another replica (median of %v), want within 200ms", took[1], took)
+	}
+	t.Logf("released after %v", took)
 
 	t.Run("listener dropped", func(t *testing.T) {
 		r := heldRequest(time.Minute)
@@ -118,24 +131,34 @@ func listening(t *testing.T, dsn string, n int) {
 	}
 }
 
-// TestLazyOpen opens a store, as a gateway does, while nothing answers at its address:
-// Open succeeds, and every call fails at once with the reason (never the password)
-// instead of waiting for a connection each time.
+// TestLazyOpen opens a store, as a gateway does, on a server that accepts connections
+// and never answers: Open returns within the connect timeout with a store, and every
+// call fails at once with the reason (never the password) instead of waiting for a
+// connection each time.
 func TestLazyOpen(t *testing.T) {
 	const planted = "Pl4nted-Lazy-Secret"
-	s, err := Open(t.Context(), "postgres://keyhole:"+planted+"@127.0.0.1:1/keyhole?sslmode=disable",
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close() // never accepted: the handshake completes, no answer comes
+	start := time.Now()
+	s, err := Open(t.Context(), "postgres://keyhole:"+planted+"@"+ln.Addr().String()+"/keyhole?sslmode=disable",
 		Options{Lazy: true, ConnectTimeout: time.Second})
 	if err != nil {
 		t.Fatalf("Open with Lazy: %v, want a store", err)
 	}
 	defer s.Close()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Open took %v, want it bounded by the connect timeout", d)
+	}
 	for range 3 {
 		start := time.Now()
 		err := s.Ping(t.Context())
-		if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1/keyhole") || strings.Contains(err.Error(), planted) {
+		if err == nil || !strings.Contains(err.Error(), ln.Addr().String()+"/keyhole") || strings.Contains(err.Error(), planted) {
 			t.Fatalf("Ping = %v, want an error naming the server and not the password", err)
 		}
-		if d := time.Since(start); d > 100*time.Millisecond {
+		if d := time.Since(start); d > 500*time.Millisecond {
 			t.Errorf("Ping took %v: a store that cannot connect must answer from its last attempt", d)
 		}
 	}
