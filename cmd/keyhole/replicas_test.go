@@ -283,3 +283,41 @@ func TestPostgresCLI(t *testing.T) {
 		t.Error("the role's password is in the command's output")
 	}
 }
+
+// TestReplicasShareSettings: a replica whose masking.hash_key differs from the one the
+// replicas of its store last ran warns at start (and still serves); one that agrees
+// does not.
+func TestReplicasShareSettings(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	iss := testkit.NewIssuer(t)
+	up := testkit.NewUpstream(t)
+	const warning = "every replica must share them"
+	written := func() int {
+		return pgtest.QueryInt(t, dsn, "SELECT COALESCE(MAX(updated_ns) % 1000000000, -1)::int FROM settings")
+	}
+	// Each replica compares and writes once it serves: wait for its write before the next.
+	replica := func(key string) *faultProc {
+		before := -2
+		if pgtest.QueryInt(t, dsn, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'settings'") == 1 {
+			before = written()
+		}
+		p := startFault(t, func(data, adm string) string {
+			return fmt.Sprintf(serveConfig, data, adm, iss.Config().Issuer, up.URL, "readers") + strictStore(dsn) +
+				fmt.Sprintf("masking: { hash_key: %q }\n", key)
+		}, "CRM_KEY=shared-key-0001")
+		waitFor(t, "the replica's settings written", func() bool { return written() != before })
+		return p
+	}
+	first := replica("hash-key-one-0123456789")
+	agrees := replica("hash-key-one-0123456789")
+	differs := replica("hash-key-two-0123456789")
+	waitFor(t, "the warning of the replica that differs", func() bool { return strings.Contains(differs.Stderr.String(), warning) })
+	for name, p := range map[string]*faultProc{"first": first, "agreeing": agrees} {
+		if strings.Contains(p.Stderr.String(), warning) {
+			t.Errorf("the %s replica warned: %s", name, p.Stderr)
+		}
+	}
+	if strings.Contains(differs.Stderr.String(), "hash-key-two") {
+		t.Error("the warning quotes the hash key")
+	}
+}

@@ -144,15 +144,17 @@ type gateway struct {
 	ap        *approvals.Service
 	notifier  *approvals.Notifier
 	tel       *telemetry.Tracer           // nil: telemetry.otlp is not set
+	shared    *sharedCheck                // nil: the store has one process
 	table     atomic.Pointer[rules.Table] // the running route table, for admin roles
 
 	mu          sync.Mutex
 	cfg         *config.Config
 	state       *proxy.State
-	lastSum     [32]byte      // fingerprint of the configuration last tried
-	lastReadErr string        // the last error reading the file, reported once
-	issuerWait  time.Duration // how long a reload waits for changed issuers' keys
-	pprof       bool          // serve /debug/pprof/ on the admin listener
+	lastSum     [32]byte        // fingerprint of the configuration last tried
+	lastReadErr string          // the last error reading the file, reported once
+	issuerWait  time.Duration   // how long a reload waits for changed issuers' keys
+	pprof       bool            // serve /debug/pprof/ on the admin listener
+	bg          context.Context // background work's context, set by serve (under mu)
 }
 
 // start loads the configuration, opens the listeners and builds the data plane. It does
@@ -188,7 +190,8 @@ func start(ctx context.Context, src source, log *slog.Logger, over listenOverrid
 	rec := newRecorder(cfg, st, m, log)
 	ap, notifier := newApprovals(cfg, st, m, log)
 	g := &gateway{src: src, log: log, reg: reg, metrics: m, proxy: proxy.New(log, m, rec, ap), ctx: ctx,
-		cfg: cfg, issuerWait: 10 * time.Second, store: st, rec: rec, ap: ap, notifier: notifier}
+		cfg: cfg, issuerWait: 10 * time.Second, store: st, rec: rec, ap: ap, notifier: notifier,
+		shared: newSharedCheck(st, log)}
 	g.store = g.startExport(st)
 	if g.tel, err = newTracer(ctx, cfg, log); err != nil {
 		g.closeRecorder()
@@ -389,6 +392,10 @@ func (g *gateway) serve(ctx context.Context, watch time.Duration) error {
 	defer stopBG()
 	go g.ap.Run(bg)
 	go g.notifier.Run(bg)
+	g.mu.Lock()
+	g.bg = bg
+	g.mu.Unlock()
+	go g.shared.run(bg, cfg)
 	g.log.Info("keyhole serving", "listen", g.dataLn.Addr().String(), "admin", g.adminLn.Addr().String(),
 		"tls", cfg.TLS != nil, "dev_issuer", g.dev != nil, "version", version())
 
@@ -518,6 +525,9 @@ func (g *gateway) reload(force bool) {
 	g.lastSum = g.fingerprint(data)
 	g.metrics.ConfigReloads.WithLabelValues("success").Inc()
 	g.metrics.ConfigLastReloadSuccess.SetToCurrentTime()
+	if g.bg != nil {
+		go g.shared.run(g.bg, cfg)
+	}
 	g.log.Info("config reloaded", "routes", len(cfg.Routes), "guards", len(cfg.Guards), "upstreams", len(cfg.Upstreams))
 }
 

@@ -24,7 +24,7 @@ const leaseCursor = `INSERT INTO export_cursors (name, after_seq, updated_ns, ho
 // free, ended before now, or holder's already, and returns the cursor and whether holder
 // holds the lease. See export.CursorStore.
 func (s *Store) LeaseCursor(ctx context.Context, name, holder string, now, until time.Time) (int64, bool, error) {
-	if err := s.writable(); err != nil {
+	if err := s.usable(ctx, true); err != nil {
 		return 0, false, err
 	}
 	ctx, cancel := s.bounded(ctx)
@@ -43,7 +43,7 @@ func (s *Store) LeaseCursor(ctx context.Context, name, holder string, now, until
 // AdvanceCursor sets the export cursor name to after and renews holder's lease until
 // until, if holder holds it, and reports whether it did. See export.CursorStore.
 func (s *Store) AdvanceCursor(ctx context.Context, name, holder string, after int64, now, until time.Time) (bool, error) {
-	if err := s.writable(); err != nil {
+	if err := s.usable(ctx, true); err != nil {
 		return false, err
 	}
 	n, err := s.exec(ctx, `UPDATE export_cursors SET after_seq = $1, updated_ns = $2, lease_until_ns = $3
@@ -56,7 +56,7 @@ func (s *Store) AdvanceCursor(ctx context.Context, name, holder string, after in
 
 // ReleaseCursor ends holder's lease on the export cursor name, if it holds it.
 func (s *Store) ReleaseCursor(ctx context.Context, name, holder string) error {
-	if err := s.writable(); err != nil {
+	if err := s.usable(ctx, true); err != nil {
 		return err
 	}
 	if _, err := s.exec(ctx, "UPDATE export_cursors SET lease_until_ns = 0, holder = '' WHERE name = $1 AND holder = $2", name, holder); err != nil {

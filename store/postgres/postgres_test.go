@@ -186,7 +186,7 @@ func TestOpenReadOnlyRoles(t *testing.T) {
 	}
 
 	writer, wpw := pgtest.Role(t, dsn)
-	pgtest.Exec(t, dsn, `GRANT SELECT, INSERT, UPDATE, DELETE ON schema_migrations, entries, chain_head, exchanges, approvals, approval_decisions, probe, export_cursors TO "`+writer+`"`)
+	pgtest.Exec(t, dsn, `GRANT SELECT, INSERT, UPDATE, DELETE ON schema_migrations, entries, chain_head, exchanges, approvals, approval_decisions, probe, export_cursors, settings TO "`+writer+`"`)
 	w, err := Open(t.Context(), pgtest.WithUser(t, dsn, writer, wpw), opts)
 	if err != nil {
 		t.Fatalf("Open as a writer role: %v", err)

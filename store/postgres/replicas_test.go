@@ -194,3 +194,19 @@ func TestLazyOpenRecovers(t *testing.T) {
 		t.Fatalf("Count = %d, %v after recovery; want 0, nil (migrated)", n, err)
 	}
 }
+
+// TestSwapSetting: a setting reads back what the previous writer, on any store of the
+// database, set.
+func TestSwapSetting(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	a, b := open(t, dsn), open(t, dsn)
+	for _, step := range []struct {
+		s          *Store
+		value, old string
+	}{{a, "one", ""}, {b, "two", "one"}, {a, "two", "two"}} {
+		old, err := step.s.SwapSetting(t.Context(), "config_fingerprint", step.value)
+		if err != nil || old != step.old {
+			t.Fatalf("SwapSetting(%q) = %q, %v; want %q", step.value, old, err, step.old)
+		}
+	}
+}
