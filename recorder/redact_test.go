@@ -1,12 +1,17 @@
 package recorder
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/keyholehq/keyhole/scrub"
 )
 
 // TestRedactor checks that a secret is found in every encoding a record may hold it in.
@@ -90,4 +95,62 @@ func BenchmarkRedactEntries(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// oldRedact is the redactor before issue 17, the reference the one-pass redaction must
+// equal: a strings.Replacer of every form of secrets (longest first), then each extra of
+// minSecretLen or more replaced in turn with bytes.ReplaceAll.
+func oldRedact(secrets, extra []string, p []byte) []byte {
+	var pairs []string
+	var forms []string
+	for _, s := range secrets {
+		forms = append(forms, scrub.Forms(s)...)
+	}
+	slices.SortStableFunc(forms, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
+	for _, f := range forms {
+		pairs = append(pairs, f, Redacted)
+	}
+	out := p
+	if len(pairs) > 0 {
+		out = []byte(strings.NewReplacer(pairs...).Replace(string(p)))
+	}
+	for _, x := range extra {
+		if len(x) >= minSecretLen {
+			out = bytes.ReplaceAll(out, []byte(x), []byte(Redacted))
+		}
+	}
+	return out
+}
+
+// FuzzRedactor holds the one-pass redaction of a record (the policy's secrets in every
+// form and a request's own secrets) to oldRedact, on random texts and secrets, with forms
+// of the secrets and the request's secret planted in the text, overlapping or not.
+func FuzzRedactor(f *testing.F) {
+	f.Add([]byte(`{"k":"v"}`), "sk_live_PLANTED/key+42=", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.c2lnbmF0dXJl", uint(5), uint(3), uint(7))
+	f.Add([]byte("0123456789"), "Bearer abcdefgh12345678", "gh1234567890", uint(2), uint(1), uint(4))
+	f.Add([]byte("xx"), "Basic "+base64.StdEncoding.EncodeToString([]byte("svc:pw-PLANTED-77")), "pw-PLANTED-77x", uint(1), uint(9), uint(0))
+	f.Add([]byte("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), "aaaaaaaaab", "aaaaaaaa", uint(3), uint(0), uint(2))
+	f.Fuzz(func(t *testing.T, text []byte, secret, token string, at, which, shift uint) {
+		secrets := []string{secret, "crm-key-7f3a9c-0123456789"}
+		extra := []string{token, url.QueryEscape(token)}
+		forms := scrub.Forms(secret)
+		plant := func(s string, pos uint) {
+			pos %= uint(len(text) + 1)
+			text = append(text[:pos:pos], append([]byte(s), text[pos:]...)...)
+		}
+		if len(forms) > 0 && at > 0 {
+			plant(forms[which%uint(len(forms))], at)
+		}
+		if at%3 == 1 {
+			plant(token, at+shift) // overlapping the form when shift is small
+		}
+		want := oldRedact(secrets, extra, text)
+		rd := NewRedactor(nil, secrets).with(extra)
+		if got := rd.bytes(text); !bytes.Equal(got, want) {
+			t.Fatalf("bytes(%q) = %q, want %q", text, got, want)
+		}
+		if got := rd.string(string(text)); got != string(want) {
+			t.Fatalf("string(%q) = %q, want %q", text, got, want)
+		}
+	})
 }
