@@ -275,11 +275,13 @@ func BenchmarkRedacted(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(c.x.Response.Body.Text)))
 			b.ReportAllocs()
+			cpu := cpuTime(b)
 			for b.Loop() {
 				if _, err := rec.Redacted(c.x, benchToken); err != nil {
 					b.Fatal(err)
 				}
 			}
+			reportCPU(b, cpu)
 		})
 	}
 }

@@ -494,16 +494,17 @@ func (r *Recorder) Close(ctx context.Context) error {
 
 // requestEntry encodes the request part of x, redacted.
 func requestEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
+	rd := red.with(extra)
 	part := *x
 	part.ForwardedAt, part.RespondedAt, part.Response, part.Error, part.Durations = nil, nil, nil, "", Durations{}
-	part.Request.Body = redactBody(part.Request.Body, red, extra)
+	part.Request.Body = redactBody(part.Request.Body, rd)
 	data, err := appendExchange(make([]byte, 0, sizeHint(part.Request.Header, &part.Request.Body)), &part, red)
 	if err != nil {
 		return nil, fmt.Errorf("encode record: %w", err)
 	}
-	data = without(red.Bytes(data), extra)
+	data = rd.bytes(data)
 	// The index columns are searchable copies of the record: they are redacted as it is.
-	clean := func(s string) string { return string(without(red.Bytes([]byte(s)), extra)) }
+	clean := rd.string
 	e := &Entry{Kind: KindRequest, ExchangeID: x.ID, At: x.ReceivedAt, Data: data,
 		Route: x.Route, Decision: x.Decision, Method: clean(x.Request.Method), Path: clean(x.Request.Path)}
 	if x.Identity != nil {
@@ -517,10 +518,11 @@ func requestEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 func responseEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 	c := completion{ForwardedAt: x.ForwardedAt, RespondedAt: x.RespondedAt, Decision: x.Decision, Reason: x.Reason,
 		ApprovalID: x.ApprovalID, Error: x.Error, Durations: x.Durations}
+	rd := red.with(extra)
 	status := 0
 	if x.Response != nil {
 		resp := *x.Response
-		resp.Body = redactBody(resp.Body, red, extra)
+		resp.Body = redactBody(resp.Body, rd)
 		c.Response = &resp
 		status = resp.Status
 	}
@@ -532,7 +534,7 @@ func responseEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode record: %w", err)
 	}
-	data = without(red.Bytes(data), extra)
+	data = rd.bytes(data)
 	at := time.Now()
 	if x.RespondedAt != nil {
 		at = *x.RespondedAt
@@ -542,12 +544,12 @@ func responseEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 
 // redactBody redacts a body in its raw bytes, before a binary body is base64-encoded
 // and a secret in it could no longer be found.
-func redactBody(b Body, red *Redactor, extra []string) Body {
+func redactBody(b Body, rd *redaction) Body {
 	if b.Encoding != "base64" {
 		return b
 	}
 	raw := b.Bytes()
-	clean := without(red.Bytes(raw), extra)
+	clean := rd.bytes(raw)
 	if bytes.Equal(raw, clean) {
 		return b
 	}
@@ -558,7 +560,8 @@ func redactBody(b Body, red *Redactor, extra []string) Body {
 
 // RedactString returns s with every secret value the policy knows, and extra, redacted.
 func (r *Recorder) RedactString(s string, extra ...string) string {
-	return string(without(r.policy.Load().Redactor.Bytes([]byte(s)), extra))
+	rd := r.policy.Load().Redactor.with(extra)
+	return rd.string(s)
 }
 
 // Redacted returns x as Begin and End would record it now: with the policy's redaction.

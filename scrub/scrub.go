@@ -7,7 +7,6 @@ package scrub
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"net/url"
 	"slices"
@@ -23,7 +22,7 @@ const MinLen = 8
 type Scrubber struct {
 	forms    []string          // longest first
 	replacer *strings.Replacer // nil when there are no forms
-	filter   *prefixFilter     // tells at once that a text holds no form; nil: always replace
+	filter   *Filter           // tells in one pass whether a text holds a form
 }
 
 // New returns a Scrubber for secrets that replaces each form f of them with replace(f).
@@ -41,8 +40,8 @@ func New(secrets []string, replace func(form string) string) *Scrubber {
 			pairs = append(pairs, f, replace(f))
 		}
 		s.replacer = strings.NewReplacer(pairs...)
-		s.filter = newPrefixFilter(forms)
 	}
+	s.filter = NewFilter(forms)
 	return s
 }
 
@@ -57,6 +56,15 @@ func SameLength(form string) string {
 		return strings.Repeat("*", len(form))
 	}
 	return "[REDACTED" + strings.Repeat("*", len(form)-len("[REDACTED]")) + "]"
+}
+
+// Filter returns the Filter of s's forms: With adds a text's own secrets to it, so that
+// one pass tells whether the text holds any of them. A nil *Scrubber's holds none.
+func (s *Scrubber) Filter() *Filter {
+	if s == nil {
+		return NewFilter(nil)
+	}
+	return s.filter
 }
 
 // Empty reports whether s has nothing to replace.
@@ -105,7 +113,7 @@ func Forms(secret string) []string {
 
 // String returns text with every form replaced.
 func (s *Scrubber) String(text string) string {
-	if s.Empty() || s.filter != nil && !s.filter.mayHold([]byte(text)) {
+	if s.Empty() || !s.filter.Holds([]byte(text)) {
 		return text
 	}
 	return s.replacer.Replace(text)
@@ -114,7 +122,7 @@ func (s *Scrubber) String(text string) string {
 // Bytes returns p with every form replaced. It returns p itself when there is nothing to
 // replace.
 func (s *Scrubber) Bytes(p []byte) []byte {
-	if s.Empty() || s.filter != nil && !s.filter.mayHold(p) {
+	if s.Empty() || !s.filter.Holds(p) {
 		return p
 	}
 	out := s.replacer.Replace(string(p))
@@ -160,66 +168,4 @@ func (s *Scrubber) partial(p []byte) int {
 		}
 	}
 	return best
-}
-
-// prefixFilter answers, in one pass at about a nanosecond a byte, whether a text may
-// hold one of a set of strings: it looks up the first w bytes at every position of the
-// text in a bit set of the strings' first w bytes (w, at most 8, the shortest string's
-// length), then confirms a hit exactly. It never answers false for a text that holds
-// one; the Replacer then does the (rare) replacing. Most texts hold no secret, and
-// strings.Replacer with dozens of strings costs some 7 ns a byte to find that out.
-type prefixFilter struct {
-	w     int
-	mask  uint64
-	bits  [1 << 16 / 64]uint64 // hashed prefixes
-	exact map[uint64]bool      // the prefixes themselves
-}
-
-// newPrefixFilter returns the filter for forms, or nil when one is shorter than 4 bytes
-// (too short a prefix to filter on; the caller then always replaces).
-func newPrefixFilter(forms []string) *prefixFilter {
-	w := 8
-	for _, f := range forms {
-		w = min(w, len(f))
-	}
-	if w < 4 {
-		return nil
-	}
-	f := &prefixFilter{w: w, mask: ^uint64(0) >> (64 - 8*w), exact: map[uint64]bool{}}
-	for _, s := range forms {
-		k := f.key([]byte(s))
-		f.exact[k] = true
-		h := hashPrefix(k)
-		f.bits[h/64] |= 1 << (h % 64)
-	}
-	return f
-}
-
-// key is the first w bytes of p (len(p) >= w), little-endian in a word.
-func (f *prefixFilter) key(p []byte) uint64 {
-	var buf [8]byte
-	copy(buf[:], p[:f.w])
-	return binary.LittleEndian.Uint64(buf[:])
-}
-
-func hashPrefix(k uint64) uint64 { return (k * 0x9E3779B97F4A7C15) >> 48 }
-
-// mayHold reports whether p may hold one of the filter's strings.
-func (f *prefixFilter) mayHold(p []byte) bool {
-	n := len(p) - f.w
-	i := 0
-	// Whole 8-byte loads while they stay inside p; the tail goes through key.
-	for ; i <= len(p)-8 && i <= n; i++ {
-		k := binary.LittleEndian.Uint64(p[i:]) & f.mask
-		h := hashPrefix(k)
-		if f.bits[h/64]&(1<<(h%64)) != 0 && f.exact[k] {
-			return true
-		}
-	}
-	for ; i <= n; i++ {
-		if f.exact[f.key(p[i:])] {
-			return true
-		}
-	}
-	return false
 }

@@ -166,24 +166,79 @@ func BenchmarkReader(b *testing.B) {
 	}
 }
 
-// TestPrefixFilterShortStrings covers prefixes shorter than a word (scrubbing itself only
-// searches for strings of 8 bytes or more): a string is found wherever it is, the end of
-// the text included, and a text without it is let through.
-func TestPrefixFilterShortStrings(t *testing.T) {
-	f := newPrefixFilter([]string{"abcd", "wxyz1"})
+// TestFilter checks that a Filter finds its strings wherever they are (the start and the
+// end of the text included, and between two sampled positions), whatever their lengths,
+// with strings added by With, and that it lets a text without them through, one that
+// holds only a string's start or a window of it at a sampled position included.
+func TestFilter(t *testing.T) {
+	long := "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.c2lnbmF0dXJl"
 	for _, c := range []struct {
-		text string
-		want bool
+		name  string
+		strs  []string
+		extra []string
+		text  string
+		want  bool
 	}{
-		{"abcd", true}, {"..abcd", true}, {"abcd..", true}, {"0123456789wxyz1", true},
-		{"abc", false}, {"abce wxy1 xyz1", false}, {"", false},
-		{"wxyz", true}, // a prefix is enough: the Replacer decides
+		{"none", nil, nil, "anything", false},
+		{"empty text", []string{"abcd"}, nil, "", false},
+		{"4 bytes alone", []string{"abcd", "wxyz1"}, nil, "abcd", true},
+		{"4 bytes at the end", []string{"abcd", "wxyz1"}, nil, "..abcd", true},
+		{"5 bytes after 10", []string{"abcd", "wxyz1"}, nil, "0123456789wxyz1", true},
+		{"a start only", []string{"abcd", "wxyz1"}, nil, "wxyz", false},
+		{"near misses", []string{"abcd", "wxyz1"}, nil, "abc abce wxy1 xyz1", false},
+		{"3 bytes", []string{"abc"}, nil, "..abc", true},
+		{"1 byte", []string{"q"}, nil, "..q", true},
+		{"long, every offset", []string{planted}, nil, strings.Repeat(".", 13) + planted + "..", true},
+		{"long, cut short", []string{planted}, nil, "x" + planted[:len(planted)-1], false},
+		{"long, its window at a sampled position", []string{planted}, nil, planted[5:] + planted[:30], false},
+		{"extra", []string{planted}, []string{long}, `{"t":"` + long + `"}`, true},
+		{"extra absent", []string{planted}, []string{long}, `{"t":"` + long[:40] + `"}`, false},
+		{"original through extra", []string{planted}, []string{long}, "." + planted, true},
+		{"extra shorter than all", []string{planted}, []string{"short-one"}, "a short-one", true},
+		{"extra into none", nil, []string{"short-one"}, "a short-one", true},
 	} {
-		if got := f.mayHold([]byte(c.text)); got != c.want {
-			t.Errorf("mayHold(%q) = %v, want %v", c.text, got, c.want)
+		t.Run(c.name, func(t *testing.T) {
+			f := NewFilter(c.strs).With(c.extra)
+			if got := f.Holds([]byte(c.text)); got != c.want {
+				t.Errorf("NewFilter(%q).With(%q).Holds(%q) = %v, want %v", c.strs, c.extra, c.text, got, c.want)
+			}
+		})
+	}
+}
+
+// FuzzFilter holds Filter to what searching each string in turn tells, with and without
+// strings added by With, the base filter unchanged by them.
+func FuzzFilter(f *testing.F) {
+	f.Add([]byte("xx sk_live_PLANTED/key+42= yy"), "sk_live_PLANTED/key+42=", "another-secret", "a-third-one", uint(3))
+	f.Add([]byte("abcabcabcd"), "abcd", "bcab", "", uint(0))
+	f.Add([]byte("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaab"), "aaaaaaaaaaaaaaaaab", "aab", "b", uint(1))
+	f.Fuzz(func(t *testing.T, text []byte, a, b, c string, at uint) {
+		strs := []string{a, b}
+		if len(text) > 0 && len(c) > 0 {
+			pos := at % uint(len(text)+1)
+			text = append(text[:pos:pos], append([]byte(c), text[pos:]...)...)
 		}
-	}
-	if newPrefixFilter([]string{"abc"}) != nil {
-		t.Error("a filter for a 3-byte string, want none (always replace)")
-	}
+		holds := func(strs ...string) bool {
+			for _, s := range strs {
+				if s != "" && bytes.Contains(text, []byte(s)) {
+					return true
+				}
+			}
+			return false
+		}
+		base := NewFilter(strs)
+		if got, want := base.Holds(text), holds(strs...); got != want {
+			t.Fatalf("NewFilter(%q).Holds(%q) = %v, want %v", strs, text, got, want)
+		}
+		g := base.With([]string{c})
+		if got, want := g.Holds(text), holds(a, b, c); got != want {
+			t.Fatalf("NewFilter(%q).With(%q).Holds(%q) = %v, want %v", strs, c, text, got, want)
+		}
+		if again := base.With([]string{c}); c != "" && again != g {
+			t.Fatalf("With(%q) again made a new Filter, want the one kept", c)
+		}
+		if got, want := base.Holds(text), holds(strs...); got != want {
+			t.Fatalf("after With, NewFilter(%q).Holds(%q) = %v, want %v", strs, text, got, want)
+		}
+	})
 }
