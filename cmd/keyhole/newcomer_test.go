@@ -1,11 +1,19 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/keyholehq/keyhole/recorder"
+	"github.com/keyholehq/keyhole/store/sqlite"
 )
 
 // writeFile writes data to name in a new temporary directory and returns its path.
@@ -112,6 +120,94 @@ func TestCheckPrints(t *testing.T) {
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check printed\n%s\nwant a line %q", out, want)
+		}
+	}
+}
+
+// TestSubcommandHelp checks that COMMAND --help prints that command's usage with its
+// own flags only, and exits as help does (flag.ErrHelp, status 2).
+func TestSubcommandHelp(t *testing.T) {
+	for _, c := range []struct {
+		args     []string
+		want     []string
+		dontWant []string
+	}{
+		{[]string{"records", "--help"}, []string{"list", "show ID", "export --format", "tail", "verify"}, []string{"Usage of"}},
+		{[]string{"records", "show", "--help"}, []string{"-server", "-store"}, []string{"-since", "-format", "-json", "-after"}},
+		{[]string{"records", "list", "--help"}, []string{"-since", "-json"}, []string{"-format", "-after", "-har", "-o "}},
+		{[]string{"records", "tail", "--help"}, []string{"-after", "-format"}, []string{"-json", "-har"}},
+		{[]string{"approvals", "--help"}, []string{"list [--state", "approve ID", "deny ID"}, []string{"Usage of"}},
+		{[]string{"approvals", "list", "--help"}, []string{"-state", "-server"}, []string{"-comment"}},
+		{[]string{"approvals", "approve", "--help"}, []string{"-comment", "-server"}, []string{"-state", "-json"}},
+		{[]string{"replay", "--help"}, []string{"-allow-unsafe", "-dry-run", "-target", "-server"}, []string{"-since", "-decision", "-store", "-limit"}},
+		{[]string{"token", "--help"}, []string{"-issuer URL", `(default "http://127.0.0.1:9090/dev")`}, []string{"-issuer keyhole"}},
+	} {
+		name := strings.Join(c.args, " ")
+		_, errOut, err := runCmd(t, testEnv, c.args...)
+		if !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("%s = %v, want flag.ErrHelp", name, err)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(errOut, w) {
+				t.Errorf("%s printed\n%s\nwant %q in it", name, errOut, w)
+			}
+		}
+		for _, w := range c.dontWant {
+			if strings.Contains(errOut, w) {
+				t.Errorf("%s printed\n%s\nwhich names %q, not one of its flags", name, errOut, w)
+			}
+		}
+	}
+}
+
+// TestApprovalsListHint checks that the hint under the approvals table is a command that
+// runs as printed: with the --server the list was read from.
+func TestApprovalsListHint(t *testing.T) {
+	var out strings.Builder
+	page := `{"approvals":[{"id":"01JDX","route":"crm-delete","method":"DELETE","path":"/crm/customers/1","state":"pending"}]}`
+	if err := approvalTable(&out, json.RawMessage(page), "http://127.0.0.1:9090"); err != nil {
+		t.Fatal(err)
+	}
+	if want := "keyhole approvals show ID --server http://127.0.0.1:9090\n"; !strings.HasSuffix(out.String(), want) {
+		t.Errorf("approvals list printed\n%s\nwant it to end with %q", out.String(), want)
+	}
+}
+
+// TestRecordsListAligns checks that every column of records list starts where its
+// heading does, whatever the length of a row's decision (approval_pending) or route.
+func TestRecordsListAligns(t *testing.T) {
+	dsn := "sqlite://" + filepath.Join(t.TempDir(), "keyhole.db")
+	st, err := sqlite.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := recorder.New(st, recorder.Policy{Mode: recorder.Strict, BodyLimit: 512, Redactor: recorder.NewRedactor(nil, nil)}, recorder.Options{})
+	for i, d := range []string{"approval_pending", "allowed", "forbidden"} {
+		x := &recorder.Exchange{ID: fmt.Sprintf("01JDX00000000000000000000%d", i), ReceivedAt: time.Now(),
+			Route: strings.Repeat("r", 5+10*i), Decision: d, Request: recorder.Request{Method: "DELETE", Path: "/crm/customers/1"},
+			Identity: &recorder.Identity{Subject: "alice@example.com"}}
+		rec.Refused(x)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := rec.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	out, errOut, err := runCmd(t, testEnv, "records", "list", "--store", dsn)
+	if err != nil {
+		t.Fatalf("records list = %v %s", err, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("records list printed\n%s\nwant a heading and 3 rows", out)
+	}
+	for _, col := range []string{"DECISION", "ROUTE", "SUBJECT"} {
+		at := strings.Index(lines[0], col)
+		for _, l := range lines[1:] {
+			if len(l) <= at || l[at] == ' ' || l[at-1] != ' ' {
+				t.Errorf("column %s starts at %d, but not in row\n%s\nof\n%s", col, at, l, out)
+			}
 		}
 	}
 }
