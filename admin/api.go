@@ -363,6 +363,12 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// Whether it can be replayed at all comes first: allow_unsafe would not help.
+	var re *recorder.ReplayError
+	if err := recorder.Replayable(x); errors.As(err, &re) {
+		apiError(w, re.Status, re.Code, re.Msg)
+		return
+	}
 	if !safeMethods[x.Request.Method] && !req.AllowUnsafe {
 		apiError(w, http.StatusBadRequest, "unsafe_method", x.Request.Method+" may change data upstream; set allow_unsafe to replay it")
 		return

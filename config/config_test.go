@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Planted secrets: no error, print or JSON may ever contain them.
@@ -764,5 +766,68 @@ routes:
 	}
 	if _, err := ParseWith([]byte(cfg), "", func(string) string { return "" }, Options{SecretsOptional: true}); err == nil || !strings.Contains(err.Error(), "${CRM_URL} is not set") {
 		t.Errorf("an unset variable outside a secret: %v, want it refused", err)
+	}
+}
+
+// TestOneErrorPerMistake checks that a mistake validation reports is not reported again
+// by a Check under a neighbouring field (a bad mask action again as a bad mask field), nor
+// as a consequence (a misspelt key again as a missing one).
+func TestOneErrorPerMistake(t *testing.T) {
+	data := []byte(`identity:
+  issuers: [{ issuer: "https://idp.example/oauth2/default", audiences: [a] }]
+upstreams: { crm: { url: "http://crm" } }
+routes:
+  - name: r1
+    match: { metods: [GET], path: "/a" }
+    upstream: crm
+    allow: { groups: [g] }
+    mask:
+      - { field: a.b, action: zap }
+      - { field: "a|b", action: redact }
+`)
+	check := func(c *Config) error {
+		return errors.Join(
+			c.Errorf("routes[0].mask[0].field", "unknown action %q", "zap"),
+			c.Errorf("routes[0].mask[1].field", "unsupported gjson path"),
+			c.Errorf("routes[0].match.methods", "no methods"))
+	}
+	_, err := Parse(data, t.TempDir(), nil, check)
+	want := `line 6: routes[0].match: unknown key "metods" (did you mean "methods"?)
+line 10: routes[0].mask[0].action: unknown action "zap": want redact, remove, hash, last4
+line 11: routes[0].mask[1].field: unsupported gjson path`
+	if err == nil || err.Error() != want {
+		t.Errorf("Parse error =\n%v\nwant\n%s", err, want)
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want ByteSize
+		err  bool
+	}{
+		{"1048576", 1 << 20, false},
+		{"64KiB", 64 << 10, false},
+		{"1MiB", 1 << 20, false},
+		{"1 MiB", 1 << 20, false},
+		{"1MB", 1000 * 1000, false},
+		{"2GiB", 2 << 30, false},
+		{"10B", 10, false},
+		{"1mb", 0, true},
+		{"1.5MB", 0, true},
+		{"10M", 0, true},
+		{"1k", 0, true},
+		{"-1", 0, true},
+		{"1e6", 0, true},
+		{"9999999999GiB", 0, true},
+		{"MiB", 0, true},
+	} {
+		var got ByteSize
+		err := yaml.Unmarshal([]byte("v: "+c.in), &struct {
+			V *ByteSize `yaml:"v"`
+		}{&got})
+		if got != c.want || (err != nil) != c.err {
+			t.Errorf("size %q = %d, %v, want %d, error %v", c.in, got, err, c.want, c.err)
+		}
 	}
 }

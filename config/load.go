@@ -87,11 +87,16 @@ func ParseWith(data []byte, dir string, getenv func(string) string, opts Options
 		seen := map[string]bool{}
 		for _, e := range w.errs {
 			seen[e.Path] = true
+			if r, ok := maskRule(e.Path); ok {
+				seen[r] = true
+			}
 		}
 		for _, c := range checks {
 			for _, e := range runCheck(cfg, c, failed) {
-				// A field already reported by validation is not reported twice.
-				if !seen[e.Path] || e.Path == "" {
+				// A field already reported by validation is not reported twice, nor is a
+				// mask rule validation refused (a bad action is not again a bad field).
+				r, inRule := maskRule(e.Path)
+				if e.Path == "" || !seen[e.Path] && !(inRule && seen[r]) && !w.underBad(e.Path) {
 					w.errs = append(w.errs, e)
 				}
 			}
@@ -106,6 +111,17 @@ func ParseWith(data []byte, dir string, getenv func(string) string, opts Options
 		return nil, errors.Join(errs...)
 	}
 	return cfg, nil
+}
+
+// maskRule returns the mask rule that path p is a field of: routes[0].mask[1] for
+// routes[0].mask[1].action.
+func maskRule(p string) (string, bool) {
+	parent, ok := parentPath(p)
+	if !ok || !strings.HasSuffix(parent, "]") {
+		return "", false
+	}
+	list, ok := parentPath(parent)
+	return parent, ok && (list == "mask" || strings.HasSuffix(list, ".mask"))
 }
 
 // Check validates what package config does not know how to, such as the route patterns,

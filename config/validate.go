@@ -23,17 +23,7 @@ type validator struct {
 }
 
 func (v *validator) errorf(path, format string, args ...any) {
-	for p := path; ; {
-		if v.w.bad[p] {
-			return
-		}
-		parent, ok := parentPath(p)
-		if !ok {
-			break
-		}
-		p = parent
-	}
-	if v.w.bad[""] {
+	if v.w.underBad(path) {
 		return
 	}
 	v.w.errs = append(v.w.errs, v.cfg.Errorf(path, format, args...))

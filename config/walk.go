@@ -66,6 +66,20 @@ func (w *walker) fail(line int, path, format string, args ...any) {
 	w.errorf(line, path, format, args...)
 }
 
+// underBad reports whether path, or a path that holds it, already has an error.
+func (w *walker) underBad(path string) bool {
+	for p := path; ; {
+		if w.bad[p] {
+			return true
+		}
+		parent, ok := parentPath(p)
+		if !ok {
+			return w.bad[""]
+		}
+		p = parent
+	}
+}
+
 // record notes that path is written at line.
 func (w *walker) record(path string, line int) {
 	if path == "" {
@@ -280,8 +294,10 @@ func (w *walker) structure(n *yaml.Node, v reflect.Value, path string, line int)
 		i, ok := idx[k.Value]
 		if !ok {
 			msg := fmt.Sprintf("unknown key %q", k.Value)
-			if s := suggest(k.Value, names); s != "" {
+			if s := Suggest(k.Value, names); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
+				// The misspelt key is the mistake: that s is then missing is not another.
+				w.bad[KeyPath(path, s)] = true
 			}
 			w.errorf(p.key.Line, path, "%s", msg)
 			continue
@@ -475,8 +491,9 @@ func (w *walker) resolved(n *yaml.Node, path string, line int, expand bool) (*ya
 	return n, true
 }
 
-// suggest returns the name in names closest to k, if it is close enough to be a typo.
-func suggest(k string, names []string) string {
+// Suggest returns the name in names closest to k, if it is close enough to be a typo of
+// it, else "". It is what "did you mean" hints of config errors use.
+func Suggest(k string, names []string) string {
 	best, bestD := "", 3
 	for _, n := range names {
 		if d := distance(strings.ToLower(k), n); d < bestD && d <= len(n)/2 {

@@ -227,6 +227,9 @@ func TestReplay(t *testing.T) {
 	}{
 		{"truncated body", long, `{"allow_unsafe":true}`, 409, "not_replayable"},
 		{"never forwarded", forbidden, `{"allow_unsafe":true}`, 409, "not_replayable"},
+		// allow_unsafe would not help: say so before asking for it (issue 15).
+		{"never forwarded, unsafe, without allow_unsafe", forbidden, `{}`, 409, "not_replayable"},
+		{"truncated body, without allow_unsafe", long, `{}`, 409, "not_replayable"},
 		{"credential redacted from the query", keyInQuery, `{}`, 409, "not_replayable"},
 		{"credential redacted from the path", keyInPath, `{}`, 409, "not_replayable"},
 		{"credential redacted from one header value", keyInHeader, `{}`, 409, "not_replayable"},

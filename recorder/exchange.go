@@ -40,7 +40,7 @@ type Exchange struct {
 	Masked bool `json:"masked,omitempty"`
 	// MCP is what an mcp route read of the JSON-RPC message, nil on other routes.
 	MCP *MCP `json:"mcp,omitempty"`
-	// Record is "metadata" when the route records no bodies (their sizes are kept, the
+	// Record is RecordMetadata when the route records no bodies (their sizes are kept, the
 	// bodies marked truncated), "" for a whole record.
 	Record   string    `json:"record,omitempty"`
 	Request  Request   `json:"request"`
@@ -49,6 +49,10 @@ type Exchange struct {
 	Error     string    `json:"error,omitempty"`
 	Durations Durations `json:"durations"`
 }
+
+// RecordMetadata is Exchange.Record of a route that records no bodies (config's
+// record: metadata).
+const RecordMetadata = "metadata"
 
 // MCP is the Model Context Protocol part of an exchange on an mcp route. The arguments
 // are in the request body, redacted as any body is.

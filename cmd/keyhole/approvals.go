@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,34 +14,59 @@ import (
 	"time"
 )
 
-const approvalsUsage = "usage: keyhole approvals list|show ID|approve ID|deny ID [--comment C] --server URL"
+// approvalsUsage lists the approvals subcommands; each one's --help lists its flags.
+const approvalsUsage = `usage: keyhole approvals SUBCOMMAND [flags] --server URL   (token in KEYHOLE_TOKEN)
+
+  list [--state pending|approved|denied|expired|used|all --route R --subject S --json]
+  show ID [--json]
+  approve ID [--comment C]
+  deny ID [--comment C]
+
+Run "keyhole approvals SUBCOMMAND --help" for its flags.
+`
 
 // cmdApprovals lists and decides approvals through a running gateway's admin API, with
 // the approver's token from KEYHOLE_TOKEN.
 func cmdApprovals(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, approvalsUsage)
+	if len(args) == 0 || isHelp(args[0]) {
+		fmt.Fprint(stderr, approvalsUsage)
+		if len(args) > 0 {
+			return flag.ErrHelp
+		}
 		return errUsage
 	}
 	sub, args := args[0], args[1:]
+	want := 1
+	switch sub {
+	case "list":
+		want = 0
+	case "show", "approve", "deny":
+	default:
+		fmt.Fprintf(stderr, "keyhole approvals: unknown subcommand %q\n%s", sub, approvalsUsage)
+		return errUsage
+	}
 	fs := newFlags("approvals "+sub, stderr)
 	src := recordsSource{token: getenv("KEYHOLE_TOKEN")}
-	fs.StringVar(&src.server, "server", "", "admin URL of the running gateway, e.g. http://127.0.0.1:9090 (token from KEYHOLE_TOKEN)")
-	comment := fs.String("comment", "", "approve, deny: why (the requester sees a denial's comment)")
-	state := fs.String("state", "pending", "list: pending, approved, denied, expired, used or all")
-	route := fs.String("route", "", "list: only this route")
-	subject := fs.String("subject", "", "list: only this requester")
-	asJSON := fs.Bool("json", false, "list, show: print the API's JSON")
-	want := 1
-	if sub == "list" {
-		want = 0
+	fs.StringVar(&src.server, "server", "", "admin URL of the running gateway, e.g. http://127.0.0.1:9090 (token from KEYHOLE_TOKEN); required")
+	var comment, state, route, subject *string
+	var asJSON *bool
+	switch sub {
+	case "list":
+		state = fs.String("state", "pending", "pending, approved, denied, expired, used or all")
+		route = fs.String("route", "", "only this route")
+		subject = fs.String("subject", "", "only this requester")
+		asJSON = fs.Bool("json", false, "print the API's JSON")
+	case "show":
+		fs.Bool("json", false, "print the API's JSON (what show always prints)")
+	default:
+		comment = fs.String("comment", "", "why (the requester sees a denial's comment)")
 	}
 	pos, rest := positional(args, want)
 	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
 	if len(pos) != want || src.server == "" {
-		fmt.Fprintln(stderr, approvalsUsage)
+		fmt.Fprint(stderr, approvalsUsage)
 		return errUsage
 	}
 	switch sub {
@@ -59,14 +85,14 @@ func cmdApprovals(ctx context.Context, args []string, getenv func(string) string
 		if *asJSON {
 			return writeIndented(stdout, page)
 		}
-		return approvalTable(stdout, page)
+		return approvalTable(stdout, page, src.server)
 	case "show":
 		var a json.RawMessage
 		if err := src.api(ctx, http.MethodGet, "/api/v1/approvals/"+url.PathEscape(pos[0]), nil, &a); err != nil {
 			return err
 		}
 		return writeIndented(stdout, a)
-	case "approve", "deny":
+	default: // approve, deny
 		var a approvalRow
 		if err := src.api(ctx, http.MethodPost, "/api/v1/approvals/"+url.PathEscape(pos[0])+"/"+sub,
 			map[string]string{"comment": *comment}, &a); err != nil {
@@ -80,8 +106,6 @@ func cmdApprovals(ctx context.Context, args []string, getenv func(string) string
 		fmt.Fprintln(stdout)
 		return nil
 	}
-	fmt.Fprintf(stderr, "keyhole approvals: unknown subcommand %q\n%s\n", sub, approvalsUsage)
-	return errUsage
 }
 
 // approvalRow is the part of an API approval the CLI prints.
@@ -116,7 +140,9 @@ func approvesIn(a approvalRow) int {
 	return n
 }
 
-func approvalTable(w io.Writer, page json.RawMessage) error {
+// approvalTable prints a page of approvals as a table, with how to read one in full
+// from server.
+func approvalTable(w io.Writer, page json.RawMessage, server string) error {
 	var list struct {
 		Approvals []approvalRow `json:"approvals"`
 	}
@@ -137,7 +163,7 @@ func approvalTable(w io.Writer, page json.RawMessage) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintln(w, "Read headers and body with: keyhole approvals show ID")
+	_, err := fmt.Fprintln(w, "Read headers and body with: keyhole approvals show ID --server", server)
 	return err
 }
 

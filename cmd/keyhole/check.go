@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/keyholehq/keyhole/config"
@@ -96,7 +97,15 @@ func cmdCheck(args []string, getenv func(string) string, stdin io.Reader, stdout
 	}
 	p := c.Identity.principal()
 	fmt.Fprintf(stdout, "request:   %s %s\n", v.method, c.Request.Path)
-	fmt.Fprintf(stdout, "identity:  sub=%q client_id=%q groups=%v scopes=%v\n", p.Subject, p.ClientID, p.Groups, p.Scopes)
+	fmt.Fprintf(stdout, "identity:  sub=%q client_id=%q groups=%v scopes=%v", p.Subject, p.ClientID, p.Groups, p.Scopes)
+	if len(c.Identity.Claims) > 0 {
+		var kv []string
+		for _, k := range slices.Sorted(maps.Keys(c.Identity.Claims)) {
+			kv = append(kv, fmt.Sprintf("%s=%q", k, c.Identity.Claims[k]))
+		}
+		fmt.Fprintf(stdout, " claims={%s}", strings.Join(kv, " "))
+	}
+	fmt.Fprintln(stdout)
 	if r := v.decision.Route; r != nil {
 		kind := "route"
 		if r.Guard {
@@ -123,7 +132,11 @@ func cmdCheck(args []string, getenv func(string) string, stdin io.Reader, stdout
 		}
 		fmt.Fprintf(stdout, "entry:     %s\n", mv.entry)
 	}
-	fmt.Fprintf(stdout, "decision:  %s (%d %s)\n", v.effect, v.status, v.code)
+	status := strconv.Itoa(v.status)
+	if v.code != "" {
+		status += " " + v.code
+	}
+	fmt.Fprintf(stdout, "decision:  %s (%s)\n", v.effect, status)
 	if v.mcp != nil {
 		fmt.Fprintf(stdout, "answer:    %s\n", v.mcp.answer)
 	}

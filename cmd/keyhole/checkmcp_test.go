@@ -28,7 +28,7 @@ func TestCheckMCP(t *testing.T) {
 	}{
 		{name: "allowed tool", args: []string{"--groups", "agents", "--mcp-tool", "lookup_customer"},
 			want: []string{"request:   POST /crm/mcp", route, "mcp:       tools/call lookup_customer arguments {}",
-				`entry:     mcp.tools[0] "lookup_customer"`, "decision:  allow (200 )", "answer:    forwarded to the MCP server",
+				`entry:     mcp.tools[0] "lookup_customer"`, "decision:  allow (200)", "answer:    forwarded to the MCP server",
 				`reason:    tool lookup_customer is allowed by entry "lookup_customer"`}},
 		{name: "when.arguments selects the entry that forbids", args: []string{"--groups", "agents", "--mcp-tool", "delete_customer", "--mcp-args", soft},
 			want: []string{`mcp:       tools/call delete_customer arguments {"id":"c-1","hard":false}`, `entry:     mcp.tools[1] "delete_customer"`,
@@ -46,7 +46,7 @@ func TestCheckMCP(t *testing.T) {
 			want: []string{"mcp:       resources/read crm://customers/42", `entry:     mcp.resources[0] "crm://customers/*"`,
 				"decision:  forbidden (200 forbidden)", `answer:    JSON-RPC error -32003 (HTTP 200), data.error "forbidden"`}},
 		{name: "mcp.methods", args: []string{"--groups", "agents", "--mcp-method", "completion/complete"},
-			want: []string{"mcp:       completion/complete\n", `entry:     mcp.methods "completion/complete"`, "decision:  allow (200 )"}},
+			want: []string{"mcp:       completion/complete\n", `entry:     mcp.methods "completion/complete"`, "decision:  allow (200)"}},
 		{name: "the route refuses before the tool is judged", args: []string{"--groups", "crm-writers", "--mcp-tool", "lookup_customer"},
 			want: []string{route, "entry:     none: the route refused the caller", "decision:  forbidden (403 forbidden)", "reason:    route crm-mcp requires group agents"}},
 		{name: "a mismatched Mcp-Name header", args: []string{"--groups", "agents", "--mcp-tool", "lookup_customer", "--header", "Mcp-Name: drop_customers"},

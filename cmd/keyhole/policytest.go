@@ -7,7 +7,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
+
+	"github.com/keyholehq/keyhole/config"
 
 	"gopkg.in/yaml.v3"
 )
@@ -90,11 +93,19 @@ func runPolicyFile(file, override string, getenv func(string) string, stdout, st
 	if err != nil {
 		return 0, 0, err
 	}
-	var pf policyFile
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&pf); err != nil && !errors.Is(err, io.EOF) {
+	var root yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&root); err != nil && !errors.Is(err, io.EOF) {
 		return 0, 0, fmt.Errorf("%s: %w", file, err)
+	}
+	if errs := unknownKeys(&root, reflect.TypeFor[policyFile](), ""); len(errs) > 0 {
+		fmt.Fprintf(stderr, "%s: %d error(s):\n  %s\n", file, len(errs), strings.Join(errs, "\n  "))
+		return 0, 0, errReported
+	}
+	var pf policyFile
+	if root.Kind != 0 {
+		if err := root.Decode(&pf); err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", file, err)
+		}
 	}
 	cfgPath := override
 	if cfgPath == "" {
@@ -173,4 +184,55 @@ func checkCase(pol *policy, c policyCase) string {
 		return ""
 	}
 	return strings.Join(diffs, "; ") + fmt.Sprintf(" (reason: %s)", v.reason)
+}
+
+// unknownKeys returns an error, with its line and field path (cases[2].expect.decison) and
+// the key it is likely a typo of, for each key of n that type t has no field for.
+func unknownKeys(n *yaml.Node, t reflect.Type, path string) []string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.DocumentNode {
+		if len(n.Content) == 0 {
+			return nil
+		}
+		n = n.Content[0]
+	}
+	var errs []string
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		fields := map[string]reflect.Type{}
+		var names []string
+		for f := range t.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			fields[name] = f.Type
+			names = append(names, name)
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i].Value
+			ft, ok := fields[k]
+			if !ok {
+				msg := fmt.Sprintf("line %d: %sunknown key %q", n.Content[i].Line, pathPrefix(path), k)
+				if s := config.Suggest(k, names); s != "" {
+					msg += fmt.Sprintf(" (did you mean %q?)", s)
+				}
+				errs = append(errs, msg)
+				continue
+			}
+			errs = append(errs, unknownKeys(n.Content[i+1], ft, config.KeyPath(path, k))...)
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, item := range n.Content {
+			errs = append(errs, unknownKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	}
+	return errs
+}
+
+// pathPrefix is "path: ", or "" at the top level, as config errors print it.
+func pathPrefix(path string) string {
+	if path == "" {
+		return ""
+	}
+	return path + ": "
 }

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/keyholehq/keyhole/export"
@@ -27,11 +28,16 @@ type recordsSource struct {
 	filters       map[string]*string
 }
 
+// flags adds --server and --store to fs.
 func (s *recordsSource) flags(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&s.server, "server", "", "admin URL of a running gateway, e.g. http://127.0.0.1:9090 (token from KEYHOLE_TOKEN)")
 	fs.StringVar(&s.store, "store", "", "read a record store directly, e.g. sqlite://data/keyhole.db")
 	s.token = getenv("KEYHOLE_TOKEN")
 	s.filters = map[string]*string{}
+}
+
+// filterFlags adds the filters of the exchanges to read (--since, --route, ...) to fs.
+func (s *recordsSource) filterFlags(fs *flag.FlagSet) {
 	for _, f := range []struct{ name, help string }{
 		{"since", "received at or after: RFC 3339 time or a duration ago (24h, 7d)"},
 		{"until", "received before: RFC 3339 time or a duration ago"},
@@ -133,23 +139,64 @@ func positional(args []string, n int) (pos, rest []string) {
 	return pos, args
 }
 
+// recordsUsage lists the records subcommands; each one's --help lists its flags.
+const recordsUsage = `usage: keyhole records SUBCOMMAND [flags] (--server URL | --store DSN)
+
+  list                           the newest exchanges, as a table (--json for JSON)
+  show ID                        one exchange, whole
+  export --format har|ocsf|jsonl [-o FILE]   every matching exchange
+  tail [--after CURSOR] [--format ocsf|jsonl]   completed exchanges, backlog then live
+  verify                         check the hash chain
+
+list, export and tail take filters: --since --until --subject --route --decision --status --tool --limit.
+Run "keyhole records SUBCOMMAND --help" for its flags.
+`
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "help", "-h", "-help", "--help":
+		return true
+	}
+	return false
+}
+
 func cmdRecords(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: keyhole records list|show ID|export --format har|ocsf|jsonl|tail [--after CURSOR] [--format ocsf|jsonl]|verify [--server URL | --store DSN]")
+	if len(args) == 0 || isHelp(args[0]) {
+		fmt.Fprint(stderr, recordsUsage)
+		if len(args) > 0 {
+			return flag.ErrHelp
+		}
 		return errUsage
 	}
 	sub, args := args[0], args[1:]
+	want := 0
+	switch sub {
+	case "show":
+		want = 1
+	case "list", "export", "tail", "verify":
+	default:
+		fmt.Fprintf(stderr, "keyhole records: unknown subcommand %q\n%s", sub, recordsUsage)
+		return errUsage
+	}
 	fs := newFlags("records "+sub, stderr)
 	var src recordsSource
 	src.flags(fs, getenv)
-	asJSON := fs.Bool("json", false, "list: print JSON instead of a table")
-	har := fs.Bool("har", false, "export: write HAR 1.2 (--format har)")
-	format := fs.String("format", "", "export: har, ocsf or jsonl; tail: ocsf or jsonl (the default)")
-	after := fs.String("after", "", "tail: start after this cursor (the cursor of the last line you have)")
-	out := fs.String("o", "", "export: write to this file instead of stdout")
-	want := 0
-	if sub == "show" {
-		want = 1
+	var asJSON, har *bool
+	var format, after, out *string
+	switch sub {
+	case "list":
+		src.filterFlags(fs)
+		asJSON = fs.Bool("json", false, "print JSON instead of a table")
+	case "export":
+		src.filterFlags(fs)
+		format = fs.String("format", "", "har, ocsf or jsonl (required)")
+		har = fs.Bool("har", false, "the same as --format har")
+		out = fs.String("o", "", "write to this file instead of stdout")
+	case "tail":
+		src.filterFlags(fs)
+		format = fs.String("format", "", "ocsf or jsonl (the default)")
+		after = fs.String("after", "", "start after this cursor (the cursor of the last line you have)")
 	}
 	pos, rest := positional(args, want)
 	if err := parseFlags(fs, rest); err != nil {
@@ -209,11 +256,9 @@ func cmdRecords(ctx context.Context, args []string, getenv func(string) string, 
 			return recordsExportLines(ctx, &src, lines, w, stderr)
 		}
 		return recordsExport(ctx, &src, w, stderr)
-	case "verify":
+	default: // verify
 		return recordsVerify(ctx, &src, stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "keyhole records: unknown subcommand %q\n", sub)
-	return errUsage
 }
 
 // exchanges lists one page from the source.
@@ -313,7 +358,10 @@ func recordsList(ctx context.Context, src *recordsSource, asJSON bool, stdout io
 		enc.SetIndent("", "  ")
 		return enc.Encode(map[string]any{"exchanges": xs, "next_cursor": next})
 	}
-	fmt.Fprintf(stdout, "%-26s  %-20s  %-7s  %-32s  %-6s  %-15s  %-22s  %s\n", "ID", "RECEIVED", "METHOD", "PATH", "STATUS", "DECISION", "ROUTE", "SUBJECT")
+	// A tabwriter, not fixed widths: a decision such as approval_pending is longer than
+	// most, and every column must stay aligned.
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tRECEIVED\tMETHOD\tPATH\tSTATUS\tDECISION\tROUTE\tSUBJECT")
 	for _, x := range xs {
 		status, subject := "-", "-"
 		if x.Response != nil {
@@ -326,8 +374,11 @@ func recordsList(ctx context.Context, src *recordsSource, asJSON bool, stdout io
 		if route == "" {
 			route = "-"
 		}
-		fmt.Fprintf(stdout, "%-26s  %-20s  %-7s  %-32s  %-6s  %-15s  %-22s  %s\n", x.ID, x.ReceivedAt.UTC().Format("2006-01-02 15:04:05Z"),
-			x.Request.Method, clip(x.Request.Path, 32), status, x.Decision, clip(route, 22), subject)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.ID, x.ReceivedAt.UTC().Format("2006-01-02 15:04:05Z"),
+			x.Request.Method, oneLine(clip(x.Request.Path, 48), 48), status, x.Decision, oneLine(clip(route, 32), 32), oneLine(subject, 64))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
 	}
 	if next != "" {
 		fmt.Fprintf(stdout, "(more: newest %d shown; narrow with --since/--until or raise --limit)\n", len(xs))
@@ -443,8 +494,8 @@ func recordsVerify(ctx context.Context, src *recordsSource, stdout, stderr io.Wr
 
 func cmdReplay(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlags("replay", stderr)
-	var src recordsSource
-	src.flags(fs, getenv)
+	src := recordsSource{token: getenv("KEYHOLE_TOKEN")}
+	fs.StringVar(&src.server, "server", "", "admin URL of the running gateway, e.g. http://127.0.0.1:9090 (token from KEYHOLE_TOKEN); required")
 	target := fs.String("target", "", "send to this origin instead of the upstream (must be one of the upstream's replay_targets)")
 	unsafe := fs.Bool("allow-unsafe", false, "replay a method that may change data (POST, PUT, PATCH, DELETE)")
 	dry := fs.Bool("dry-run", false, "show the request that would be sent, send nothing")

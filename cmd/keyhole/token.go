@@ -13,7 +13,7 @@ import (
 
 func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("token", stderr)
-	issuer := fs.String("issuer", "http://127.0.0.1:9090/dev", "dev issuer URL of a running `keyhole demo` or `serve` with identity.dev")
+	issuer := fs.String("issuer", "http://127.0.0.1:9090/dev", "the dev issuer's `URL`: that of a running demo, or of serve with identity.dev")
 	sub := fs.String("sub", "", "subject (a user, or an agent's client id)")
 	cid := fs.String("client-id", "", "client id (cid); equal to --sub for a client-credentials (agent) token")
 	groups := fs.String("groups", "", "comma-separated groups")

@@ -20,7 +20,19 @@ func cmdValidate(args []string, getenv func(string) string, stdout, stderr io.Wr
 	if err != nil {
 		return reportLoad(stderr, *path, err)
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d routes, %d guards, %d upstreams, %d issuers, dev issuer %t)\n",
-		*path, len(cfg.Routes), len(cfg.Guards), len(cfg.Upstreams), len(cfg.Identity.Issuers), cfg.Identity.Dev)
+	dev := ""
+	if cfg.Identity.Dev {
+		dev = ", and the dev issuer"
+	}
+	fmt.Fprintf(stdout, "%s: ok (%s, %s, %s, %s%s)\n", *path, count(len(cfg.Routes), "route"), count(len(cfg.Guards), "guard"),
+		count(len(cfg.Upstreams), "upstream"), count(len(cfg.Identity.Issuers), "issuer"), dev)
 	return nil
+}
+
+// count is n things, in the singular for one.
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }

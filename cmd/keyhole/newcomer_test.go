@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyholehq/keyhole/recorder"
+	"github.com/keyholehq/keyhole/store/sqlite"
+)
+
+// writeFile writes data to name in a new temporary directory and returns its path.
+func writeFile(t *testing.T, name, data string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestValidateOneErrorPerMistake checks that validate reports each mistake once: a bad
+// mask action not again as a bad field, a bad detector once and with the valid names, a
+// misspelt key not again as a missing one.
+func TestValidateOneErrorPerMistake(t *testing.T) {
+	bad := writeFile(t, "bad.yaml", `listen: 127.0.0.1:8080
+identity: { dev: true }
+upstreams: { crm: { url: "http://127.0.0.1:1" } }
+routes:
+  - name: r
+    match: { method: [GET], path: /x }
+    upstream: crm
+    allow: { groups: [g] }
+    mask:
+      - { field: a.b, action: zap }
+    detect: [credit_cardz]
+`)
+	_, errOut, err := runCmd(t, testEnv, "validate", "--config", bad)
+	if !errors.Is(err, errReported) {
+		t.Fatalf("validate = %v, want errReported", err)
+	}
+	want := bad + `: 3 error(s):
+  line 6: routes[0].match: unknown key "method" (did you mean "methods"?)
+  line 10: routes[0].mask[0].action: unknown action "zap": want redact, remove, hash, last4
+  line 11: routes[0].detect[0]: unknown detector "credit_cardz": want credit_card, us_ssn, email, phone, iban, bearer_token, aws_access_key, private_key
+`
+	if errOut != want {
+		t.Errorf("validate printed\n%s\nwant\n%s", errOut, want)
+	}
+}
+
+// TestValidateSays checks the line a successful validate prints: counts, and the dev
+// issuer only when it is on.
+func TestValidateSays(t *testing.T) {
+	for _, c := range []struct{ dev, want string }{
+		{"false", "ok (1 route, 0 guards, 1 upstream, 1 issuer)\n"},
+		{"true", "ok (1 route, 0 guards, 1 upstream, 1 issuer, and the dev issuer)\n"},
+	} {
+		cfg := writeFile(t, "k.yaml", `listen: 127.0.0.1:8080
+identity:
+  dev: `+c.dev+`
+  issuers: [{ issuer: "https://idp.example/oauth2/default", audiences: [a] }]
+upstreams: { crm: { url: "http://127.0.0.1:1" } }
+routes:
+  - { name: r, match: { methods: [GET], path: /x }, upstream: crm, allow: { groups: [g] } }
+`)
+		out, errOut, err := runCmd(t, testEnv, "validate", "--config", cfg)
+		if err != nil || out != cfg+": "+c.want {
+			t.Errorf("validate (dev %s) = %v, printed %q (stderr %s), want %q", c.dev, err, out, errOut, cfg+": "+c.want)
+		}
+	}
+}
+
+// TestPolicyFileTypo checks that a misspelt key of a policy file is reported with its
+// line, field path and the key it is likely a typo of, like a config error.
+func TestPolicyFileTypo(t *testing.T) {
+	abs, _ := filepath.Abs("../../configs/keyhole.yaml")
+	file := writeFile(t, "typo.policy.yaml", "config: "+abs+`
+cases:
+  - name: a
+    request: { method: GET, path: /crm/customers/1 }
+    identity: { sub: x, scopes: [crm.read], claims: { tenant: acme } }
+    expect: { decison: allow }
+  - requst: { method: GET }
+    expect: { decision: allow }
+colour: blue
+`)
+	_, errOut, err := runCmd(t, testEnv, "test", file)
+	if !errors.Is(err, errReported) {
+		t.Fatalf("test = %v, want errReported", err)
+	}
+	want := file + `: 3 error(s):
+  line 6: cases[0].expect: unknown key "decison" (did you mean "decision"?)
+  line 7: cases[1]: unknown key "requst" (did you mean "request"?)
+  line 9: unknown key "colour"
+`
+	if errOut != want {
+		t.Errorf("test printed\n%s\nwant\n%s", errOut, want)
+	}
+}
+
+// TestCheckPrints checks check's identity and decision lines: the claims given with
+// --claim are echoed, and an allow has no empty code.
+func TestCheckPrints(t *testing.T) {
+	out, errOut, err := runCmd(t, testEnv, "check", "--config", "../../configs/keyhole.yaml", "--method", "GET",
+		"--path", "/crm/customers/1", "--sub", "a", "--scopes", "crm.read", "--claim", "tenant=acme", "--claim", "b=2")
+	if err != nil {
+		t.Fatalf("check = %v: %s", err, errOut)
+	}
+	for _, want := range []string{
+		"identity:  sub=\"a\" client_id=\"\" groups=[] scopes=[crm.read] claims={b=\"2\" tenant=\"acme\"}\n",
+		"decision:  allow (200)\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check printed\n%s\nwant a line %q", out, want)
+		}
+	}
+}
+
+// TestSubcommandHelp checks that COMMAND --help prints that command's usage with its
+// own flags only, and exits as help does (flag.ErrHelp, status 2).
+func TestSubcommandHelp(t *testing.T) {
+	for _, c := range []struct {
+		args     []string
+		want     []string
+		dontWant []string
+	}{
+		{[]string{"records", "--help"}, []string{"list", "show ID", "export --format", "tail", "verify"}, []string{"Usage of"}},
+		{[]string{"records", "show", "--help"}, []string{"-server", "-store"}, []string{"-since", "-format", "-json", "-after"}},
+		{[]string{"records", "list", "--help"}, []string{"-since", "-json"}, []string{"-format", "-after", "-har", "-o "}},
+		{[]string{"records", "tail", "--help"}, []string{"-after", "-format"}, []string{"-json", "-har"}},
+		{[]string{"approvals", "--help"}, []string{"list [--state", "approve ID", "deny ID"}, []string{"Usage of"}},
+		{[]string{"approvals", "list", "--help"}, []string{"-state", "-server"}, []string{"-comment"}},
+		{[]string{"approvals", "approve", "--help"}, []string{"-comment", "-server"}, []string{"-state", "-json"}},
+		{[]string{"replay", "--help"}, []string{"-allow-unsafe", "-dry-run", "-target", "-server"}, []string{"-since", "-decision", "-store", "-limit"}},
+		{[]string{"token", "--help"}, []string{"-issuer URL", `(default "http://127.0.0.1:9090/dev")`}, []string{"-issuer keyhole"}},
+	} {
+		name := strings.Join(c.args, " ")
+		_, errOut, err := runCmd(t, testEnv, c.args...)
+		if !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("%s = %v, want flag.ErrHelp", name, err)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(errOut, w) {
+				t.Errorf("%s printed\n%s\nwant %q in it", name, errOut, w)
+			}
+		}
+		for _, w := range c.dontWant {
+			if strings.Contains(errOut, w) {
+				t.Errorf("%s printed\n%s\nwhich names %q, not one of its flags", name, errOut, w)
+			}
+		}
+	}
+}
+
+// TestApprovalsListHint checks that the hint under the approvals table is a command that
+// runs as printed: with the --server the list was read from.
+func TestApprovalsListHint(t *testing.T) {
+	var out strings.Builder
+	page := `{"approvals":[{"id":"01JDX","route":"crm-delete","method":"DELETE","path":"/crm/customers/1","state":"pending"}]}`
+	if err := approvalTable(&out, json.RawMessage(page), "http://127.0.0.1:9090"); err != nil {
+		t.Fatal(err)
+	}
+	if want := "keyhole approvals show ID --server http://127.0.0.1:9090\n"; !strings.HasSuffix(out.String(), want) {
+		t.Errorf("approvals list printed\n%s\nwant it to end with %q", out.String(), want)
+	}
+}
+
+// TestRecordsListAligns checks that every column of records list starts where its
+// heading does, whatever the length of a row's decision (approval_pending) or route.
+func TestRecordsListAligns(t *testing.T) {
+	dsn := "sqlite://" + filepath.Join(t.TempDir(), "keyhole.db")
+	st, err := sqlite.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := recorder.New(st, recorder.Policy{Mode: recorder.Strict, BodyLimit: 512, Redactor: recorder.NewRedactor(nil, nil)}, recorder.Options{})
+	for i, d := range []string{"approval_pending", "allowed", "forbidden"} {
+		x := &recorder.Exchange{ID: fmt.Sprintf("01JDX00000000000000000000%d", i), ReceivedAt: time.Now(),
+			Route: strings.Repeat("r", 5+10*i), Decision: d, Request: recorder.Request{Method: "DELETE", Path: "/crm/customers/1"},
+			Identity: &recorder.Identity{Subject: "alice@example.com"}}
+		rec.Refused(x)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := rec.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	out, errOut, err := runCmd(t, testEnv, "records", "list", "--store", dsn)
+	if err != nil {
+		t.Fatalf("records list = %v %s", err, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("records list printed\n%s\nwant a heading and 3 rows", out)
+	}
+	for _, col := range []string{"DECISION", "ROUTE", "SUBJECT"} {
+		at := strings.Index(lines[0], col)
+		for _, l := range lines[1:] {
+			if len(l) <= at || l[at] == ' ' || l[at-1] != ' ' {
+				t.Errorf("column %s starts at %d, but not in row\n%s\nof\n%s", col, at, l, out)
+			}
+		}
+	}
+}
