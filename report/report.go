@@ -72,12 +72,13 @@ func DecodeRecord(rec recorder.Record) (Exchange, error) {
 
 // Retention is the record retention in force, as far as the report's source tells it.
 type Retention struct {
-	// Known is false when the source does not say (a store read without its
-	// configuration); Keep and From are then meaningless.
+	// Known is false when the source does not say (a store, or the admin API, read
+	// without the gateway's configuration); Keep is then meaningless.
 	Known bool
 	// Keep is recorder.retention: entries older than this are deleted; 0 keeps everything.
 	Keep time.Duration
-	// From names where Keep was read (a configuration file).
+	// From names where Keep was read (a configuration file) or, when it is not known,
+	// why not.
 	From string
 }
 

@@ -177,7 +177,8 @@ func TestRetentionString(t *testing.T) {
 		r    Retention
 		want string
 	}{
-		{Retention{}, "not known (read from a store without its configuration: give --config)"},
+		{Retention{}, "not known"},
+		{Retention{From: "no --config"}, "not known: no --config"},
 		{Retention{Known: true, From: "k.yaml"}, "keep everything (recorder.retention not set), from k.yaml"},
 		{Retention{Known: true, Keep: 90 * 24 * time.Hour, From: "k.yaml"}, "90d (recorder.retention), from k.yaml"},
 		{Retention{Known: true, Keep: 36 * time.Hour, From: "k.yaml"}, "36h0m0s (recorder.retention), from k.yaml"},

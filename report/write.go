@@ -13,8 +13,10 @@ import (
 // String says what the retention is: "90d", "keep everything", or that it is not known.
 func (r Retention) String() string {
 	switch {
+	case !r.Known && r.From == "":
+		return "not known"
 	case !r.Known:
-		return "not known (read from a store without its configuration: give --config)"
+		return "not known: " + r.From
 	case r.Keep == 0:
 		return "keep everything (recorder.retention not set), from " + r.From
 	case r.Keep%(24*time.Hour) == 0:

@@ -135,10 +135,13 @@ func positional(args []string, n int) (pos, rest []string) {
 
 func cmdRecords(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: keyhole records list|show ID|export --format har|ocsf|jsonl|tail [--after CURSOR] [--format ocsf|jsonl]|verify [--server URL | --store DSN]")
+		fmt.Fprintln(stderr, "usage: keyhole records list|show ID|export --format har|ocsf|jsonl|tail [--after CURSOR] [--format ocsf|jsonl]|verify|report [--since 30d] [--format html|md] [-o FILE] [--server URL | --store DSN]")
 		return errUsage
 	}
 	sub, args := args[0], args[1:]
+	if sub == "report" {
+		return cmdRecordsReport(ctx, args, getenv, stdout, stderr)
+	}
 	fs := newFlags("records "+sub, stderr)
 	var src recordsSource
 	src.flags(fs, getenv)
