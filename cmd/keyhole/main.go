@@ -46,7 +46,8 @@ Usage:
   keyhole test     FILE...                          run policy test cases
   keyhole demo                                      dev issuer + sample API + gateway on loopback
   keyhole token    --sub S --groups g1,g2 [--scopes s] [--ttl 1h]   mint a token from the dev issuer
-  keyhole records  list|show ID|export --format har|ocsf|jsonl|tail [--after C] [--format ocsf|jsonl]|verify [--server URL | --store DSN]
+  keyhole records  list|show ID|export --format har|ocsf|jsonl|tail [--after C] [--format ocsf|jsonl]|verify|report [--since 30d]
+                   [--server URL | --store DSN]
                                                     read the exchange records (token in KEYHOLE_TOKEN)
   keyhole replay   ID --server URL [--target URL] [--allow-unsafe] [--dry-run]
                                                     send a recorded request again and diff the answers

@@ -147,6 +147,7 @@ const recordsUsage = `usage: keyhole records SUBCOMMAND [flags] (--server URL | 
   export --format har|ocsf|jsonl [-o FILE]   every matching exchange
   tail [--after CURSOR] [--format ocsf|jsonl]   completed exchanges, backlog then live
   verify                         check the hash chain
+  report [--since 30d] [--format html|md] [-o FILE]   the evidence report of a period
 
 list, export and tail take filters: --since --until --subject --route --decision --status --tool --limit.
 Run "keyhole records SUBCOMMAND --help" for its flags.
@@ -170,6 +171,9 @@ func cmdRecords(ctx context.Context, args []string, getenv func(string) string, 
 		return errUsage
 	}
 	sub, args := args[0], args[1:]
+	if sub == "report" {
+		return cmdRecordsReport(ctx, args, getenv, stdout, stderr)
+	}
 	want := 0
 	switch sub {
 	case "show":
