@@ -53,6 +53,7 @@ Usage:
                                                     send a recorded request again and diff the answers
   keyhole approvals list|show ID|approve ID|deny ID [--comment C] --server URL
                                                     see and decide held requests (token in KEYHOLE_TOKEN)
+  keyhole demo-api --api-key-file FILE [--listen ADDR]   only the demo's customer API (deploy/compose)
   keyhole migrate  --store postgres://... [--password-file FILE]
                                                     apply the PostgreSQL store's schema migrations
   keyhole version
@@ -87,6 +88,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdReplay(ctx, rest, getenv, stdout, stderr)
 	case "approvals":
 		return cmdApprovals(ctx, rest, getenv, stdout, stderr)
+	case "demo-api":
+		return cmdDemoAPI(ctx, rest, stderr)
 	case "migrate":
 		return cmdMigrate(ctx, rest, stdout, stderr)
 	case "version", "--version":

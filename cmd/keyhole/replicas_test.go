@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -319,5 +320,33 @@ func TestReplicasShareSettings(t *testing.T) {
 	}
 	if strings.Contains(differs.Stderr.String(), "hash-key-two") {
 		t.Error("the warning quotes the hash key")
+	}
+}
+
+// TestDemoAPI serves the demo API alone, as deploy/compose runs it: the key from the
+// file opens it, anything else is 401.
+func TestDemoAPI(t *testing.T) {
+	keyFile := t.TempDir() + "/key"
+	if err := os.WriteFile(keyFile, []byte("demo-api-key-0001\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	b := runBackground(t, testEnv, io.Discard, io.Discard, "demo-api", "--listen", addr, "--api-key-file", keyFile)
+	defer b.Stop()
+	call := func(key string) int {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/customers", nil)
+		if key != "" {
+			req.Header.Set("X-Api-Key", key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitFor(t, "the demo API", func() bool { return call("demo-api-key-0001") == 200 })
+	if s := call("wrong"); s != 401 {
+		t.Errorf("a wrong key = %d, want 401", s)
 	}
 }
