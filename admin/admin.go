@@ -51,19 +51,34 @@ func New(o Options) http.Handler {
 	return deadline.Handler(newRouter(o), adminBodyIdle, adminBodyTimeout, adminWriteIdle)
 }
 
-func newRouter(o Options) http.Handler {
+// NewOps returns the operations listener's handler (ops.listen): /healthz, /readyz and
+// /metrics as New serves them, and nothing else — no admin API, console, dev issuer or
+// profiles — so probes and Prometheus can reach it where the admin plane must not be
+// reachable. It is safe for concurrent use.
+func NewOps(gatherer prometheus.Gatherer, ready func() error) http.Handler {
 	r := chi.NewRouter()
+	probes(r, gatherer, ready)
+	return deadline.Handler(r, adminBodyIdle, adminBodyTimeout, adminWriteIdle)
+}
+
+// probes mounts /healthz, /readyz and /metrics on r.
+func probes(r chi.Router, gatherer prometheus.Gatherer, ready func() error) {
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	r.Get("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := o.Ready(); err != nil {
+		if err := ready(); err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": err.Error()})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
-	r.Handle("/metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	r.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+}
+
+func newRouter(o Options) http.Handler {
+	r := chi.NewRouter()
+	probes(r, o.Gatherer, o.Ready)
 	if o.DevIssuer != nil {
 		r.Mount(o.DevPath, http.StripPrefix(o.DevPath, o.DevIssuer))
 	}

@@ -100,3 +100,50 @@ func TestPprof(t *testing.T) {
 		srv.Close()
 	}
 }
+
+// TestOps checks that the operations handler answers the probes and metrics as the admin
+// plane does, and nothing else.
+func TestOps(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "keyhole_test_total", Help: "test"})
+	reg.MustRegister(c)
+	c.Add(2)
+	var ready atomic.Bool
+	srv := httptest.NewServer(admin.NewOps(reg, func() error {
+		if !ready.Load() {
+			return errors.New("record store unreachable")
+		}
+		return nil
+	}))
+	defer srv.Close()
+	for _, tt := range []struct {
+		method, path string
+		ready        bool
+		want         int
+		contains     string
+	}{
+		{"GET", "/healthz", false, 200, `{"status":"ok"}`},
+		{"GET", "/readyz", false, 503, `{"reason":"record store unreachable","status":"not_ready"}`},
+		{"GET", "/readyz", true, 200, `{"status":"ready"}`},
+		{"GET", "/metrics", true, 200, "keyhole_test_total 2"},
+		{"GET", "/api/v1/exchanges", true, 404, ""},
+		{"GET", "/ui/", true, 404, ""},
+		{"GET", "/debug/pprof/", true, 404, ""},
+		{"GET", "/dev/keys", true, 404, ""},
+		{"POST", "/readyz", true, 405, ""},
+	} {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			ready.Store(tt.ready)
+			req, _ := http.NewRequest(tt.method, srv.URL+tt.path, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.want || !strings.Contains(string(b), tt.contains) {
+				t.Errorf("%s %s = %d %s, want %d containing %q", tt.method, tt.path, resp.StatusCode, b, tt.want, tt.contains)
+			}
+		})
+	}
+}

@@ -283,6 +283,18 @@ var badFiles = []struct {
 		},
 	},
 	{
+		"ops.bad.yaml",
+		[]string{
+			`line 9: ops.listen: ":9091" has no host: write 127.0.0.1:9091, or 0.0.0.0:9091 to serve /healthz, /readyz and /metrics on every interface`,
+		},
+	},
+	{
+		"ops_empty.bad.yaml",
+		[]string{
+			`line 8: ops.listen: listen is required (an address such as "0.0.0.0:9091"); remove ops for no operations listener`,
+		},
+	},
+	{
 		"listen_port.bad.yaml",
 		[]string{
 			`line 8: listen: port of ":http" must be a number from 0 to 65535`,

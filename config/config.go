@@ -39,6 +39,7 @@ var DefaultAlgorithms = []string{"RS256", "ES256"}
 type Config struct {
 	Listen    string               `yaml:"listen"`
 	Admin     Admin                `yaml:"admin"`
+	Ops       *Ops                 `yaml:"ops"`
 	TLS       *TLS                 `yaml:"tls"`
 	Identity  Identity             `yaml:"identity"`
 	Upstreams map[string]*Upstream `yaml:"upstreams"`
@@ -128,6 +129,16 @@ type Admin struct {
 	// Console, when set, serves the web console at /ui/ on the admin listener, with
 	// OpenID Connect login.
 	Console *Console `yaml:"console"`
+}
+
+// Ops configures the optional operations listener, which serves only /healthz, /readyz
+// and /metrics, so that probes and Prometheus never need the admin listener (which
+// serves the admin API and the console). nil: no operations listener; the admin
+// listener serves those three paths either way.
+type Ops struct {
+	// Listen is the listener's address, host:port with the host written
+	// ("0.0.0.0:9091" for every interface).
+	Listen string `yaml:"listen"`
 }
 
 // Console configures the web console's login (OpenID Connect authorization code flow

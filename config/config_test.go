@@ -219,6 +219,7 @@ upstreams:
 	}{
 		{"listen", cfg.Listen, DefaultListen},
 		{"admin.listen", cfg.Admin.Listen, DefaultAdminListen},
+		{"ops", cfg.Ops, (*Ops)(nil)},
 		{"groups_claim", is.GroupsClaim, DefaultGroupsClaim},
 		{"scopes_claim", is.ScopesClaim, DefaultScopesClaim},
 		{"algorithms", is.Algorithms, DefaultAlgorithms},
@@ -610,6 +611,9 @@ func TestParseEdges(t *testing.T) {
 		{"duration from env", minimal + "    timeout: ${T}\n", []string{`line 9: upstreams.crm.timeout: bad duration "${T}": want a number with a unit (ms, s, m, h, d)`}},
 		{"condition null", minimal + "routes:\n  - name: r\n    match: { methods: [GET], path: /, when: { body: { x: } } }\n    upstream: crm\n    allow: { groups: [g] }\n", nil},
 		{"dev", "identity: { dev: true }\nlisten: localhost:8080\n", nil},
+		// The ops listener serves no token: identity.dev leaves it free to face the network.
+		{"dev with ops", "identity: { dev: true }\nlisten: localhost:8080\nops: { listen: \"0.0.0.0:9091\" }\n", nil},
+		{"ops not host:port", minimal + "ops: { listen: \"9091\" }\n", []string{`line 9: ops.listen: "9091" is not host:port (want an address such as "127.0.0.1:9091")`}},
 		{"merge scalar", minimal + "limits: { <<: 3 }\n", []string{"line 9: limits: << merges a mapping or a list of mappings, got a number"}},
 		{"merge null", minimal + "limits:\n  <<:\n", []string{"line 10: limits: << merges a mapping or a list of mappings, got null"}},
 		{"merge", minimal + "routes:\n  - name: a\n    match: &m { methods: [GET], path: /a }\n    upstream: crm\n    allow: &g { groups: [g] }\n  - { name: b, match: { <<: *m, path: /b }, upstream: crm, allow: *g }\n", nil},

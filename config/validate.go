@@ -219,16 +219,30 @@ func (v *validator) validate() {
 	}
 }
 
-// listeners checks listen and admin.listen, and that identity.dev keeps both on loopback.
+// listenAddr is one listener's address to check, at path in the file.
+type listenAddr struct {
+	path, addr, example string
+	// serves names what the listener serves, for the message of a missing host; "":
+	// the host may be left out.
+	serves string
+}
+
+// listeners checks listen, admin.listen and ops.listen, and that identity.dev keeps the
+// first two on loopback.
 func (v *validator) listeners() {
 	c := v.cfg
-	for _, l := range []struct {
-		path, addr, example string
-		needHost            bool
-	}{
-		{"listen", c.Listen, "127.0.0.1:8080", false},
-		{"admin.listen", c.Admin.Listen, "127.0.0.1:9090", true},
-	} {
+	addrs := []listenAddr{
+		{"listen", c.Listen, "127.0.0.1:8080", ""},
+		{"admin.listen", c.Admin.Listen, "127.0.0.1:9090", "the admin plane"},
+	}
+	if c.Ops != nil {
+		if c.Ops.Listen == "" {
+			v.errorf("ops.listen", "listen is required (an address such as \"0.0.0.0:9091\"); remove ops for no operations listener")
+		} else {
+			addrs = append(addrs, listenAddr{"ops.listen", c.Ops.Listen, "127.0.0.1:9091", "/healthz, /readyz and /metrics"})
+		}
+	}
+	for _, l := range addrs {
 		what := v.show(l.path, l.addr)
 		if !v.set(l.path) {
 			what += " (the default)"
@@ -242,11 +256,12 @@ func (v *validator) listeners() {
 			v.errorf(l.path, "port of %s must be a number from 0 to 65535", what)
 			continue
 		}
-		if l.needHost && host == "" {
-			v.errorf(l.path, "%s has no host: write 127.0.0.1:%s, or 0.0.0.0:%s to serve the admin plane on every interface", what, port, port)
+		if l.serves != "" && host == "" {
+			v.errorf(l.path, "%s has no host: write 127.0.0.1:%s, or 0.0.0.0:%s to serve %s on every interface", what, port, port, l.serves)
 			continue
 		}
-		if c.Identity.Dev && !isLoopback(host) {
+		// The ops listener serves no token and no admin API: identity.dev does not bind it.
+		if c.Identity.Dev && l.path != "ops.listen" && !isLoopback(host) {
 			v.errorf(l.path, "%s is not a loopback address, and identity.dev serves a built-in issuer whose tokens anyone can mint: listen on 127.0.0.1 or localhost", what)
 		}
 	}

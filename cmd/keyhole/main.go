@@ -56,6 +56,8 @@ Usage:
   keyhole demo-api --api-key-file FILE [--listen ADDR]   only the demo's customer API (deploy/compose)
   keyhole migrate  --store postgres://... [--password-file FILE]
                                                     apply the PostgreSQL store's schema migrations
+  keyhole health   [--url URL | --config FILE] [--timeout 2s]
+                                                    exit 0 when the gateway's /readyz answers 200 (container health checks)
   keyhole version
 
 Run "keyhole COMMAND --help" for the flags of a command.
@@ -92,8 +94,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdDemoAPI(ctx, rest, stderr)
 	case "migrate":
 		return cmdMigrate(ctx, rest, stdout, stderr)
+	case "health":
+		return cmdHealth(ctx, rest, stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "keyhole", version())
+		fmt.Fprintln(stdout, versionLine())
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

@@ -136,6 +136,7 @@ type gateway struct {
 	ctx     context.Context // the process context, for the verifier's background work
 	dataLn  net.Listener
 	adminLn net.Listener
+	opsLn   net.Listener // nil: ops.listen is not set
 	// connLimit is dataLn's limit of unauthenticated connections per peer.
 	connLimit *connlimit.Listener
 	verifier  atomic.Pointer[identity.Verifier]
@@ -203,6 +204,12 @@ func start(ctx context.Context, src source, log *slog.Logger, over listenOverrid
 		g.closeRecorder()
 		return nil, fmt.Errorf("admin.listen: %w", err)
 	}
+	if cfg.Ops != nil {
+		if g.opsLn, err = net.Listen("tcp", cfg.Ops.Listen); err != nil {
+			g.close()
+			return nil, fmt.Errorf("ops.listen: %w", err)
+		}
+	}
 	if g.dataLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		g.close()
 		return nil, fmt.Errorf("listen: %w", err)
@@ -235,6 +242,9 @@ func start(ctx context.Context, src source, log *slog.Logger, over listenOverrid
 
 func (g *gateway) close() {
 	g.adminLn.Close()
+	if g.opsLn != nil {
+		g.opsLn.Close()
+	}
 	if g.dataLn != nil {
 		g.dataLn.Close()
 	}
@@ -374,7 +384,16 @@ func (g *gateway) serve(ctx context.Context, watch time.Duration) error {
 	}
 	// Live exports never go idle by themselves: Shutdown ends them rather than wait.
 	adminSrv.RegisterOnShutdown(api.CloseStreams)
-	errc := make(chan error, 2)
+	// The ops listener (ops.listen) serves the probes and /metrics only, with the admin
+	// plane's bounds; the admin listener keeps serving them too.
+	opsSrv := &http.Server{
+		Handler:           admin.NewOps(g.reg, g.ready),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 3)
 	go func() {
 		var err error
 		if cfg.TLS != nil {
@@ -386,6 +405,11 @@ func (g *gateway) serve(ctx context.Context, watch time.Duration) error {
 		errc <- err
 	}()
 	go func() { errc <- adminSrv.Serve(g.adminLn) }()
+	opsAddr := ""
+	if g.opsLn != nil {
+		opsAddr = g.opsLn.Addr().String()
+		go func() { errc <- opsSrv.Serve(g.opsLn) }()
+	}
 	// Background work of approvals: sweeping expired ones, sending notifications. It
 	// stops after the servers, so a request still draining can be held and announced.
 	bg, stopBG := context.WithCancel(context.Background())
@@ -396,8 +420,8 @@ func (g *gateway) serve(ctx context.Context, watch time.Duration) error {
 	g.bg = bg
 	g.mu.Unlock()
 	go g.shared.run(bg, cfg)
-	g.log.Info("keyhole serving", "listen", g.dataLn.Addr().String(), "admin", g.adminLn.Addr().String(),
-		"tls", cfg.TLS != nil, "dev_issuer", g.dev != nil, "version", version())
+	g.log.Info("keyhole serving", "listen", g.dataLn.Addr().String(), "admin", g.adminLn.Addr().String(), "ops", opsAddr,
+		"tls", cfg.TLS != nil, "dev_issuer", g.dev != nil, "version", release(), "commit", commit())
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -426,7 +450,8 @@ loop:
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	g.ap.Close() // held requests answer approval_pending now rather than hold up the drain
-	shutErr := errors.Join(dataSrv.Shutdown(sctx), adminSrv.Shutdown(sctx))
+	// Shutdown of a server that never served (no ops.listen) returns at once.
+	shutErr := errors.Join(dataSrv.Shutdown(sctx), adminSrv.Shutdown(sctx), opsSrv.Shutdown(sctx))
 	stopBG()
 	g.verifier.Load().Close()
 	g.closeRecorder()
@@ -477,10 +502,11 @@ func (g *gateway) reload(force bool) {
 		cfg.Telemetry = old.Telemetry
 	}
 	if cfg.Listen != old.Listen || cfg.Admin.Listen != old.Admin.Listen || !reflect.DeepEqual(cfg.TLS, old.TLS) ||
-		cfg.Identity.Dev != old.Identity.Dev || !reflect.DeepEqual(cfg.Admin.Console, old.Admin.Console) {
-		g.log.Warn("config reload: listen, admin.listen, admin.console, tls and identity.dev take effect only after a restart")
+		cfg.Identity.Dev != old.Identity.Dev || !reflect.DeepEqual(cfg.Admin.Console, old.Admin.Console) ||
+		!reflect.DeepEqual(cfg.Ops, old.Ops) {
+		g.log.Warn("config reload: listen, admin.listen, admin.console, ops.listen, tls and identity.dev take effect only after a restart")
 		cfg.Listen, cfg.Admin.Listen, cfg.TLS, cfg.Identity.Dev = old.Listen, old.Admin.Listen, old.TLS, old.Identity.Dev
-		cfg.Admin.Console = old.Admin.Console
+		cfg.Admin.Console, cfg.Ops = old.Admin.Console, old.Ops
 	}
 	v := g.verifier.Load()
 	newVerifier := !reflect.DeepEqual(cfg.Identity.Issuers, old.Identity.Issuers)
