@@ -51,27 +51,16 @@ func MaskResult(msg []byte, rm ResultMask) ([]byte, error) {
 	if top.has("method") {
 		return other(msg, rm)
 	}
-	changed := false
-	for i := range top {
-		m := &top[i]
-		var v []byte
+	out, _, err := top.rewrite(msg, func(m *member) ([]byte, error) {
 		switch {
 		case m.is("jsonrpc"), m.is("id"):
-			continue
+			return nil, nil
 		case m.is("result"):
-			v, err = maskCallResult(m.value, rm)
-		default:
-			v, err = other(m.value, rm)
+			return maskCallResult(m.value, rm)
 		}
-		if err != nil {
-			return nil, err
-		}
-		changed = set(m, v) || changed
-	}
-	if !changed {
-		return msg, nil
-	}
-	return top.encode(), nil
+		return other(m.value, rm)
+	})
+	return out, err
 }
 
 func maskCallResult(raw []byte, rm ResultMask) ([]byte, error) {
@@ -79,34 +68,25 @@ func maskCallResult(raw []byte, rm ResultMask) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mcp: tools/call result: %w", err)
 	}
-	changed := false
-	for i := range res {
-		m := &res[i]
-		var v []byte
+	out, _, err := res.rewrite(raw, func(m *member) ([]byte, error) {
 		switch {
 		case m.is("structuredContent"):
 			if bytes.Equal(m.value, []byte("null")) {
-				continue
+				return nil, nil
 			}
-			if v, err = rm.Fields(m.value); err != nil {
+			v, err := rm.Fields(m.value)
+			if err != nil {
 				return nil, fmt.Errorf("mcp: tools/call structuredContent: %w", err)
 			}
+			return v, nil
 		case m.is("content"):
-			v, err = maskContent(m.value, rm)
+			return maskContent(m.value, rm)
 		case m.is("isError"):
-			continue
-		default:
-			v, err = other(m.value, rm)
+			return nil, nil
 		}
-		if err != nil {
-			return nil, err
-		}
-		changed = set(m, v) || changed
-	}
-	if !changed {
-		return raw, nil
-	}
-	return res.encode(), nil
+		return other(m.value, rm)
+	})
+	return out, err
 }
 
 func maskContent(raw []byte, rm ResultMask) ([]byte, error) {
@@ -120,33 +100,32 @@ func maskContent(raw []byte, rm ResultMask) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("mcp: tools/call content[%d]: %w", j, err)
 		}
-		itemChanged := false
-		for i := range item {
-			m := &item[i]
-			var v []byte
+		out, itemChanged, err := item.rewrite(it, func(m *member) ([]byte, error) {
 			switch {
 			case m.is("type"):
-				continue
+				return nil, nil
 			case m.is("text") && len(m.value) > 0 && m.value[0] == '"':
-				v, err = maskText(m.value, rm)
+				v, err := maskText(m.value, rm)
 				if err != nil {
 					return nil, fmt.Errorf("mcp: tools/call content[%d].text: %w", j, err)
 				}
+				return v, nil
 			case m.is("resource") && len(m.value) > 0 && m.value[0] == '{':
 				// An embedded resource's text is the tool's answer as much as a text
 				// content's: JSON in it gets the tool's rules too.
-				if v, err = maskResource(m.value, rm); err != nil {
+				v, err := maskResource(m.value, rm)
+				if err != nil {
 					return nil, fmt.Errorf("mcp: tools/call content[%d].resource: %w", j, err)
 				}
-			default:
-				if v, err = other(m.value, rm); err != nil {
-					return nil, err
-				}
+				return v, nil
 			}
-			itemChanged = set(m, v) || itemChanged
+			return other(m.value, rm)
+		})
+		if err != nil {
+			return nil, err
 		}
 		if itemChanged {
-			items[j], changed = item.encode(), true
+			items[j], changed = out, true
 		}
 	}
 	if !changed {
@@ -169,24 +148,13 @@ func maskResource(raw []byte, rm ResultMask) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	changed := false
-	for i := range res {
-		m := &res[i]
-		var v []byte
+	out, _, err := res.rewrite(raw, func(m *member) ([]byte, error) {
 		if m.is("text") && len(m.value) > 0 && m.value[0] == '"' {
-			v, err = maskText(m.value, rm)
-		} else {
-			v, err = other(m.value, rm)
+			return maskText(m.value, rm)
 		}
-		if err != nil {
-			return nil, err
-		}
-		changed = set(m, v) || changed
-	}
-	if !changed {
-		return raw, nil
-	}
-	return res.encode(), nil
+		return other(m.value, rm)
+	})
+	return out, err
 }
 
 // maskText masks the JSON string raw: as a JSON document when its text is a JSON object or
@@ -262,13 +230,25 @@ func (o object) has(key string) bool {
 	return false
 }
 
-// set replaces m's value with v and reports whether it changed.
-func set(m *member, v []byte) bool {
-	if bytes.Equal(m.value, v) {
-		return false
+// rewrite replaces each member's value with what fn returns for it (nil: keep it) and
+// returns o encoded, or raw, which o was read from, when nothing changed; and whether
+// anything did. fn's first error is returned.
+func (o object) rewrite(raw []byte, fn func(m *member) ([]byte, error)) ([]byte, bool, error) {
+	changed := false
+	for i := range o {
+		m := &o[i]
+		v, err := fn(m)
+		if err != nil {
+			return nil, false, err
+		}
+		if v != nil && !bytes.Equal(m.value, v) {
+			m.value, changed = v, true
+		}
 	}
-	m.value = v
-	return true
+	if !changed {
+		return raw, false, nil
+	}
+	return o.encode(), true, nil
 }
 
 func (o object) encode() []byte {

@@ -39,6 +39,12 @@ type loadGen struct {
 }
 
 func startLoad(data, tok string, workers int, path func(w, i int) string) *loadGen {
+	return startLoadOn([]string{data}, tok, workers, path)
+}
+
+// startLoadOn is startLoad spread over several gateways: worker w's i-th request goes to
+// addrs[(w+i)%len(addrs)].
+func startLoadOn(addrs []string, tok string, workers int, path func(w, i int) string) *loadGen {
 	l := &loadGen{status: map[int]int{}, stop: make(chan struct{}), client: &http.Client{Timeout: 5 * time.Second}}
 	client := l.client
 	for w := range workers {
@@ -51,13 +57,15 @@ func startLoad(data, tok string, workers int, path func(w, i int) string) *loadG
 					return
 				default:
 				}
-				req, _ := http.NewRequest("GET", "http://"+data+path(w, i), nil)
+				req, _ := http.NewRequest("GET", "http://"+addrs[(w+i)%len(addrs)]+path(w, i), nil)
 				req.Header.Set("Authorization", "Bearer "+tok)
 				code := 0
 				if resp, err := client.Do(req); err == nil {
 					io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 					code = resp.StatusCode
+				} else {
+					time.Sleep(10 * time.Millisecond) // a killed gateway refuses at once
 				}
 				l.mu.Lock()
 				l.status[code]++

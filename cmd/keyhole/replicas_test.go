@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,57 +24,6 @@ const replicaRoutes = `  - name: purge
     allow: { groups: [readers] }
     approval: { approvers: { groups: [approvers] }, hold: 30s }
 `
-
-// spreadLoad sends GETs from workers spread over several gateways until stopped,
-// counting the answers by status (0: no answer).
-type spreadLoad struct {
-	mu     sync.Mutex
-	status map[int]int
-	n      atomic.Int64
-	stop   chan struct{}
-	wg     sync.WaitGroup
-}
-
-func startSpreadLoad(addrs []string, tok string, workers int) *spreadLoad {
-	l := &spreadLoad{status: map[int]int{}, stop: make(chan struct{})}
-	client := &http.Client{Timeout: 5 * time.Second}
-	for w := range workers {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				req, _ := http.NewRequest("GET", fmt.Sprintf("http://%s/customers/%d-%d", addrs[(w+i)%len(addrs)], w, i), nil)
-				req.Header.Set("Authorization", "Bearer "+tok)
-				code := 0
-				if resp, err := client.Do(req); err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					code = resp.StatusCode
-				} else {
-					time.Sleep(10 * time.Millisecond) // a killed replica refuses at once
-				}
-				l.mu.Lock()
-				l.status[code]++
-				l.mu.Unlock()
-				l.n.Add(1)
-			}
-		}()
-	}
-	return l
-}
-
-func (l *spreadLoad) Stop() map[int]int {
-	close(l.stop)
-	l.wg.Wait()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.status
-}
 
 // TestReplicas runs three `keyhole serve` processes on one PostgreSQL and one upstream,
 // with traffic spread over them: an approval requested on one replica and decided
@@ -101,7 +48,7 @@ func TestReplicas(t *testing.T) {
 	for _, g := range gws {
 		addrs = append(addrs, g.Data)
 	}
-	l := startSpreadLoad(addrs, agent, 6)
+	l := startLoadOn(addrs, agent, 6, customers)
 	waitFor(t, "load on every replica", func() bool { return l.n.Load() >= 150 })
 
 	// Held on replica 0, seen on replica 1, approved through replica 2.
@@ -133,7 +80,7 @@ func TestReplicas(t *testing.T) {
 	req, _ := http.NewRequest("POST", "http://"+gws[2].Admin+"/api/v1/approvals/"+id+"/approve", strings.NewReader(`{"comment":"ok"}`))
 	req.Header.Set("Authorization", "Bearer "+approver)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("approve through replica 2 = %v %v", resp, err)
 	}
@@ -338,7 +285,7 @@ func TestDemoAPI(t *testing.T) {
 		if key != "" {
 			req.Header.Set("X-Api-Key", key)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
 		if err != nil {
 			return 0
 		}
