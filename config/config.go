@@ -251,6 +251,9 @@ type Route struct {
 	// (also when empty), RecordMetadata (no bodies) or RecordNone (nothing; refused
 	// requests and errors are recorded all the same).
 	Record string `yaml:"record"`
+	// Retention overrides recorder.retention for the route's records ("7d"); 0 takes
+	// recorder.retention. See recorder.Retention for how a shorter and a longer one apply.
+	Retention Duration `yaml:"retention"`
 	// MCP makes the route an MCP route: POST bodies are JSON-RPC messages judged per
 	// tool, resource and prompt; see package mcp.
 	MCP *MCP `yaml:"mcp"`

@@ -74,6 +74,16 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// String writes d as ParseDuration reads it: whole days as "90d", anything else as
+// time.Duration writes it ("1h30m0s").
+func (d Duration) String() string {
+	const day = 24 * time.Hour
+	if v := time.Duration(d); v > 0 && v%day == 0 {
+		return strconv.FormatInt(int64(v/day), 10) + "d"
+	}
+	return time.Duration(d).String()
+}
+
 // ParseDuration parses "1h30m", "500ms" or "90d". Negative durations are refused.
 func ParseDuration(s string) (time.Duration, error) {
 	if days, ok := strings.CutSuffix(s, "d"); ok {

@@ -715,6 +715,9 @@ func (v *validator) route(p string, r *Route) {
 	case r.Record == RecordNone && r.MCP != nil && mcpApprovals(r.MCP):
 		v.errorf(rp, "an mcp route with tool approvals is always recorded: its records are the evidence of who approved what")
 	}
+	if r.Retention < 0 {
+		v.errorf(p+".retention", "retention must not be negative")
+	}
 	if r.Websocket && hasApproval {
 		v.errorf(p+".websocket", "a websocket route cannot need approval: an approval would cover the handshake, not the messages after it")
 	}

@@ -38,7 +38,7 @@ type Tail struct {
 // until ctx ends (it then returns nil) or, unless follow, the backlog has been read. When
 // a poll finds nothing new, it calls idle (if not nil) before waiting. It returns the
 // first error of src, emit or idle. An exchange whose request entry retention has
-// deleted is skipped; an exchange that never completes (its process died) never appears.
+// deleted or expired is skipped; an exchange that never completes (its process died) never appears.
 func (t Tail) Run(ctx context.Context, src Source, after int64, follow bool, emit func([]Item) error, idle func() error) error {
 	poll, page := t.Poll, t.Page
 	if poll <= 0 {
@@ -107,6 +107,9 @@ func complete(ctx context.Context, src Source, es []recorder.Entry) ([]Item, err
 	requests := map[string]*recorder.Entry{}
 	for i := range es {
 		e := &es[i]
+		if e.DataHash != "" {
+			continue // a stub: retention has expired the exchange
+		}
 		switch e.Kind {
 		case recorder.KindRequest:
 			requests[e.ExchangeID] = e

@@ -154,6 +154,9 @@ func (g *Gateway) exchange(r *http.Request, info *reqInfo) *recorder.Exchange {
 	}
 	if info.route != nil {
 		x.Route = info.route.Name
+		if c := info.route.Config; c != nil && c.Retention > 0 {
+			x.Retention = c.Retention.String()
+		}
 	}
 	x.Masked = info.mask != nil
 	x.MCP = mcpRecord(r, info)

@@ -26,7 +26,7 @@ guards:
     deny: "destructive SQL is never forwarded"
 routes:
   - { name: full, match: { methods: [POST], path: "/full/*" }, upstream: crm, allow: { scopes: [crm.write] } }
-  - { name: meta, match: { methods: [POST], path: "/meta/*" }, upstream: crm, allow: { scopes: [crm.write] }, record: metadata }
+  - { name: meta, match: { methods: [POST], path: "/meta/*" }, upstream: crm, allow: { scopes: [crm.write] }, record: metadata, retention: 7d }
   - { name: none, match: { methods: [POST, GET], path: "/none/*" }, upstream: crm, allow: { scopes: [crm.write] }, record: none }
   - { name: none-read, match: { methods: [GET], path: "/none-read/*" }, upstream: crm, allow: { groups: [admins] }, record: none }
 `
@@ -60,14 +60,14 @@ func TestRecordModes(t *testing.T) {
 	h.flush(t)
 
 	full := h.exchange(t, ids["full"])
-	if full.Record != "" || !strings.Contains(full.Request.Body.Text, "PLANTED-BODY") || full.Response.Body.Size == 0 || full.Response.Body.Text == "" {
+	if full.Record != "" || full.Retention != "" || !strings.Contains(full.Request.Body.Text, "PLANTED-BODY") || full.Response.Body.Size == 0 || full.Response.Body.Text == "" {
 		t.Errorf("full record: mode %q, request body %q, response body %d bytes %q", full.Record, full.Request.Body.Text, full.Response.Body.Size, full.Response.Body.Text)
 	}
 
 	meta := h.exchange(t, ids["meta"])
 	switch {
-	case meta.Record != "metadata":
-		t.Errorf("metadata record says record %q, want metadata", meta.Record)
+	case meta.Record != "metadata" || meta.Retention != "7d":
+		t.Errorf("metadata record says record %q, retention %q; want metadata, 7d (the route's)", meta.Record, meta.Retention)
 	case meta.Request.Body.Text != "" || meta.Request.Body.Size != int64(len(body)) || !meta.Request.Body.Truncated:
 		t.Errorf("metadata request body = %+v, want no text, size %d, truncated", meta.Request.Body, len(body))
 	case meta.Response == nil || meta.Response.Status != 200 || meta.Response.Body.Text != "" || meta.Response.Body.Size == 0:

@@ -71,6 +71,7 @@ func appendExchange(b []byte, x *Exchange, red *Redactor) ([]byte, error) {
 		b = append(b, '}')
 	}
 	b = appendOptString(b, `,"record":`, x.Record)
+	b = appendOptString(b, `,"retention":`, x.Retention)
 	b = append(b, `,"request":{"method":`...)
 	b = appendString(b, x.Request.Method)
 	b = append(b, `,"path":`...)

@@ -42,9 +42,12 @@ type Exchange struct {
 	MCP *MCP `json:"mcp,omitempty"`
 	// Record is RecordMetadata when the route records no bodies (their sizes are kept, the
 	// bodies marked truncated), "" for a whole record.
-	Record   string    `json:"record,omitempty"`
-	Request  Request   `json:"request"`
-	Response *Response `json:"response,omitempty"`
+	Record string `json:"record,omitempty"`
+	// Retention is the route's own retention ("7d"), overriding recorder.retention for
+	// its records; "" when the route has none.
+	Retention string    `json:"retention,omitempty"`
+	Request   Request   `json:"request"`
+	Response  *Response `json:"response,omitempty"`
 	// Error is the error code the client received (upstream_timeout, mask_failed, ...).
 	Error     string    `json:"error,omitempty"`
 	Durations Durations `json:"durations"`

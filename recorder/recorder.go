@@ -62,7 +62,7 @@ type Options struct {
 	QueueSize   int           // entries waiting to be written; default 4096
 	BatchSize   int           // entries per transaction at most; default 256
 	WaitTimeout time.Duration // strict mode: longest wait for a place in the queue; default 5s
-	Retention   time.Duration // delete entries older than this; 0 keeps everything
+	Retention   Retention     // what to keep, see Retention; SetRetention changes it
 	Metrics     Metrics
 	Log         *slog.Logger
 }
@@ -72,12 +72,14 @@ type Recorder struct {
 	store  Store
 	opts   Options
 	policy atomic.Pointer[Policy]
-	queue  chan item
-	mu     sync.RWMutex // held for reading while sending to queue; Close takes it to close queue
-	closed bool
-	done   chan struct{} // closed when the writer has drained the queue
-	stop   chan struct{} // closed by Close: stops retention and the health watch
-	pruned chan struct{} // closed when retention has stopped
+	// retention is what the retention loop applies.
+	retention atomic.Pointer[Retention]
+	queue     chan item
+	mu        sync.RWMutex // held for reading while sending to queue; Close takes it to close queue
+	closed    bool
+	done      chan struct{} // closed when the writer has drained the queue
+	stop      chan struct{} // closed by Close: stops retention and the health watch
+	pruned    chan struct{} // closed when retention has stopped
 	// health is the outcome of the last write to the store (a commit, a sync or a
 	// probe); nil until the first one.
 	health  atomic.Pointer[health]
@@ -107,8 +109,8 @@ type item struct {
 	done chan error
 }
 
-// New returns a Recorder writing to s under policy p, and starts its writer (and, with
-// Options.Retention, its retention loop). Close stops them.
+// New returns a Recorder writing to s under policy p, and starts its writer and its
+// retention loop. Close stops them.
 func New(s Store, p Policy, o Options) *Recorder {
 	if o.QueueSize <= 0 {
 		o.QueueSize = 4096
@@ -132,11 +134,8 @@ func New(s Store, p Policy, o Options) *Recorder {
 		r.health.Store(&health{at: time.Now()})
 		close(r.watched)
 	}
-	if o.Retention > 0 {
-		go r.retain()
-	} else {
-		close(r.pruned)
-	}
+	r.SetRetention(o.Retention)
+	go r.retain()
 	return r
 }
 
@@ -434,40 +433,6 @@ func (r *Recorder) write() {
 	if dirty {
 		if err := syncNow(); err != nil {
 			r.opts.Log.Error("exchange records committed but not synced to disk at shutdown; closing the store checkpoints them if it is the file's last user", "error", err.Error())
-		}
-	}
-}
-
-// retain deletes entries older than the retention period, at start and then hourly. A
-// prune under way when Close is called is cancelled (it deletes in bounded transactions,
-// so what it did stays consistent).
-func (r *Recorder) retain() {
-	defer close(r.pruned)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-r.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		pctx, pcancel := context.WithTimeout(ctx, 10*time.Minute)
-		n, err := r.store.Prune(pctx, time.Now().Add(-r.opts.Retention))
-		pcancel()
-		switch {
-		case err != nil && ctx.Err() == nil:
-			r.opts.Log.Error("retention: prune exchange records", "error", err.Error())
-		case n > 0:
-			r.opts.Log.Info("retention: pruned exchange records", "entries", n)
-		}
-		select {
-		case <-t.C:
-		case <-r.stop:
-			return
 		}
 	}
 }

@@ -136,7 +136,7 @@ func TestRecorderRetention(t *testing.T) {
 	rec.Refused(exchange(99))
 	rec.Close(context.Background())
 
-	rec = recorder.New(st, recorder.Policy{}, recorder.Options{Retention: 24 * time.Hour})
+	rec = recorder.New(st, recorder.Policy{}, recorder.Options{Retention: recorder.Retention{Keep: 24 * time.Hour}})
 	defer rec.Close(context.Background())
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -154,6 +154,45 @@ func TestRecorderRetention(t *testing.T) {
 	rep, err := recorder.Verify(context.Background(), st, nil)
 	if err != nil || !rep.OK || rep.Pruned != 10 {
 		t.Errorf("Verify after retention = %+v, %v; want OK with 10 entries pruned", rep, err)
+	}
+}
+
+// TestRecorderRouteRetention checks that a route's own retention, shorter than the
+// global one, makes stubs of that route's older records in the background, keeps the
+// other routes' records whole, and leaves a chain that verifies.
+func TestRecorderRouteRetention(t *testing.T) {
+	st := openStore(t)
+	rec := recorder.New(st, recorder.Policy{}, recorder.Options{})
+	old := time.Now().Add(-48 * time.Hour)
+	for i := range 6 {
+		x := exchange(i)
+		x.ReceivedAt, x.RespondedAt = old, &old
+		x.Route = []string{"chat", "payments"}[i%2]
+		rec.Refused(x)
+	}
+	rec.Close(context.Background())
+
+	rec = recorder.New(st, recorder.Policy{}, recorder.Options{Retention: recorder.Retention{Keep: 90 * 24 * time.Hour,
+		Routes: map[string]time.Duration{"chat": 24 * time.Hour}}})
+	defer rec.Close(context.Background())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := st.Get(context.Background(), exchange(0).ID); errors.Is(err, recorder.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the chat route's old exchanges were not expired")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i := 1; i < 6; i += 2 {
+		if _, err := st.Get(context.Background(), exchange(i).ID); err != nil {
+			t.Errorf("a payments exchange expired with chat's retention: %v", err)
+		}
+	}
+	rep, err := recorder.Verify(context.Background(), st, nil)
+	if err != nil || !rep.OK || rep.Expired != 6 || rep.Entries != 13 {
+		t.Errorf("Verify after retention = %+v, %v; want OK with 6 stubs in 13 entries", rep, err)
 	}
 }
 

@@ -17,20 +17,31 @@ const (
 	// KindCheckpoint is written by retention: it carries the sequence number and hash of
 	// the last deleted entry, so the chain of what remains still verifies.
 	KindCheckpoint = "checkpoint"
+	// KindExpiry is written by per-route retention: it lists the entries whose Data it
+	// removed, so their stubs (Entry.DataHash) still verify.
+	KindExpiry = "expiry"
 )
 
-// Entry is one link of the hash chain: an immutable row of the store. Data is the JSON
-// the hash covers, byte for byte. Subject, Route, Decision, Method, Path and Status copy
+// Entry is one link of the hash chain: a row of the store that never changes but for
+// one thing, per-route retention replacing its Data by the Data's SHA-256 (Expire).
+// Data is the JSON the hash covers, byte for byte, through its SHA-256. Subject, Route, Decision, Method, Path and Status copy
 // fields of Data so a store can index them without decoding it; they are not trusted
 // by verification.
 type Entry struct {
 	Seq        int64     // assigned by the store, 1-based, without gaps
-	Kind       string    // KindRequest, KindResponse or KindCheckpoint
+	Kind       string    // KindRequest, KindResponse, KindCheckpoint or KindExpiry
 	ExchangeID string    // the request id; "" for checkpoints
 	At         time.Time // when the entry was made (received_at for requests)
 	Data       []byte
 	PrevHash   string // Hash of the entry before, or GenesisHash
 	Hash       string // assigned by Seal
+	// Version is the chain format the entry was sealed with: ChainVersion (Seal sets
+	// it), or 1 for entries written before per-route retention, whose hash covers Data
+	// itself, so their Data can only go with the chain's prefix.
+	Version int
+	// DataHash is the hex SHA-256 of the Data that per-route retention removed from this
+	// entry (its stub): "" while the entry holds its Data.
+	DataHash string
 
 	Subject  string
 	Route    string
@@ -101,6 +112,11 @@ type Store interface {
 	// appends a checkpoint entry (Checkpoint) for the last one deleted. It returns how
 	// many entries it deleted.
 	Prune(ctx context.Context, cutoff time.Time) (int64, error)
+	// Expire makes stubs (Stub) of the request and response entries of the exchanges
+	// rule selects, deletes their index rows (List and Get no longer find them), and
+	// appends an expiry entry (Expiry) listing the stubs, in transactions of bounded size.
+	// It returns how many entries it made stubs of.
+	Expire(ctx context.Context, rule ExpiryRule) (int64, error)
 	// Ping reports whether the store can be reached.
 	Ping(ctx context.Context) error
 	// Close releases the store.

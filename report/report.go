@@ -77,6 +77,8 @@ type Retention struct {
 	Known bool
 	// Keep is recorder.retention: entries older than this are deleted; 0 keeps everything.
 	Keep time.Duration
+	// Routes are the routes whose own retention overrides Keep.
+	Routes map[string]time.Duration
 	// From names where Keep was read (a configuration file) or, when it is not known,
 	// why not.
 	From string

@@ -5,24 +5,39 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// String says what the retention is: "90d", "keep everything", or that it is not known.
+// String says what the retention is: "90d", "keep everything", or that it is not known,
+// then the routes' own.
 func (r Retention) String() string {
+	var s string
 	switch {
 	case !r.Known && r.From == "":
 		return "not known"
 	case !r.Known:
 		return "not known: " + r.From
 	case r.Keep == 0:
-		return "keep everything (recorder.retention not set), from " + r.From
-	case r.Keep%(24*time.Hour) == 0:
-		return strconv.FormatInt(int64(r.Keep/(24*time.Hour)), 10) + "d (recorder.retention), from " + r.From
+		s = "keep everything (recorder.retention not set)"
+	default:
+		s = days(r.Keep) + " (recorder.retention)"
 	}
-	return r.Keep.String() + " (recorder.retention), from " + r.From
+	for _, route := range slices.Sorted(maps.Keys(r.Routes)) {
+		s += "; route " + route + ": " + days(r.Routes[route])
+	}
+	return s + ", from " + r.From
+}
+
+// days writes d as "90d" when it is whole days.
+func days(d time.Duration) string {
+	if d > 0 && d%(24*time.Hour) == 0 {
+		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
+	}
+	return d.String()
 }
 
 // when formats t as reports show times: UTC, to the second.
@@ -73,6 +88,9 @@ func (r *Report) ChainSummary() string {
 	s := fmt.Sprintf("verified: %d entries (sequence %d to %d), head %s", c.Entries, c.First, c.Last, c.Head)
 	if c.Pruned > 0 {
 		s += fmt.Sprintf("; %d older entries deleted by retention, vouched for by a checkpoint", c.Pruned)
+	}
+	if c.Expired > 0 {
+		s += fmt.Sprintf("; %d entries are stubs whose content a route's retention removed, vouched for by expiry entries", c.Expired)
 	}
 	return s
 }

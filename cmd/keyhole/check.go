@@ -116,6 +116,9 @@ func cmdCheck(args []string, getenv func(string) string, stdin io.Reader, stdout
 			fmt.Fprintf(stdout, ", upstream %s, forwards %s", r.Upstream, r.ForwardPath(v.path))
 		}
 		fmt.Fprintln(stdout, ")")
+		if r.Config != nil && !r.Guard {
+			fmt.Fprintf(stdout, "record:    %s\n", recordSummary(r.Config, cfg.Recorder.Retention))
+		}
 	} else {
 		fmt.Fprintln(stdout, "route:     none")
 	}
@@ -142,6 +145,27 @@ func cmdCheck(args []string, getenv func(string) string, stdin io.Reader, stdout
 	}
 	fmt.Fprintf(stdout, "reason:    %s\n", v.reason)
 	return nil
+}
+
+// recordSummary says what the recorder keeps of route r's exchanges and for how long,
+// keep being recorder.retention.
+func recordSummary(r *config.Route, keep config.Duration) string {
+	mode := r.Record
+	switch mode {
+	case "", config.RecordFull:
+		mode = "full"
+	case config.RecordMetadata:
+		mode = "metadata (no bodies)"
+	case config.RecordNone:
+		mode = "none (only refusals and errors)"
+	}
+	switch {
+	case r.Retention > 0:
+		return mode + ", kept " + r.Retention.String() + " (the route's retention)"
+	case keep > 0:
+		return mode + ", kept " + keep.String() + " (recorder.retention)"
+	}
+	return mode + ", kept until deleted (no retention set)"
 }
 
 func splitList(s string) []string {

@@ -125,10 +125,24 @@ func recorderPolicy(cfg *config.Config, also ...*config.Config) recorder.Policy 
 	return recorder.Policy{Mode: rc.Mode, BodyLimit: int64(rc.BodyLimit), Redactor: recorder.NewRedactor(headers, secrets)}
 }
 
+// retentionOf is cfg's recorder.retention with the routes' own.
+func retentionOf(cfg *config.Config) recorder.Retention {
+	t := recorder.Retention{Keep: time.Duration(cfg.Recorder.Retention)}
+	for _, r := range cfg.Routes {
+		if r.Retention > 0 {
+			if t.Routes == nil {
+				t.Routes = map[string]time.Duration{}
+			}
+			t.Routes[r.Name] = time.Duration(r.Retention)
+		}
+	}
+	return t
+}
+
 // newRecorder starts the recorder for cfg on store s.
 func newRecorder(cfg *config.Config, s recorder.Store, m *metrics.Metrics, log *slog.Logger) *recorder.Recorder {
 	return recorder.New(s, recorderPolicy(cfg), recorder.Options{
-		Retention: time.Duration(cfg.Recorder.Retention),
+		Retention: retentionOf(cfg),
 		Metrics: recorder.Metrics{QueueDepth: m.RecorderQueueDepth, WriteSeconds: m.RecorderWriteSeconds,
 			Errors: m.RecorderErrors, Dropped: m.RecorderDropped},
 		Log: log,

@@ -490,6 +490,9 @@ func recordsVerify(ctx context.Context, src *recordsSource, stdout, stderr io.Wr
 		if rep.Pruned > 0 {
 			fmt.Fprintf(stdout, "%d older entries were deleted by retention; a checkpoint vouches for them\n", rep.Pruned)
 		}
+		if rep.Expired > 0 {
+			fmt.Fprintf(stdout, "%d entries are stubs: a route's retention removed their content; expiry entries vouch for them\n", rep.Expired)
+		}
 		return nil
 	}
 	fmt.Fprintf(stdout, "BROKEN at entry %d: %s\n", rep.Break.Seq, rep.Break.Reason)

@@ -80,11 +80,11 @@ func cmdRecordsReport(ctx context.Context, args []string, getenv func(string) st
 	}
 	o.Retention = report.Retention{From: "the source does not say; give the gateway's --config"}
 	if *cfgPath != "" {
-		keep, err := configRetention(*cfgPath)
+		t, err := configRetention(*cfgPath)
 		if err != nil {
 			return err
 		}
-		o.Retention = report.Retention{Known: true, Keep: keep, From: *cfgPath}
+		o.Retention = report.Retention{Known: true, Keep: t.Keep, Routes: t.Routes, From: *cfgPath}
 	}
 	o.Source = "admin API " + redactURL(src.server)
 	if src.store != "" {
@@ -126,23 +126,36 @@ func reportTime(v string, now time.Time) (time.Time, error) {
 	return time.Time{}, errors.New("want an RFC 3339 time or a duration such as 30d or 24h")
 }
 
-// configRetention reads recorder.retention of the configuration at path. It reads that
-// key alone, so an auditor needs neither the credentials the file refers to nor a
-// configuration this build would accept whole.
-func configRetention(path string) (time.Duration, error) {
+// configRetention reads recorder.retention and the routes' retention of the
+// configuration at path. It reads those keys alone, so an auditor needs neither the
+// credentials the file refers to nor a configuration this build would accept whole.
+func configRetention(path string) (recorder.Retention, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return 0, fmt.Errorf("--config: %w", err)
+		return recorder.Retention{}, fmt.Errorf("--config: %w", err)
 	}
 	var c struct {
 		Recorder struct {
 			Retention config.Duration `yaml:"retention"`
 		} `yaml:"recorder"`
+		Routes []struct {
+			Name      string          `yaml:"name"`
+			Retention config.Duration `yaml:"retention"`
+		} `yaml:"routes"`
 	}
 	if err := yaml.Unmarshal(raw, &c); err != nil {
-		return 0, fmt.Errorf("--config %s: recorder.retention: %w", path, err)
+		return recorder.Retention{}, fmt.Errorf("--config %s: retention: %w", path, err)
 	}
-	return time.Duration(c.Recorder.Retention), nil
+	t := recorder.Retention{Keep: time.Duration(c.Recorder.Retention)}
+	for _, r := range c.Routes {
+		if r.Retention > 0 {
+			if t.Routes == nil {
+				t.Routes = map[string]time.Duration{}
+			}
+			t.Routes[r.Name] = time.Duration(r.Retention)
+		}
+	}
+	return t, nil
 }
 
 // redactURL returns u with any password replaced, as a report may show it.

@@ -494,9 +494,6 @@ func (g *gateway) reload(force bool) {
 		g.reloadFailed(errors.New("recorder.store: the record store and its recorder.postgres settings cannot change on reload; restart the gateway to use them"))
 		return
 	}
-	if cfg.Recorder.Retention != old.Recorder.Retention {
-		g.log.Warn("config reload: recorder.retention takes effect only after a restart")
-	}
 	if !reflect.DeepEqual(cfg.Telemetry, old.Telemetry) {
 		g.log.Warn("config reload: telemetry takes effect only after a restart")
 		cfg.Telemetry = old.Telemetry
@@ -543,6 +540,7 @@ func (g *gateway) reload(force bool) {
 	// The new policy redacts the old credentials too: requests still in flight under the
 	// old configuration carry them, and a rotated key must not reach a record either way.
 	g.rec.SetPolicy(recorderPolicy(cfg, old))
+	g.rec.SetRetention(retentionOf(cfg))
 	g.notifier.Set(notifyConfig(cfg))
 	g.proxy.Swap(state)
 	g.connLimit.SetMax(cfg.Limits.MaxUnauthenticatedConnsPerPeer)

@@ -16,7 +16,7 @@ const (
 	lockHead    = "SELECT seq, hash FROM chain_head WHERE one FOR UPDATE"
 	updateHead  = "UPDATE chain_head SET seq = $1, hash = $2 WHERE one"
 	insertEntry = `INSERT INTO entries (seq, kind, exchange_id, at_ns, data, prev_hash, hash,
-		subject, route, decision, method, path, status, tool) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`
+		subject, route, decision, method, path, status, tool, chain_v) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`
 	// A second request entry with an id already indexed is kept in the chain but not
 	// indexed: see Append.
 	insertExchange = `INSERT INTO exchanges (id, received_ns, subject, route, decision, request_seq, tool)
@@ -93,7 +93,7 @@ func (s *Store) appendChecked(ctx context.Context, entries []*recorder.Entry, sy
 		return s.errorf("append", err)
 	}
 	for i, e := range entries {
-		e.Seq, e.PrevHash, e.Hash = sealed[i].Seq, sealed[i].PrevHash, sealed[i].Hash
+		e.Seq, e.PrevHash, e.Hash, e.Version, e.DataHash = sealed[i].Seq, sealed[i].PrevHash, sealed[i].Hash, sealed[i].Version, ""
 	}
 	return nil
 }
@@ -118,7 +118,7 @@ func queue(b *pgx.Batch, e *recorder.Entry) {
 	}
 	at := e.At.UnixNano()
 	b.Queue(insertEntry, e.Seq, e.Kind, e.ExchangeID, at, data, e.PrevHash, e.Hash,
-		e.Subject, e.Route, e.Decision, e.Method, e.Path, e.Status, e.Tool)
+		e.Subject, e.Route, e.Decision, e.Method, e.Path, e.Status, e.Tool, e.Version)
 	switch e.Kind {
 	case recorder.KindRequest:
 		b.Queue(insertExchange, e.ExchangeID, at, e.Subject, e.Route, e.Decision, e.Seq, e.Tool)

@@ -18,14 +18,14 @@ const (
 )
 
 const (
-	entryColumns = "seq, kind, exchange_id, at_ns, data, prev_hash, hash, subject, route, decision, method, path, status, tool"
+	entryColumns = "seq, kind, exchange_id, at_ns, data, prev_hash, hash, subject, route, decision, method, path, status, tool, chain_v, data_sha256"
 	// recordQuery selects an exchange's request entry (q) and response entry (r, all
 	// NULL when there is none), scanned by scanRecord.
 	recordQuery = `SELECT
 		q.seq, q.kind, q.exchange_id, q.at_ns, q.data, q.prev_hash, q.hash,
-		q.subject, q.route, q.decision, q.method, q.path, q.status, q.tool,
+		q.subject, q.route, q.decision, q.method, q.path, q.status, q.tool, q.chain_v, q.data_sha256,
 		r.seq, r.kind, r.exchange_id, r.at_ns, r.data, r.prev_hash, r.hash,
-		r.subject, r.route, r.decision, r.method, r.path, r.status, r.tool
+		r.subject, r.route, r.decision, r.method, r.path, r.status, r.tool, r.chain_v, r.data_sha256
 	FROM exchanges x
 	JOIN entries q ON q.seq = x.request_seq
 	LEFT JOIN entries r ON r.seq = x.response_seq`
@@ -171,16 +171,16 @@ func scanRecord(sc scanner) (recorder.Record, error) {
 
 // nullEntry receives the entryColumns of a row that may be all NULL (an outer join).
 type nullEntry struct {
-	seq, at, status                                        sql.NullInt64
+	seq, at, status, version                               sql.NullInt64
 	kind, id, prev, hash, subject, route, decision, method sql.NullString
-	path, tool                                             sql.NullString
+	path, tool, dataHash                                   sql.NullString
 	data                                                   []byte
 }
 
 // dest returns the Scan destinations in entryColumns order.
 func (n *nullEntry) dest() []any {
 	return []any{&n.seq, &n.kind, &n.id, &n.at, &n.data, &n.prev, &n.hash,
-		&n.subject, &n.route, &n.decision, &n.method, &n.path, &n.status, &n.tool}
+		&n.subject, &n.route, &n.decision, &n.method, &n.path, &n.status, &n.tool, &n.version, &n.dataHash}
 }
 
 func (n *nullEntry) entry() recorder.Entry {
@@ -199,5 +199,7 @@ func (n *nullEntry) entry() recorder.Entry {
 		Path:       n.path.String,
 		Status:     int(n.status.Int64),
 		Tool:       n.tool.String,
+		Version:    int(n.version.Int64),
+		DataHash:   n.dataHash.String,
 	}
 }

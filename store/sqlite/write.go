@@ -17,7 +17,7 @@ import (
 const (
 	selectHead  = "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1"
 	insertEntry = `INSERT INTO entries (seq, kind, exchange_id, at_ns, data, prev_hash, hash,
-		subject, route, decision, method, path, status, tool) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		subject, route, decision, method, path, status, tool, chain_v) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	// A second request entry with an id already indexed is kept in the chain but not
 	// indexed: see Append.
 	insertExchange = `INSERT INTO exchanges (id, received_ns, subject, route, decision, request_seq, tool)
@@ -105,7 +105,7 @@ func (s *Store) appendChecked(ctx context.Context, entries []*recorder.Entry, sy
 		return fmt.Errorf("sqlite: append: %w", err)
 	}
 	for i, e := range entries {
-		e.Seq, e.PrevHash, e.Hash = sealed[i].Seq, sealed[i].PrevHash, sealed[i].Hash
+		e.Seq, e.PrevHash, e.Hash, e.Version, e.DataHash = sealed[i].Seq, sealed[i].PrevHash, sealed[i].Hash, sealed[i].Version, ""
 	}
 	return nil
 }
@@ -233,7 +233,7 @@ func (w *writer) write(ctx context.Context, e *recorder.Entry) error {
 	}
 	at := e.At.UnixNano()
 	if _, err := w.entry.ExecContext(ctx, e.Seq, e.Kind, e.ExchangeID, at, data, e.PrevHash, e.Hash,
-		e.Subject, e.Route, e.Decision, e.Method, e.Path, e.Status, e.Tool); err != nil {
+		e.Subject, e.Route, e.Decision, e.Method, e.Path, e.Status, e.Tool, e.Version); err != nil {
 		return err
 	}
 	switch e.Kind {
