@@ -129,14 +129,21 @@ func recorderPolicy(cfg *config.Config, also ...*config.Config) recorder.Policy 
 func retentionOf(cfg *config.Config) recorder.Retention {
 	t := recorder.Retention{Keep: time.Duration(cfg.Recorder.Retention)}
 	for _, r := range cfg.Routes {
-		if r.Retention > 0 {
-			if t.Routes == nil {
-				t.Routes = map[string]time.Duration{}
-			}
-			t.Routes[r.Name] = time.Duration(r.Retention)
-		}
+		addRouteRetention(&t, r.Name, r.Retention)
 	}
 	return t
+}
+
+// addRouteRetention adds route's own retention d to t, unless d is 0 (the route takes
+// recorder.retention).
+func addRouteRetention(t *recorder.Retention, route string, d config.Duration) {
+	if d <= 0 {
+		return
+	}
+	if t.Routes == nil {
+		t.Routes = map[string]time.Duration{}
+	}
+	t.Routes[route] = time.Duration(d)
 }
 
 // newRecorder starts the recorder for cfg on store s.

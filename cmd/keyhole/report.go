@@ -148,12 +148,7 @@ func configRetention(path string) (recorder.Retention, error) {
 	}
 	t := recorder.Retention{Keep: time.Duration(c.Recorder.Retention)}
 	for _, r := range c.Routes {
-		if r.Retention > 0 {
-			if t.Routes == nil {
-				t.Routes = map[string]time.Duration{}
-			}
-			t.Routes[r.Name] = time.Duration(r.Retention)
-		}
+		addRouteRetention(&t, r.Name, r.Retention)
 	}
 	return t, nil
 }

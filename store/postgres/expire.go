@@ -90,13 +90,7 @@ func (s *Store) expireChunk(ctx context.Context, rule recorder.ExpiryRule, chunk
 		if err != nil || len(stubbed) == 0 {
 			return err
 		}
-		e := recorder.Expiry(stubbed, rule, time.Now())
-		e.Seq = headSeq + 1
-		recorder.Seal(e, headHash)
-		var b pgx.Batch
-		queue(&b, e)
-		b.Queue(updateHead, e.Seq, e.Hash)
-		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		if err := appendAtHead(ctx, tx, recorder.Expiry(stubbed, rule, time.Now()), headSeq, headHash); err != nil {
 			return fmt.Errorf("expiry entry: %w", err)
 		}
 		n = int64(len(stubbed))

@@ -109,6 +109,17 @@ func head(ctx context.Context, tx pgx.Tx) (int64, string, error) {
 	return seq, hash, nil
 }
 
+// appendAtHead seals e after the chain head (headSeq, headHash), which tx holds locked,
+// and writes it and the new head.
+func appendAtHead(ctx context.Context, tx pgx.Tx, e *recorder.Entry, headSeq int64, headHash string) error {
+	e.Seq = headSeq + 1
+	recorder.Seal(e, headHash)
+	var b pgx.Batch
+	queue(&b, e)
+	b.Queue(updateHead, e.Seq, e.Hash)
+	return tx.SendBatch(ctx, &b).Close()
+}
+
 // queue adds to b the statements that insert the sealed entry e and update the exchange
 // index.
 func queue(b *pgx.Batch, e *recorder.Entry) {
@@ -227,13 +238,7 @@ func (s *Store) pruneChunkOf(ctx context.Context, cutoff time.Time, limit int64)
 			return fmt.Errorf("delete entries: %w", err)
 		}
 		n = tag.RowsAffected()
-		c := recorder.Checkpoint(last, n, cutoff, time.Now())
-		c.Seq = headSeq + 1
-		recorder.Seal(c, headHash)
-		var b pgx.Batch
-		queue(&b, c)
-		b.Queue(updateHead, c.Seq, c.Hash)
-		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		if err := appendAtHead(ctx, tx, recorder.Checkpoint(last, n, cutoff, time.Now()), headSeq, headHash); err != nil {
 			return fmt.Errorf("checkpoint: %w", err)
 		}
 		return nil

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -138,7 +139,7 @@ func stubEntry(ctx context.Context, tx *sql.Tx, seq int64) (bool, error) {
 	var dataHash sql.NullString
 	err := tx.QueryRowContext(ctx, "SELECT seq, kind, exchange_id, at_ns, data, chain_v, data_sha256 FROM entries WHERE seq = ?", seq).
 		Scan(&e.Seq, &e.Kind, &e.ExchangeID, &at, &e.Data, &e.Version, &dataHash)
-	if err == sql.ErrNoRows {
+	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
 	if err != nil {
