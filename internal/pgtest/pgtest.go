@@ -20,8 +20,8 @@ import (
 
 // Env is the variable holding the DSN of the test server; its role must be allowed to
 // create databases and roles, and to end other backends (pg_signal_backend: DROP DATABASE
-// ... WITH (FORCE) ends an autovacuum worker in a test database too). RequireEnv set to 1 (as CI sets it) makes its absence a
-// failure instead of a skip.
+// ... WITH (FORCE) ends an autovacuum worker in a test database too). RequireEnv set to
+// 1 (as CI sets it) makes its absence a failure instead of a skip.
 const (
 	Env        = "KEYHOLE_TEST_POSTGRES"
 	RequireEnv = "KEYHOLE_REQUIRE_POSTGRES"
