@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/keyholehq/keyhole/export"
+	"github.com/keyholehq/keyhole/internal/pgtest"
 	"github.com/keyholehq/keyhole/internal/testkit"
 	"github.com/keyholehq/keyhole/recorder"
+	"github.com/keyholehq/keyhole/store/postgres"
 	"github.com/keyholehq/keyhole/store/sqlite"
 )
 
@@ -44,9 +46,15 @@ func completedIDs(t *testing.T, file string) map[string]bool {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	return tailIDs(t, st)
+}
+
+// tailIDs returns the ids of every completed exchange in st.
+func tailIDs(t *testing.T, st recorder.Store) map[string]bool {
+	t.Helper()
 	ids := map[string]bool{}
 	var items []export.Item
-	err = export.Tail{}.Run(context.Background(), st, 0, false, func(b []export.Item) error { items = append(items, b...); return nil }, nil)
+	err := export.Tail{}.Run(context.Background(), st, 0, false, func(b []export.Item) error { items = append(items, b...); return nil }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,6 +155,74 @@ func TestStreamResumesWithoutLossOrDuplicates(t *testing.T) {
 		t.Errorf("streamed %d exchanges, the store holds %d", len(seen), len(want))
 	}
 	t.Logf("%d exchanges streamed exactly once while recorded, last cursor %s", len(seen), cursor)
+}
+
+// TestStreamAcrossReplicas reads the live export of two replicas on one PostgreSQL in
+// pieces, each piece from the other replica after the last cursor the previous one gave,
+// while load spread over both is recorded: a shipper behind a load balancer gets every
+// completed exchange of the shared store exactly once, in chain order, whichever replica
+// answers.
+func TestStreamAcrossReplicas(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	iss := testkit.NewIssuer(t)
+	up := testkit.NewUpstream(t)
+	cfg := strings.Replace(exportConfig, `recorder: { store: "sqlite://records.db", mode: best_effort }`+"\n", strictStore(dsn), 1)
+	var gws []*faultProc
+	for range 2 {
+		gws = append(gws, startFault(t, func(data, adm string) string {
+			return fmt.Sprintf(cfg, data, adm, iss.Config().Issuer, up.URL)
+		}, "CRM_KEY=export-test-key-0002"))
+	}
+	reader := iss.Token(t, map[string]any{"aud": "api://keyhole", "sub": "ada", "groups": []string{"readers"}})
+	auditor := iss.Token(t, map[string]any{"aud": "api://keyhole", "sub": "audrey", "groups": []string{"auditors"}})
+
+	load := startLoadOn([]string{gws[0].Data, gws[1].Data}, reader, 4, customers)
+	seen := map[string]bool{}
+	cursor, last := "", int64(0)
+	from := map[int]int{}
+	check := func(replica int, lines []map[string]any) {
+		for _, l := range lines {
+			id, c := l["id"].(string), l["cursor"].(string)
+			n, err := export.ParseCursor(c)
+			if err != nil || n <= last {
+				t.Fatalf("replica %d: cursor %q after %d: not increasing", replica, c, last)
+			}
+			if seen[id] {
+				t.Fatalf("exchange %s streamed twice (replica %d, cursor %s)", id, replica, c)
+			}
+			seen[id], cursor, last = true, c, n
+			from[replica]++
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for piece := 0; time.Now().Before(deadline); piece++ {
+		check(piece%2, readStream(t, gws[piece%2].Admin, auditor, cursor, 5+piece%13, 2*time.Second))
+	}
+	load.Stop()
+	if from[0] == 0 || from[1] == 0 {
+		t.Fatalf("lines streamed by replica = %v, want some from each while the load ran", from)
+	}
+	st, err := postgres.OpenReadOnly(context.Background(), dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var want map[string]bool
+	for piece := 0; piece < 20; piece++ {
+		check(piece%2, readStream(t, gws[piece%2].Admin, auditor, cursor, 1000, time.Second))
+		if want = tailIDs(t, st); len(want) == len(seen) {
+			break
+		}
+	}
+	for id := range want {
+		if !seen[id] {
+			t.Errorf("exchange %s is in the store but was never streamed", id)
+		}
+	}
+	if len(seen) != len(want) {
+		t.Errorf("streamed %d exchanges, the store holds %d", len(seen), len(want))
+	}
+	t.Logf("%d exchanges streamed exactly once from two replicas (%v lines by replica), last cursor %s", len(seen), from, cursor)
 }
 
 // TestRecordsTailAndExport runs `keyhole records tail` and `records export` on a store
