@@ -313,22 +313,46 @@ func (h *Handler) startVerify(w http.ResponseWriter, r *http.Request, s *session
 	http.Redirect(w, r, "/ui/chain", http.StatusSeeOther)
 }
 
-// currentHead returns the hash of the newest entry of st, "" when it cannot tell: the
-// entry Count places last, which it is when no entry is missing.
+// currentHead returns the hash of the newest entry of st, "" when it cannot tell. It
+// is found in steps that double and then halve, each one indexed read of the entry at
+// or after a sequence number: O(log n) small reads, where counting the entries would
+// scan them all on every load of a page that reloads itself.
 func currentHead(ctx context.Context, st recorder.Store) string {
-	first, err := st.Entries(ctx, 0, 1)
-	if err != nil || len(first) == 0 {
+	es, err := st.Entries(ctx, 0, 1)
+	if err != nil || len(es) == 0 {
 		return ""
 	}
-	n, err := st.Count(ctx)
-	if err != nil || n < 1 {
-		return ""
+	last := es[0]
+	// at returns the first entry whose sequence number is last's plus step or more.
+	at := func(step int64) (*recorder.Entry, error) {
+		es, err := st.Entries(ctx, last.Seq+step-1, 1)
+		if err != nil || len(es) == 0 {
+			return nil, err
+		}
+		return &es[0], nil
 	}
-	last, err := st.Entries(ctx, first[0].Seq+n-2, 1)
-	if err != nil || len(last) == 0 {
-		return ""
+	step := int64(1)
+	for ; ; step *= 2 {
+		e, err := at(step)
+		if err != nil {
+			return ""
+		}
+		if e == nil {
+			break
+		}
+		last = *e
 	}
-	return last[0].Hash
+	// Now no entry is step or more after last.
+	for step /= 2; step >= 1; step /= 2 {
+		e, err := at(step)
+		if err != nil {
+			return ""
+		}
+		if e != nil {
+			last = *e
+		}
+	}
+	return last.Hash
 }
 
 // chainState is what a replica knows of the chain's verification: the one running, and

@@ -493,3 +493,26 @@ func TestRecordsVerify(t *testing.T) {
 		t.Errorf("after an edit, want a break at entry 2:\n%s", page)
 	}
 }
+
+// TestCurrentHead: the head the chain page shows without verifying is the newest
+// entry's hash, whatever the length of the chain.
+func TestCurrentHead(t *testing.T) {
+	h := newRecordsHarness(t)
+	ctx := context.Background()
+	if got := currentHead(ctx, h.store); got != "" {
+		t.Errorf("head of an empty chain = %q, want none", got)
+	}
+	for i := range 40 {
+		x := &recorder.Exchange{ID: fmt.Sprintf("01JD000000000000000000%04d", i), ReceivedAt: time.Now(), Decision: "no_route",
+			Request: recorder.Request{Method: "GET", Path: "/x"}, Response: &recorder.Response{Status: 404}}
+		h.rec.Refused(x)
+		h.wait(t, x.ID)
+		rep, err := recorder.Verify(ctx, h.store, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := currentHead(ctx, h.store); got != rep.Head {
+			t.Fatalf("with %d entries, head = %q, want %q", rep.Entries, got, rep.Head)
+		}
+	}
+}
