@@ -492,6 +492,12 @@ func TestRecordsVerify(t *testing.T) {
 	if page := text(verify()); !strings.Contains(page, "the chain is broken at entry 2") {
 		t.Errorf("after an edit, want a break at entry 2:\n%s", page)
 	}
+
+	// A store that cannot be read: the page says the verification could not finish.
+	h.store.Close()
+	if page := text(verify()); !strings.Contains(page, "could not finish") || strings.Contains(page, "intact") {
+		t.Errorf("with the store gone, want a verification that could not finish:\n%s", page)
+	}
 }
 
 // TestCurrentHead: the head the chain page shows without verifying is the newest
