@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -82,7 +83,7 @@ func (a *API) mount(r chi.Router) {
 		r.Group(func(r chi.Router) {
 			r.Use(a.adminClients)
 			r.Group(func(r chi.Router) {
-				r.Use(a.require(rules.RoleAuditors))
+				r.Use(a.auditors)
 				r.Get("/exchanges", a.list)
 				r.Get("/exchanges.har", a.exportHAR)
 				r.Get("/exchanges.ndjson", a.exportLines)
@@ -130,17 +131,22 @@ func (a *API) adminClients(next http.Handler) http.Handler {
 	})
 }
 
-// require refuses callers without role.
-func (a *API) require(role string) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !a.Roles().HasRole(principal(r), role) {
-				apiError(w, http.StatusForbidden, "forbidden", "this endpoint requires the "+role+" role")
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
-	}
+// auditors refuses callers who may not read records (ReadsRecords).
+func (a *API) auditors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !ReadsRecords(a.Roles(), principal(r)) {
+			apiError(w, http.StatusForbidden, "forbidden", "this endpoint requires the "+rules.RoleAuditors+" role")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ReadsRecords reports whether p may read the records: list, show, export, stream,
+// verify and replay exchanges (the auditors role, admin.roles.admins or admin.allow).
+// The API and the console both ask it.
+func ReadsRecords(roles Roles, p *identity.Principal) bool {
+	return roles.HasRole(p, rules.RoleAuditors)
 }
 
 func principal(r *http.Request) *identity.Principal {
@@ -148,9 +154,11 @@ func principal(r *http.Request) *identity.Principal {
 	return p
 }
 
-// filter reads the list filters of a request.
-func filter(r *http.Request) (recorder.Filter, error) {
-	q := r.URL.Query()
+// ParseFilter reads the list filters of a query: since and until (RFC 3339 or a
+// duration ago: 24h, 7d), subject, route, decision, status, tool, limit and cursor (a
+// next_cursor this API or the console returned). Its errors name the parameter and say
+// what it wants; they are safe to show.
+func ParseFilter(q url.Values) (recorder.Filter, error) {
 	f := recorder.Filter{Subject: q.Get("subject"), Route: q.Get("route"), Decision: q.Get("decision"), Cursor: q.Get("cursor"),
 		Tool: q.Get("tool")}
 	var err error
@@ -215,32 +223,40 @@ type exchangeList struct {
 }
 
 func (a *API) list(w http.ResponseWriter, r *http.Request) {
-	f, err := filter(r)
+	f, err := ParseFilter(r.URL.Query())
 	if err != nil {
 		apiError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
-	recs, next, err := a.Store.List(r.Context(), f)
+	xs, next, err := ListExchanges(r.Context(), a.Store, f)
 	if err != nil {
 		a.storeError(w, err)
 		return
 	}
-	out := exchangeList{Exchanges: make([]recorder.Exchange, 0, len(recs)), NextCursor: next}
+	writeJSON(w, http.StatusOK, exchangeList{Exchanges: xs, NextCursor: next})
+}
+
+// ListExchanges returns the exchanges of s that f selects, newest first, and the cursor
+// of the next page ("" when there is none). Its errors are the store's.
+func ListExchanges(ctx context.Context, s recorder.Store, f recorder.Filter) ([]recorder.Exchange, string, error) {
+	recs, next, err := s.List(ctx, f)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]recorder.Exchange, 0, len(recs))
 	for _, rec := range recs {
 		x, err := recorder.Decode(rec)
 		if err != nil {
-			a.storeError(w, err)
-			return
+			return nil, "", err
 		}
-		out.Exchanges = append(out.Exchanges, x)
+		out = append(out, x)
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, next, nil
 }
 
 // exchange loads the exchange named in the URL, answering 404 when there is none.
 func (a *API) exchange(w http.ResponseWriter, r *http.Request) (*recorder.Exchange, bool) {
-	id := chi.URLParam(r, "id")
-	rec, err := a.Store.Get(r.Context(), id)
+	x, err := Exchange(r.Context(), a.Store, chi.URLParam(r, "id"))
 	if errors.Is(err, recorder.ErrNotFound) {
 		apiError(w, http.StatusNotFound, "not_found", "no exchange with this id")
 		return nil, false
@@ -249,12 +265,21 @@ func (a *API) exchange(w http.ResponseWriter, r *http.Request) (*recorder.Exchan
 		a.storeError(w, err)
 		return nil, false
 	}
+	return x, true
+}
+
+// Exchange returns the exchange id of s, or an error wrapping recorder.ErrNotFound when
+// s holds none.
+func Exchange(ctx context.Context, s recorder.Store, id string) (*recorder.Exchange, error) {
+	rec, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	x, err := recorder.Decode(rec)
 	if err != nil {
-		a.storeError(w, err)
-		return nil, false
+		return nil, err
 	}
-	return &x, true
+	return &x, nil
 }
 
 func (a *API) show(w http.ResponseWriter, r *http.Request) {
@@ -279,25 +304,35 @@ const maxExport = 100_000
 
 // exportHAR streams every exchange matching the filters, newest first, as one HAR file.
 func (a *API) exportHAR(w http.ResponseWriter, r *http.Request) {
-	f, err := filter(r)
+	f, err := ParseFilter(r.URL.Query())
 	if err != nil {
 		apiError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
+	if err := ExportHAR(r.Context(), w, a.Store, f, a.Version, a.Log); err != nil {
+		a.storeError(w, err)
+	}
+}
+
+// ExportHAR writes every exchange of s that f selects (at most f.Limit, or 100000),
+// newest first, to w as one HAR file, an attachment named exchanges.har, generator
+// version version. It returns an error, having written nothing, when the store cannot
+// be read at first; a store error later ends the file short but well-formed, and is
+// logged to log, as a client gone away is.
+func ExportHAR(ctx context.Context, w http.ResponseWriter, s recorder.Store, f recorder.Filter, version string, log *slog.Logger) error {
 	limit := f.Limit
 	if limit == 0 || limit > maxExport {
 		limit = maxExport
 	}
 	// The first page is read before anything is written, so a store error is still a
-	// clean JSON error rather than a cut-off file.
+	// clean error rather than a cut-off file.
 	f.Limit = min(limit, 1000)
-	recs, next, err := a.Store.List(r.Context(), f)
+	recs, next, err := s.List(ctx, f)
 	if err != nil {
-		a.storeError(w, err)
-		return
+		return err
 	}
 	harHeaders(w, "exchanges")
-	hw := recorder.NewHARWriter(w, a.Version)
+	hw := recorder.NewHARWriter(w, version)
 	n := 0
 	for {
 		for _, rec := range recs {
@@ -306,8 +341,8 @@ func (a *API) exportHAR(w http.ResponseWriter, r *http.Request) {
 				err = hw.Add(x)
 			}
 			if err != nil {
-				a.Log.Warn("admin: HAR export cut short", "error", err.Error())
-				return
+				log.Warn("admin: HAR export cut short", "error", err.Error())
+				return nil
 			}
 			n++
 		}
@@ -315,15 +350,16 @@ func (a *API) exportHAR(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		f.Cursor, f.Limit = next, min(limit-n, 1000)
-		if recs, next, err = a.Store.List(r.Context(), f); err != nil {
+		if recs, next, err = s.List(ctx, f); err != nil {
 			// Headers are sent: end the document short rather than leave it broken.
-			a.Log.Warn("admin: HAR export cut short", "error", err.Error())
+			log.Warn("admin: HAR export cut short", "error", err.Error())
 			break
 		}
 	}
 	if err := hw.Close(); err != nil {
-		a.Log.Warn("admin: HAR export", "error", err.Error())
+		log.Warn("admin: HAR export", "error", err.Error())
 	}
+	return nil
 }
 
 func harHeaders(w http.ResponseWriter, name string) {
@@ -332,27 +368,39 @@ func harHeaders(w http.ResponseWriter, name string) {
 	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.har"`)
 }
 
-// replayRequest is the body of POST /api/v1/exchanges/{id}/replay.
-type replayRequest struct {
-	Target      string `json:"target"`
-	DryRun      bool   `json:"dry_run"`
-	AllowUnsafe bool   `json:"allow_unsafe"`
+// ReplayRequest is what an auditor asks of a replay: the body of POST
+// /api/v1/exchanges/{id}/replay, and the console's replay form.
+type ReplayRequest struct {
+	// Target is the origin to send to instead of the upstream's ("" for the upstream).
+	Target string `json:"target"`
+	// DryRun asks for the request that would be sent, sending nothing.
+	DryRun bool `json:"dry_run"`
+	// AllowUnsafe confirms the replay of a method that may change data (SafeMethod).
+	AllowUnsafe bool `json:"allow_unsafe"`
 }
 
-// replayAnswer is what a replay answers: the new exchange and how its response differs.
-type replayAnswer struct {
+// ReplayAnswer is what a replay answers: the new exchange and how its response differs.
+type ReplayAnswer struct {
 	DryRun   bool   `json:"dry_run,omitempty"`
 	Original string `json:"original"`
 	// Replay is the replay's exchange; for a dry run, the request that would be sent.
 	Replay *recorder.Exchange `json:"replay,omitempty"`
-	Diff   *recorder.Changes  `json:"diff,omitempty"`
+	// Diff is how the replay's response differs from the recorded one; nil for a dry run.
+	Diff *recorder.Changes `json:"diff,omitempty"`
 }
 
-// safeMethods may be replayed without allow_unsafe: they change nothing (RFC 9110 9.2.1).
-var safeMethods = map[string]bool{http.MethodGet: true, http.MethodHead: true, http.MethodOptions: true}
+// SafeMethod reports whether method may be replayed without AllowUnsafe: GET, HEAD and
+// OPTIONS change nothing (RFC 9110 9.2.1).
+func SafeMethod(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return true
+	}
+	return false
+}
 
 func (a *API) replay(w http.ResponseWriter, r *http.Request) {
-	var req replayRequest
+	var req ReplayRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
@@ -363,33 +411,42 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	// Whether it can be replayed at all comes first: allow_unsafe would not help.
+	ans, err := Replay(r.Context(), a.Replayer, x, req, principal(r))
 	var re *recorder.ReplayError
-	if err := recorder.Replayable(x); errors.As(err, &re) {
+	switch {
+	case errors.As(err, &re):
 		apiError(w, re.Status, re.Code, re.Msg)
-		return
-	}
-	if !safeMethods[x.Request.Method] && !req.AllowUnsafe {
-		apiError(w, http.StatusBadRequest, "unsafe_method", x.Request.Method+" may change data upstream; set allow_unsafe to replay it")
-		return
-	}
-	nx, err := a.Replayer.Replay(r.Context(), x, req.Target, principal(r), req.DryRun)
-	if err != nil {
-		var re *recorder.ReplayError
-		if errors.As(err, &re) {
-			apiError(w, re.Status, re.Code, re.Msg)
-			return
-		}
+	case err != nil:
 		a.Log.Error("admin: replay", "exchange", x.ID, "error", err.Error())
 		apiError(w, http.StatusBadGateway, "replay_failed", "the replay could not be completed")
-		return
+	default:
+		writeJSON(w, http.StatusOK, ans)
+	}
+}
+
+// Replay replays x with rp as auditor by asks in req, and returns the replay and, unless
+// it was a dry run, how its response differs from the recorded one. A replay refused for
+// a reason the auditor can act on is a *recorder.ReplayError: x cannot be replayed at
+// all (recorder.Replayable, checked first: AllowUnsafe would not help), its method is not
+// SafeMethod and req does not AllowUnsafe (400 unsafe_method), or rp refuses it. Any
+// other error means the replay could not be completed.
+func Replay(ctx context.Context, rp Replayer, x *recorder.Exchange, req ReplayRequest, by *identity.Principal) (*ReplayAnswer, error) {
+	if err := recorder.Replayable(x); err != nil {
+		return nil, err
+	}
+	if !SafeMethod(x.Request.Method) && !req.AllowUnsafe {
+		return nil, &recorder.ReplayError{Status: http.StatusBadRequest, Code: "unsafe_method",
+			Msg: x.Request.Method + " may change data upstream; set allow_unsafe to replay it"}
+	}
+	nx, err := rp.Replay(ctx, x, req.Target, by, req.DryRun)
+	if err != nil {
+		return nil, err
 	}
 	if req.DryRun {
-		writeJSON(w, http.StatusOK, replayAnswer{DryRun: true, Original: x.ID, Replay: nx})
-		return
+		return &ReplayAnswer{DryRun: true, Original: x.ID, Replay: nx}, nil
 	}
 	d := recorder.Diff(x.Response, nx.Response)
-	writeJSON(w, http.StatusOK, replayAnswer{Original: x.ID, Replay: nx, Diff: &d})
+	return &ReplayAnswer{Original: x.ID, Replay: nx, Diff: &d}, nil
 }
 
 func (a *API) verify(w http.ResponseWriter, r *http.Request) {

@@ -128,7 +128,7 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request) {
 // filters: the matching completed exchanges, newest first (as the list), one or two
 // lines each, like the HAR export but bounded the same way.
 func (a *API) exportLines(w http.ResponseWriter, r *http.Request) {
-	f, err := filter(r)
+	f, err := ParseFilter(r.URL.Query())
 	if err != nil {
 		apiError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return

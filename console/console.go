@@ -1,9 +1,11 @@
 // Package console serves Keyhole's web console under /ui/ on the admin plane: OpenID
-// Connect login (authorization code flow with PKCE) into a sealed cookie session, and
-// the approvals inbox where approvers read held requests and decide them. Pages are
-// rendered on the server and work without JavaScript. Who may read or decide what is
-// the admin API's own policy (admin.ReadsApprovals, admin.MayDecide), applied to the
-// claims of the person's access token, verified by the API's verifier.
+// Connect login (authorization code flow with PKCE) into a sealed cookie session, the
+// approvals inbox where approvers read held requests and decide them, and the records
+// browser where auditors filter, read, replay and export exchanges and verify the
+// chain. Pages are rendered on the server and work without JavaScript. Who may read or
+// decide what is the admin API's own policy (admin.ReadsApprovals, admin.MayDecide,
+// admin.ReadsRecords), applied to the claims of the person's access token, verified by
+// the API's verifier; the records pages call the API's own functions in-process.
 package console
 
 import (
@@ -27,6 +29,7 @@ import (
 
 	"github.com/keyholehq/keyhole/admin"
 	"github.com/keyholehq/keyhole/config"
+	"github.com/keyholehq/keyhole/recorder"
 )
 
 //go:embed templates/*.html
@@ -48,8 +51,13 @@ type Options struct {
 	Verifier  func() admin.Verifier
 	Roles     func() admin.Roles
 	Approvals admin.ApprovalService
-	Log       *slog.Logger
-	Now       func() time.Time
+	// Store and Replayer serve the records pages, as they serve the admin API; Version
+	// names Keyhole in HAR files.
+	Store    recorder.Store
+	Replayer admin.Replayer
+	Version  string
+	Log      *slog.Logger
+	Now      func() time.Time
 }
 
 // Handler is the console. It is safe for concurrent use.
@@ -64,6 +72,7 @@ type Handler struct {
 	provider *oidc.Provider       // discovered on the first login
 	used     map[string]time.Time // states of callbacks taken, until their login expires
 	limiter  *peerLimiter
+	verify   verifier // the chain's verification, run on demand
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -112,6 +121,11 @@ func New(o Options) (*Handler, error) {
 	m.HandleFunc("GET /ui/approvals/{id}", h.page(h.detail))
 	m.HandleFunc("POST /ui/approvals/{id}/decide", h.post(h.decide))
 	m.HandleFunc("GET /ui/records", h.page(h.records))
+	m.HandleFunc("GET /ui/records.har", h.page(h.exportHAR))
+	m.HandleFunc("GET /ui/records/{id}", h.page(h.showExchange))
+	m.HandleFunc("POST /ui/records/{id}/replay", h.post(h.replay))
+	m.HandleFunc("GET /ui/chain", h.page(h.chain))
+	m.HandleFunc("POST /ui/chain/verify", h.post(h.startVerify))
 	h.mux = m
 	return h, nil
 }

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/keyholehq/keyhole/admin"
@@ -17,10 +18,16 @@ import (
 
 // parsePages parses every page with the layout.
 func parsePages() (map[string]*template.Template, error) {
-	funcs := template.FuncMap{"ago": ago, "utc": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }}
+	funcs := template.FuncMap{"ago": ago, "utc": utc, "utcp": func(t *time.Time) string {
+		if t == nil {
+			return ""
+		}
+		return utc(*t)
+	}, "ms": func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) + " ms" }}
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"inbox", "detail", "message", "records"} {
-		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFiles, "templates/layout.html", "templates/"+name+".html")
+	for _, name := range []string{"inbox", "detail", "message", "records", "exchange", "chain"} {
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFiles, "templates/layout.html", "templates/partials.html",
+			"templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("console: template %s: %w", name, err)
 		}
@@ -36,6 +43,7 @@ type layout struct {
 	CSRF    string
 	Page    any
 	Problem bool
+	Refresh int // seconds after which the page reloads itself, 0 for never
 }
 
 // message is the data of a page that only tells something.
@@ -46,7 +54,19 @@ type message struct {
 
 // render writes page name with data for session s (nil: logged out).
 func (h *Handler) render(w http.ResponseWriter, r *http.Request, s *session, status int, name string, data any) {
+	h.write(w, s, status, name, layout{Who: s, Page: data, Nav: name})
+}
+
+// renderRefresh writes page name, which reloads itself every 2 seconds while refresh.
+func (h *Handler) renderRefresh(w http.ResponseWriter, r *http.Request, s *session, name string, data any, refresh bool) {
 	l := layout{Who: s, Page: data, Nav: name}
+	if refresh {
+		l.Refresh = 2
+	}
+	h.write(w, s, http.StatusOK, name, l)
+}
+
+func (h *Handler) write(w http.ResponseWriter, s *session, status int, name string, l layout) {
 	if s != nil {
 		l.CSRF = s.CSRF
 	}
@@ -235,9 +255,8 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, s *session) {
 	}
 }
 
-func (h *Handler) records(w http.ResponseWriter, r *http.Request, s *session) {
-	h.render(w, r, s, http.StatusOK, "records", nil)
-}
+// utc writes t as the pages show times.
+func utc(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }
 
 // pretty returns body indented when it is one JSON value, else as it is.
 func pretty(body string) string {

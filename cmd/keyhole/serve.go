@@ -366,7 +366,7 @@ func (g *gateway) serve(ctx context.Context, watch time.Duration) error {
 			issuer = g.dev.Config().Issuer
 		}
 		c, err := console.New(console.Options{Config: cc, IssuerURL: issuer, Context: g.ctx, Verifier: opts.API.Verifier,
-			Roles: opts.API.Roles, Approvals: g.ap, Log: g.log})
+			Roles: opts.API.Roles, Approvals: g.ap, Store: g.store, Replayer: g.proxy, Version: api.Version, Log: g.log})
 		if err != nil {
 			return err
 		}
