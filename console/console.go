@@ -148,8 +148,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // secureFor reports whether cookies set in answer to r are Secure.
 func (h *Handler) secureFor(r *http.Request) bool { return h.secure || r.TLS != nil }
 
-// current returns the live session of r, or nil. A live session last seen more than
-// seenEvery ago is resealed with now as its last-seen time.
+// current returns the live session of r — within its timeouts, of a client admin.clients
+// accepts now — or nil. A live session last seen more than seenEvery ago is resealed
+// with now as its last-seen time.
 func (h *Handler) current(w http.ResponseWriter, r *http.Request) *session {
 	c, err := r.Cookie(sessionCookie)
 	if err != nil {
@@ -160,7 +161,10 @@ func (h *Handler) current(w http.ResponseWriter, r *http.Request) *session {
 		return nil
 	}
 	now := h.o.Now()
-	if !s.live(now, time.Duration(h.o.Config.IdleTimeout), time.Duration(h.o.Config.MaxAge)) {
+	// admin.clients is judged on every request, not only at login: a reload that narrows
+	// it ends the sessions of clients it no longer lists.
+	if !s.live(now, time.Duration(h.o.Config.IdleTimeout), time.Duration(h.o.Config.MaxAge)) ||
+		!h.o.Roles().AdminClient(s.principal()) {
 		http.SetCookie(w, cookie(sessionCookie, "", 0, h.secureFor(r)))
 		return nil
 	}

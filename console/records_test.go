@@ -74,6 +74,7 @@ type recordsHarness struct {
 	rec     *recorder.Recorder
 	file    string
 	served  atomic.Int64 // requests the upstream answered
+	roles   atomic.Pointer[rules.Table]
 	auditor *http.Cookie
 	other   *http.Cookie
 }
@@ -101,6 +102,7 @@ func newRecordsHarness(t *testing.T) *recordsHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.roles.Store(table)
 	v, err := identity.New(ctx, cfg.Identity.Issuers, identity.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +137,7 @@ func newRecordsHarness(t *testing.T) *recordsHarness {
 	h.c, err = New(Options{Config: &config.Console{ClientID: "console", RedirectURL: "http://127.0.0.1/ui/callback",
 		SessionKey: "0123456789abcdef0123456789abcdef", IdleTimeout: config.Duration(time.Hour), MaxAge: config.Duration(time.Hour)},
 		IssuerURL: h.iss.Config().Issuer, Context: ctx, Verifier: func() admin.Verifier { return v },
-		Roles: func() admin.Roles { return table }, Store: h.store, Replayer: gw, Version: "test", Log: log})
+		Roles: func() admin.Roles { return h.roles.Load() }, Store: h.store, Replayer: gw, Version: "test", Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,9 +150,15 @@ func newRecordsHarness(t *testing.T) *recordsHarness {
 // CSRF token is "csrf-"+sub.
 func (h *recordsHarness) session(t *testing.T, sub string, groups ...string) *http.Cookie {
 	t.Helper()
+	return h.sessionVia(t, "", sub, groups...)
+}
+
+// sessionVia is session for a person who logged in through the client clientID.
+func (h *recordsHarness) sessionVia(t *testing.T, clientID, sub string, groups ...string) *http.Cookie {
+	t.Helper()
 	now := time.Now().Unix()
-	v, err := h.c.seal.seal(sessionCookie, session{Issuer: h.iss.Config().Issuer, Subject: sub, Groups: groups,
-		Issued: now, Seen: now, CSRF: "csrf-" + sub})
+	v, err := h.c.seal.seal(sessionCookie, session{Issuer: h.iss.Config().Issuer, Subject: sub, ClientID: clientID,
+		Groups: groups, Issued: now, Seen: now, CSRF: "csrf-" + sub})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,6 +247,42 @@ func TestRecordsRoles(t *testing.T) {
 	}
 	if h.served.Load() != 1 {
 		t.Errorf("the upstream served %d requests, want 1: a refused replay was sent", h.served.Load())
+	}
+}
+
+// TestSessionsFollowAdminClients: admin.clients is judged on every request, so a
+// reload that narrows it ends the sessions of people who logged in through a client it
+// no longer lists (they are sent to log in again), and keeps the others.
+func TestSessionsFollowAdminClients(t *testing.T) {
+	h := newRecordsHarness(t)
+	viaConsole := h.sessionVia(t, "0oa-console", "auditor@example.com", "auditors")
+	viaAgentApp := h.sessionVia(t, "0oa-agent-app", "auditor@example.com", "auditors")
+	narrow := strings.Replace(recordsConfig, "admin:\n", "admin:\n  clients: [0oa-console]\n", 1)
+	env := map[string]string{"ISSUER": h.iss.Config().Issuer, "CRM_URL": h.up.URL, "CRM_KEY": upstreamKey}
+	cfg, err := config.Parse([]byte(narrow), t.TempDir(), func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := rules.Compile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*http.Cookie{viaConsole, viaAgentApp} {
+		if status, _, _ := h.page(t, c, "GET", "/ui/records", nil); status != http.StatusOK {
+			t.Fatalf("records before admin.clients = %d, want 200", status)
+		}
+	}
+	h.roles.Store(table)
+	if status, _, _ := h.page(t, viaConsole, "GET", "/ui/records", nil); status != http.StatusOK {
+		t.Errorf("records through a listed client = %d, want 200", status)
+	}
+	status, loc, page := h.page(t, viaAgentApp, "GET", "/ui/records", nil)
+	if status != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/login") || strings.Contains(page, "Ann") {
+		t.Errorf("records through a client admin.clients no longer lists = %d %s, want a redirect to log in", status, loc)
+	}
+	form := url.Values{"csrf": {"csrf-auditor@example.com"}}
+	if status, _, _ := h.page(t, viaAgentApp, "POST", "/ui/chain/verify", form); status != http.StatusForbidden {
+		t.Errorf("a form through a client admin.clients no longer lists = %d, want 403", status)
 	}
 }
 
