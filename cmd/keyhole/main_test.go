@@ -30,7 +30,7 @@ func testEnv(k string) string {
 func runCmd(t *testing.T, getenv func(string) string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errOut testkit.Buffer
-	err = run(context.Background(), args, getenv, &out, &errOut)
+	err = run(context.Background(), append([]string{"keyhole"}, args...), getenv, &out, &errOut)
 	return out.String(), errOut.String(), err
 }
 
@@ -131,7 +131,7 @@ func runBackground(t *testing.T, getenv func(string) string, stdout, stderr io.W
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &background{cancel: cancel, done: make(chan error, 1)}
-	go func() { b.done <- run(ctx, args, getenv, stdout, stderr) }()
+	go func() { b.done <- run(ctx, append([]string{"keyhole"}, args...), getenv, stdout, stderr) }()
 	t.Cleanup(func() { b.Stop() })
 	return b
 }
@@ -338,8 +338,8 @@ func TestDemo(t *testing.T) {
 			comment = line
 			continue
 		}
-		if strings.HasPrefix(line, "KEYHOLE_TOKEN=$APPROVER go run ./cmd/keyhole approvals ") {
-			args := strings.Fields(strings.TrimPrefix(line, "KEYHOLE_TOKEN=$APPROVER go run ./cmd/keyhole "))
+		if strings.HasPrefix(line, "KEYHOLE_TOKEN=$APPROVER keyhole approvals ") {
+			args := strings.Fields(strings.TrimPrefix(line, "KEYHOLE_TOKEN=$APPROVER keyhole "))
 			for i, a := range args {
 				switch {
 				case a == "ID":
