@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/keyholehq/keyhole/configs"
@@ -28,6 +29,17 @@ func defaultDemoStore() string {
 		dir = "."
 	}
 	return filepath.Join(dir, "keyhole", "demo", "keyhole.db")
+}
+
+// demoKeyFile is where the demo keeps its dev issuer's signing key, so that the tokens
+// it prints stay valid across restarts: beside the store, or in the default store's
+// directory when the store is not a SQLite file.
+func demoKeyFile(store string) string {
+	dir := filepath.Dir(defaultDemoStore())
+	if path, ok := strings.CutPrefix(store, "sqlite://"); ok && path != "" {
+		dir = filepath.Dir(path)
+	}
+	return filepath.Join(dir, "dev-issuer.key")
 }
 
 // demoListen is configs/demo.yaml's listen address, the default of --listen.
@@ -107,7 +119,7 @@ func cmdDemo(ctx context.Context, prog string, args []string, getenv func(string
 	src := source{dir: ".", load: func() ([]byte, error) { return configs.Demo, nil }, getenv: env}
 	log, logs := newLogger(stderr)
 	defer logs.Close()
-	g, err := start(ctx, src, log, listenOverrides{data: *listen, admin: *adminAddr})
+	g, err := start(ctx, src, log, startOptions{data: *listen, admin: *adminAddr, devKeyFile: demoKeyFile(*store)})
 	if err != nil {
 		return reportLoad(stderr, "configs/demo.yaml", err)
 	}

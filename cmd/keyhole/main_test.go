@@ -300,14 +300,21 @@ type demoRun struct {
 	data, adm, store string
 	stdout           *testkit.Buffer
 	tokens           map[string]string
+	stop             func() error // stops the demo (the test's end does too)
 }
 
 // startDemo runs `keyhole demo` on free loopback ports until the test ends.
 func startDemo(t *testing.T) demoRun {
 	t.Helper()
-	d := demoRun{data: freeAddr(t), adm: freeAddr(t), stdout: &testkit.Buffer{}, tokens: map[string]string{}}
-	d.store = "sqlite://" + filepath.Join(t.TempDir(), "demo.db")
+	return startDemoAt(t, freeAddr(t), freeAddr(t), "sqlite://"+filepath.Join(t.TempDir(), "demo.db"))
+}
+
+// startDemoAt runs `keyhole demo` on the given addresses and store until the test ends.
+func startDemoAt(t *testing.T, data, adm, store string) demoRun {
+	t.Helper()
+	d := demoRun{data: data, adm: adm, store: store, stdout: &testkit.Buffer{}, tokens: map[string]string{}}
 	demo := runBackground(t, func(string) string { return "" }, d.stdout, io.Discard, "demo", "--listen", d.data, "--admin", d.adm, "--store", d.store)
+	d.stop = demo.Stop
 	t.Cleanup(func() {
 		if err := demo.Stop(); err != nil {
 			t.Errorf("demo returned %v", err)

@@ -260,3 +260,26 @@ func TestCommandForm(t *testing.T) {
 		t.Errorf("approvals list printed\n%s\nwant it to end with %q", out.String(), want)
 	}
 }
+
+// TestDemoTokensSurviveRestart checks that the tokens a demo prints stay valid after it
+// restarts on the same store: the dev issuer's key is kept beside the store (mode 0600).
+func TestDemoTokensSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	data, adm, store := freeAddr(t), freeAddr(t), "sqlite://"+filepath.Join(dir, "demo.db")
+	first := startDemoAt(t, data, adm, store)
+	reader := first.tokens["READER"]
+	if s, b := get("http://"+data+"/crm/customers/1", reader); s != 200 {
+		t.Fatalf("first demo: GET /crm/customers/1 with its READER token = %d %s", s, b)
+	}
+	if err := first.stop(); err != nil {
+		t.Fatalf("first demo returned %v", err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "dev-issuer.key"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("dev-issuer.key beside the store: %v, %v; want a file of mode 0600", fi, err)
+	}
+	startDemoAt(t, data, adm, store)
+	if s, b := get("http://"+data+"/crm/customers/1", reader); s != 200 {
+		t.Errorf("second demo: GET /crm/customers/1 with the first demo's READER token = %d %s, want 200", s, b)
+	}
+}
