@@ -208,7 +208,6 @@ func parseComposeConfig(t *testing.T, dir string, s types.ServiceConfig) *config
 	if err != nil {
 		t.Fatal(err)
 	}
-	data = withoutOps(t, data)
 	for _, sec := range s.Secrets {
 		data = bytes.ReplaceAll(data, []byte("/run/secrets/"+sec.Source), []byte(filepath.Join(dir, "secrets", sec.Source)))
 	}
@@ -225,35 +224,11 @@ func parseComposeConfig(t *testing.T, dir string, s types.ServiceConfig) *config
 	if err != nil {
 		t.Fatalf("%s: keyhole.yaml: %v", s.Name, err)
 	}
+	// /readyz and /metrics on 9091 are what the healthchecks and Prometheus use.
+	if cfg.Ops == nil || cfg.Ops.Listen != "0.0.0.0:9091" {
+		t.Errorf("%s: keyhole.yaml: ops = %+v, want listen 0.0.0.0:9091 (the healthchecks' and Prometheus' port)", s.Name, cfg.Ops)
+	}
 	return cfg
-}
-
-// withoutOps returns data without its ops section when package config does not know
-// ops.listen yet (it lands with issue 15 part 1), after checking it: /readyz and
-// /metrics on 9091 are what the healthchecks and Prometheus use.
-func withoutOps(t *testing.T, data []byte) []byte {
-	t.Helper()
-	var doc map[string]any
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		t.Fatal(err)
-	}
-	ops, _ := doc["ops"].(map[string]any)
-	if ops["listen"] != "0.0.0.0:9091" {
-		t.Errorf("keyhole.yaml: ops.listen = %v, want 0.0.0.0:9091 (the healthchecks' and Prometheus' port)", ops["listen"])
-	}
-	if hasYAMLKey(reflect.TypeFor[config.Config](), "ops") {
-		return data
-	}
-	return regexp.MustCompile(`(?m)^ops:\n(?:[ #].*\n|\n)*`).ReplaceAll(data, nil)
-}
-
-func hasYAMLKey(t reflect.Type, key string) bool {
-	for f := range t.Fields() {
-		if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name == key {
-			return true
-		}
-	}
-	return false
 }
 
 // TestComposeNoInlineSecret checks that no secret is written in compose.yaml or the

@@ -43,8 +43,9 @@ const (
 const maxTokenRequestBytes = 64 << 10
 
 // DevIssuer is a local OIDC issuer for `keyhole demo` and `keyhole token`: one RSA-2048
-// key held in memory only, Okta-shaped RS256 access tokens, discovery, JWKS and a
-// token endpoint that answers loopback peers only. It is safe for concurrent use.
+// key (in memory only from NewDevIssuer, kept in a file by OpenDevIssuer), Okta-shaped
+// RS256 access tokens, discovery, JWKS and a token endpoint that answers loopback peers
+// only. It is safe for concurrent use.
 type DevIssuer struct {
 	url       string
 	kid       string

@@ -355,12 +355,12 @@ var (
 	errAlgorithm      = &Error{Reason: ReasonBadSignature, Msg: "token signature algorithm is not accepted"}
 	errBadSignature   = &Error{Reason: ReasonBadSignature, Msg: "token signature is invalid"}
 	errNoExpiry       = &Error{Reason: ReasonExpired, Msg: "token has no expiry"}
-	errExpired        = &Error{Reason: ReasonExpired, Msg: "token is expired"}
+	errExpired        = &Error{Reason: ReasonExpired, Msg: "token expired"}
 	errNotYetValid    = &Error{Reason: ReasonExpired, Msg: "token is outside its validity window"}
 	errIssuedInFuture = &Error{Reason: ReasonExpired, Msg: "token is issued in the future (iat)"}
 	errTooLongLived   = &Error{Reason: ReasonExpired, Msg: "token lives longer than the issuer's max_token_age"}
 	errAudience       = &Error{Reason: ReasonBadAudience, Msg: "token audience is not accepted"}
-	errUnknownKey     = &Error{Reason: ReasonUnknownKey, Msg: "token signing key is unknown"}
+	errUnknownKey     = &Error{Reason: ReasonUnknownKey, Msg: "token is signed by a key this issuer does not publish"}
 	errIssuerNotReady = &Error{Reason: ReasonUnknownKey, Msg: "issuer keys are not available yet"}
 )
 

@@ -767,3 +767,34 @@ func counterValue(t testing.TB, reg *prometheus.Registry, name string, labels ..
 	}
 	return 0
 }
+
+// TestUnauthorizedSaysWhy checks that a 401 names what is wrong with the token, in the
+// spec's JSON error and in the challenge's error_description: an expired token, and one
+// signed by a key the issuer does not publish (a demo restarted with a new key, a forgery).
+func TestUnauthorizedSaysWhy(t *testing.T) {
+	h := newHarness(t)
+	claims := map[string]any{"aud": "api://keyhole", "sub": "ada", "groups": []string{"crm-readers"}, "scp": []string{"crm.read"}}
+	expired := h.token(t, map[string]any{"sub": "ada", "groups": []string{"crm-readers"}, "exp": time.Now().Add(-time.Minute).Unix()})
+	unpublished := h.iss.Sign(t, h.iss.NewKey(t, "RS256"), nil, claims)
+	for _, c := range []struct{ name, token, want string }{
+		{"expired", expired, "token expired"},
+		{"unpublished key", unpublished, "token is signed by a key this issuer does not publish"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp, b := h.do(t, "GET", "/crm/customers/1", c.token, "", nil)
+			var body struct {
+				Error, Message string
+				RequestID      string `json:"request_id"`
+			}
+			json.Unmarshal(b, &body)
+			if resp.StatusCode != 401 || body.Error != "unauthenticated" || body.Message != c.want || body.RequestID == "" ||
+				body.RequestID != resp.Header.Get("X-Request-Id") {
+				t.Errorf("GET with an %s token = %d %s, want 401 unauthenticated %q with the request id", c.name, resp.StatusCode, b, c.want)
+			}
+			want := `Bearer realm="keyhole", error="invalid_token", error_description="` + c.want + `"`
+			if got := resp.Header.Get("WWW-Authenticate"); got != want {
+				t.Errorf("WWW-Authenticate = %q, want %q", got, want)
+			}
+		})
+	}
+}

@@ -173,6 +173,11 @@ func (g *Gateway) exchange(r *http.Request, info *reqInfo) *recorder.Exchange {
 	}
 	x.Request.Query = recordedQuery(r.URL.RawQuery)
 	x.Request.Header = info.rec.header
+	x.Request.Scheme = "http"
+	if r.TLS != nil {
+		x.Request.Scheme = "https"
+	}
+	x.Request.Host, x.Request.Protocol = truncate(r.Host, 300), r.Proto
 	switch {
 	case info.rec.mode == config.RecordMetadata:
 		x.Record = config.RecordMetadata

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -130,6 +131,9 @@ func TestRecordEveryPath(t *testing.T) {
 			}
 			if x.Request.Method != tt.method || x.RespondedAt == nil || x.ReceivedAt.IsZero() {
 				t.Errorf("record request = %s at %v..%v", x.Request.Method, x.ReceivedAt, x.RespondedAt)
+			}
+			if r := x.Request; r.Scheme != "http" || r.Host != h.srv.Listener.Addr().String() || r.Protocol != "HTTP/1.1" {
+				t.Errorf("record request scheme, host, protocol = %q, %q, %q; want http, %s, HTTP/1.1", r.Scheme, r.Host, r.Protocol, h.srv.Listener.Addr())
 			}
 			if tt.wantError != "" && !strings.Contains(x.Response.Body.Text, `"error":"`+tt.wantError+`"`) {
 				t.Errorf("recorded response body %q, want the error the client saw", x.Response.Body.Text)
@@ -340,5 +344,42 @@ func TestRecordRefusedStalledBody(t *testing.T) {
 	b := h.exchange(t, resp.Header.Get("X-Request-Id")).Request.Body
 	if b.Text != "0123456789" || b.Size != 1000 || !b.Truncated {
 		t.Errorf("recorded body = %q (size %d, truncated %v), want the 10 bytes sent of 1000", b.Text, b.Size, b.Truncated)
+	}
+}
+
+// TestRecordSchemeHostProtocol checks that a record keeps how the request reached the
+// gateway — TLS, the Host the client addressed, HTTP/2 — and that the HAR export's URL
+// and httpVersion are those.
+func TestRecordSchemeHostProtocol(t *testing.T) {
+	h := newRecordingHarness(t, recorder.Strict)
+	tsrv := httptest.NewUnstartedServer(h.gw)
+	tsrv.EnableHTTP2 = true
+	tsrv.StartTLS()
+	t.Cleanup(tsrv.Close)
+	reader := h.token(t, map[string]any{"sub": "agent-reader", "groups": []string{"crm-readers"}, "scp": []string{"crm.read"}})
+	req, _ := http.NewRequest("GET", tsrv.URL+"/crm/customers/42?expand=1", nil)
+	req.Host = "keyhole.example.com:8443"
+	req.Header.Set("Authorization", "Bearer "+reader)
+	resp, err := tsrv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("GET over TLS = %d %s, want 200 over HTTP/2", resp.StatusCode, resp.Proto)
+	}
+	h.flush(t)
+	x := h.exchange(t, resp.Header.Get("X-Request-Id"))
+	if r := x.Request; r.Scheme != "https" || r.Host != "keyhole.example.com:8443" || r.Protocol != "HTTP/2.0" {
+		t.Errorf("record request scheme, host, protocol = %q, %q, %q; want https, keyhole.example.com:8443, HTTP/2.0", r.Scheme, r.Host, r.Protocol)
+	}
+	var har bytes.Buffer
+	if err := recorder.WriteHAR(&har, []recorder.Exchange{x}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"url": "https://keyhole.example.com:8443/crm/customers/42?expand=1"`, `"httpVersion": "HTTP/2.0"`} {
+		if !strings.Contains(har.String(), want) {
+			t.Errorf("HAR export lacks %s:\n%s", want, har.String())
+		}
 	}
 }

@@ -86,7 +86,8 @@ func (g *Gateway) Replay(ctx context.Context, x *recorder.Exchange, target strin
 	nx := &recorder.Exchange{ID: id, ReceivedAt: time.Now(), Route: rt.Name, Decision: "replay",
 		Reason: "replay of " + x.ID, ReplayOf: x.ID, Upstream: up.name, Target: target, Masked: mask != nil,
 		Request: recorder.Request{Method: x.Request.Method, Path: x.Request.Path, ForwardPath: forwardPath,
-			Query: x.Request.Query, Header: req.Header.Clone(), Body: recorder.NewBody(body, int64(len(body)))}}
+			Query: x.Request.Query, Header: req.Header.Clone(), Body: recorder.NewBody(body, int64(len(body))),
+			Scheme: x.Request.Scheme, Host: x.Request.Host, Protocol: x.Request.Protocol}}
 	if by != nil {
 		nx.Identity = &recorder.Identity{Issuer: by.Issuer, Subject: by.Subject, ClientID: by.ClientID, Groups: by.Groups, Scopes: by.Scopes}
 	}

@@ -80,6 +80,9 @@ func appendExchange(b []byte, x *Exchange, red *Redactor) ([]byte, error) {
 	b = appendOptString(b, `,"query":`, x.Request.Query)
 	b = appendHeader(b, x.Request.Header, red)
 	b = appendBody(b, &x.Request.Body)
+	b = appendOptString(b, `,"scheme":`, x.Request.Scheme)
+	b = appendOptString(b, `,"host":`, x.Request.Host)
+	b = appendOptString(b, `,"protocol":`, x.Request.Protocol)
 	b = append(b, '}')
 	if x.Response != nil {
 		b = appendResponse(b, x.Response, red)

@@ -101,6 +101,12 @@ type Request struct {
 	Query       string      `json:"query,omitempty"`
 	Header      http.Header `json:"headers,omitempty"`
 	Body        Body        `json:"body"`
+	// Scheme ("http" or "https"), Host (the Host header or HTTP/2 :authority) and
+	// Protocol ("HTTP/1.1", "HTTP/2.0") are how the request reached the gateway; records
+	// made before they were kept have none.
+	Scheme   string `json:"scheme,omitempty"`
+	Host     string `json:"host,omitempty"`
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // Response is the response as the client received it: masked, never the upstream's original.

@@ -1,6 +1,7 @@
 package recorder
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -9,16 +10,23 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
 )
 
-// harOrigin is the scheme and host of every URL in an export. A record keeps the path the
-// gateway matched and the query, not the host the client addressed (Go takes Host out of
-// the request headers), so the export names the gateway itself: HAR viewers need an
-// absolute URL, and a fixed origin keeps exports reproducible.
+// harOrigin is the scheme and host of the URLs of records made before the gateway kept
+// how a request reached it (Request.Scheme and Host): HAR viewers need an absolute URL.
 const harOrigin = "http://keyhole"
+
+// harUnknownMIME is a content's mimeType when the record names none, as browsers export
+// a body of unknown type.
+const harUnknownMIME = "x-unknown"
+
+// harSpoolMemory is how many bytes of encoded entries a HARWriter holds in memory before
+// it moves them to a temporary file.
+const harSpoolMemory = 4 << 20
 
 // harTimeFormat is ISO 8601 with milliseconds, as HAR's startedDateTime asks.
 const harTimeFormat = "2006-01-02T15:04:05.000Z07:00"
@@ -26,18 +34,24 @@ const harTimeFormat = "2006-01-02T15:04:05.000Z07:00"
 // harEntryIndent indents entry objects to sit inside log.entries.
 const harEntryIndent = "      "
 
-// HARWriter writes exchanges as one HAR 1.2 document, one entry at a time, so an export
-// of any length needs memory for one entry only. The zero value is not usable; make one
-// with NewHARWriter. Nothing is written until the first Add or Close, and the document is
-// complete only after Close. A HARWriter is not safe for concurrent use.
+// HARWriter writes exchanges as one HAR 1.2 document whose entries are in chronological
+// order (oldest first, as HAR viewers expect), whatever the order they are added in: the
+// store lists newest first. Each entry is encoded when it is added and kept aside (in
+// memory up to 4 MiB, then in an unlinked temporary file) with its time; Close sorts them
+// and writes the document, so an export of any length needs memory for an index of a few
+// dozen bytes an entry and one entry. The zero value is not usable; make one with
+// NewHARWriter. Nothing is written to w until Close. A HARWriter is not safe for
+// concurrent use.
 //
 // Each entry maps an Exchange as follows; fields HAR requires that the record does not
 // hold are written with HAR's "unknown" value:
-//   - request.url is "http://keyhole" followed by the recorded path and query, escaped
-//     where a URL needs it (a canonical path is stored decoded): the record
-//     does not keep the host the client addressed.
-//   - httpVersion is "" and headersSize -1: the record keeps neither the protocol version
-//     nor the raw header block.
+//   - request.url is the scheme and host the request reached the gateway with
+//     (Request.Scheme, Request.Host; "http://keyhole" for a record that has none) followed
+//     by the recorded path and query, escaped where a URL needs it (a canonical path is
+//     stored decoded).
+//   - httpVersion, of the request and of the response, is the protocol the client spoke
+//     (Request.Protocol, "" when the record has none); headersSize is -1: the record
+//     keeps no raw header block.
 //   - cookies are always empty: Cookie and Set-Cookie are redacted whole before an
 //     exchange is recorded (AlwaysRedactedHeaders), so there is nothing to list; the
 //     redacted headers themselves are in headers.
@@ -46,6 +60,8 @@ const harEntryIndent = "      "
 //   - request.postData is present when the request had a body. HAR's postData has no
 //     encoding field, so a binary body is written as its base64 text with the custom
 //     field "_encoding": "base64", mirroring response.content's "encoding".
+//   - mimeType (of postData and content) is the Content-Type, or "x-unknown" when the
+//     record has none: an empty body, a lost response.
 //   - bodySize and content.size are Body.Size: for a truncated request body that is a
 //     lower bound.
 //   - timings: blocked is the gateway's own time before forwarding (authentication,
@@ -62,12 +78,19 @@ const harEntryIndent = "      "
 type HARWriter struct {
 	w       io.Writer
 	version string
-	buf     bytes.Buffer
+	buf     bytes.Buffer // one encoded entry
 	enc     *json.Encoder
-	entries int
-	started bool // the opening is written
+	spool   harSpool
+	index   []harSpooled
 	closed  bool
-	err     error // the first write error: the document is broken from there on
+	err     error // the first error: the document is broken from there on
+}
+
+// harSpooled is where an added entry waits in the spool, and when it started.
+type harSpooled struct {
+	at     time.Time
+	id     string
+	off, n int64
 }
 
 // NewHARWriter returns a HARWriter that writes to w and names keyhole creatorVersion as
@@ -80,9 +103,9 @@ func NewHARWriter(w io.Writer, creatorVersion string) *HARWriter {
 	return h
 }
 
-// Add writes x as the next entry. It returns an error if writing fails, after which the
-// document is incomplete and every later Add or Close returns the same error, or if the
-// HARWriter is closed.
+// Add encodes x as an entry and keeps it for Close. It returns an error if x cannot be
+// encoded or kept (the temporary file fails), after which every later Add or Close
+// returns the same error, or if the HARWriter is closed.
 func (h *HARWriter) Add(x Exchange) error {
 	if h.closed {
 		return errors.New("har: add after close")
@@ -91,73 +114,130 @@ func (h *HARWriter) Add(x Exchange) error {
 		return h.err
 	}
 	h.buf.Reset()
-	if err := h.head(); err != nil {
-		return err
-	}
-	if h.entries > 0 {
-		h.buf.WriteByte(',')
-	}
-	h.buf.WriteString("\n" + harEntryIndent)
 	if err := h.enc.Encode(harEntryOf(x)); err != nil {
-		return fmt.Errorf("har: encode exchange %s: %w", x.ID, err)
+		h.err = fmt.Errorf("har: encode exchange %s: %w", x.ID, err)
+		return h.err
 	}
-	h.buf.Truncate(h.buf.Len() - 1) // the newline Encode appends
-	if err := h.flush(); err != nil {
-		return fmt.Errorf("har: write exchange %s: %w", x.ID, err)
+	entry := h.buf.Bytes()[:h.buf.Len()-1] // without the newline Encode appends
+	off, err := h.spool.write(entry)
+	if err != nil {
+		h.err = fmt.Errorf("har: keep exchange %s: %w", x.ID, err)
+		return h.err
 	}
-	h.started = true
-	h.entries++
+	h.index = append(h.index, harSpooled{at: x.ReceivedAt, id: x.ID, off: off, n: int64(len(entry))})
 	return nil
 }
 
-// Close ends the document, writing a complete HAR with no entries if none were added.
-// It returns the error of a failed write, now or by an earlier Add. Closing a closed
-// HARWriter does nothing.
+// Close writes the document, its entries oldest first (then by id), a complete HAR with
+// no entries if none were added, and releases what the entries were kept in. It returns
+// the error of a failed write, or of an earlier Add. Closing a closed HARWriter does
+// nothing.
 func (h *HARWriter) Close() error {
 	if h.closed {
 		return nil
 	}
 	h.closed = true
+	defer h.spool.close()
 	if h.err != nil {
 		return h.err
 	}
-	h.buf.Reset()
-	if err := h.head(); err != nil {
+	slices.SortStableFunc(h.index, func(a, b harSpooled) int {
+		if c := a.at.Compare(b.at); c != 0 {
+			return c
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	bw := bufio.NewWriterSize(h.w, 64<<10)
+	if err := h.writeHead(bw); err != nil {
 		return err
 	}
-	if h.entries > 0 {
-		h.buf.WriteString("\n    ")
+	var entry []byte
+	for i, e := range h.index {
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		bw.WriteString("\n" + harEntryIndent)
+		entry = slices.Grow(entry[:0], int(e.n))[:e.n]
+		if err := h.spool.readAt(entry, e.off); err != nil {
+			h.err = fmt.Errorf("har: read back exchange %s: %w", e.id, err)
+			return h.err
+		}
+		if _, err := bw.Write(entry); err != nil {
+			h.err = fmt.Errorf("har: write exchange %s: %w", e.id, err)
+			return h.err
+		}
 	}
-	h.buf.WriteString("]\n  }\n}\n")
-	if err := h.flush(); err != nil {
-		return fmt.Errorf("har: write end: %w", err)
+	if len(h.index) > 0 {
+		bw.WriteString("\n    ")
+	}
+	bw.WriteString("]\n  }\n}\n")
+	if err := bw.Flush(); err != nil {
+		h.err = fmt.Errorf("har: write: %w", err)
+		return h.err
 	}
 	return nil
 }
 
-// head puts the document's opening, up to the entries array, into the buffer until it
-// has been written.
-func (h *HARWriter) head() error {
-	if h.started {
-		return nil
-	}
+// writeHead writes the document's opening, up to the entries array.
+func (h *HARWriter) writeHead(w *bufio.Writer) error {
 	creator, err := json.MarshalIndent(harCreator{Name: "keyhole", Version: h.version}, "    ", "  ")
 	if err != nil {
 		return fmt.Errorf("har: encode creator: %w", err)
 	}
-	h.buf.WriteString("{\n  \"log\": {\n    \"version\": \"1.2\",\n    \"creator\": ")
-	h.buf.Write(creator)
-	h.buf.WriteString(",\n    \"entries\": [")
+	w.WriteString("{\n  \"log\": {\n    \"version\": \"1.2\",\n    \"creator\": ")
+	w.Write(creator)
+	w.WriteString(",\n    \"entries\": [")
 	return nil
 }
 
-// flush writes the buffer and keeps the first error.
-func (h *HARWriter) flush() error {
-	if _, err := h.w.Write(h.buf.Bytes()); err != nil {
-		h.err = fmt.Errorf("har: %w", err)
-		return err
+// harSpool keeps bytes in memory up to harSpoolMemory, then in a temporary file that is
+// unlinked as soon as it is made, so nothing is left behind whatever happens.
+type harSpool struct {
+	mem  []byte
+	file *os.File
+	size int64 // bytes in file
+}
+
+// write appends p and returns its offset.
+func (s *harSpool) write(p []byte) (int64, error) {
+	if s.file == nil && len(s.mem)+len(p) <= harSpoolMemory {
+		off := int64(len(s.mem))
+		s.mem = append(s.mem, p...)
+		return off, nil
 	}
-	return nil
+	if s.file == nil {
+		f, err := os.CreateTemp("", "keyhole-har-*")
+		if err != nil {
+			return 0, err
+		}
+		os.Remove(f.Name())
+		s.file = f
+	}
+	off := int64(len(s.mem)) + s.size
+	n, err := s.file.Write(p)
+	s.size += int64(n)
+	if err != nil {
+		return 0, err
+	}
+	return off, nil
+}
+
+// readAt fills p with the bytes written at off.
+func (s *harSpool) readAt(p []byte, off int64) error {
+	if m := int64(len(s.mem)); off < m {
+		copy(p, s.mem[off:])
+		return nil
+	}
+	_, err := s.file.ReadAt(p, off-int64(len(s.mem)))
+	return err
+}
+
+func (s *harSpool) close() {
+	s.mem = nil
+	if s.file != nil {
+		s.file.Close()
+		s.file = nil
+	}
 }
 
 // WriteHAR writes xs to w as one HAR 1.2 document whose creator is keyhole creatorVersion,
@@ -262,14 +342,17 @@ func harEntryOf(x Exchange) harEntry {
 		Request: harRequest{
 			Method:      x.Request.Method,
 			URL:         harURL(x.Request),
+			HTTPVersion: x.Request.Protocol,
 			Cookies:     []harNameValue{},
 			Headers:     harHeaders(x.Request.Header),
 			QueryString: harQuery(x.Request.Query),
 			HeadersSize: -1,
 		},
 		Response: harResponse{
+			HTTPVersion: x.Request.Protocol,
 			Cookies:     []harNameValue{},
 			Headers:     []harNameValue{},
+			Content:     harContent{MimeType: harUnknownMIME},
 			HeadersSize: -1,
 			BodySize:    -1,
 		},
@@ -282,19 +365,27 @@ func harEntryOf(x Exchange) harEntry {
 	}
 	if b := x.Request.Body; b.Size > 0 || b.Text != "" {
 		e.Request.BodySize = b.Size
-		e.Request.PostData = &harPostData{MimeType: x.Request.Header.Get("Content-Type"), Text: b.Text, Encoding: b.Encoding}
+		e.Request.PostData = &harPostData{MimeType: harMIME(x.Request.Header), Text: b.Text, Encoding: b.Encoding}
 	}
 	if r := x.Response; r != nil {
 		e.Response.Status = r.Status
 		e.Response.StatusText = http.StatusText(r.Status)
 		e.Response.Headers = harHeaders(r.Header)
-		e.Response.Content = harContent{Size: r.Body.Size, MimeType: r.Header.Get("Content-Type"), Text: r.Body.Text, Encoding: r.Body.Encoding}
+		e.Response.Content = harContent{Size: r.Body.Size, MimeType: harMIME(r.Header), Text: r.Body.Text, Encoding: r.Body.Encoding}
 		e.Response.RedirectURL = r.Header.Get("Location")
 		e.Response.BodySize = r.Body.Size
 		e.Keyhole.ResponseBodyTruncated = r.Body.Truncated
 	}
 	e.Time, e.Timings = harTimingsOf(x)
 	return e
+}
+
+// harMIME returns the Content-Type of h, or harUnknownMIME when it has none.
+func harMIME(h http.Header) string {
+	if ct := h.Get("Content-Type"); ct != "" {
+		return ct
+	}
+	return harUnknownMIME
 }
 
 // harTimingsOf returns the entry's time and timings. Each is rounded to the microsecond
@@ -356,10 +447,10 @@ func harUnescape(s string) string {
 	return s
 }
 
-// harURL returns the absolute URL of r: harOrigin, the path and the query.
+// harURL returns the absolute URL of r: its origin, the path and the query.
 func harURL(r Request) string {
 	var b strings.Builder
-	b.WriteString(harOrigin)
+	b.WriteString(harOriginOf(r))
 	if !strings.HasPrefix(r.Path, "/") {
 		// A request refused before its target was canonicalised keeps what the client
 		// sent, which need not start with '/'.
@@ -371,6 +462,25 @@ func harURL(r Request) string {
 		harEscape(&b, r.Query)
 	}
 	return b.String()
+}
+
+// harOriginOf returns the scheme and host r reached the gateway with, or harOrigin when
+// the record has none or its host is not one a URL can carry as it is (a client chooses
+// its Host header).
+func harOriginOf(r Request) string {
+	if r.Scheme != "http" && r.Scheme != "https" || r.Host == "" {
+		return harOrigin
+	}
+	for i := 0; i < len(r.Host); i++ {
+		c := r.Host[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._:[]", c) >= 0) {
+			return harOrigin
+		}
+	}
+	if u, err := url.Parse(r.Scheme + "://" + r.Host); err != nil || u.Host != r.Host || u.Path != "" {
+		return harOrigin
+	}
+	return r.Scheme + "://" + r.Host
 }
 
 // harEscape writes s percent-encoding every byte that may not appear in a URL's path or

@@ -20,9 +20,10 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
-// harExchanges are the exchanges of testdata/export.har: an allowed GET answered with
-// JSON, a forbidden POST with a JSON body that never reached an upstream, and an upload
-// whose binary body was truncated at the body limit.
+// harExchanges are the exchanges of testdata/export.har, oldest first: an allowed GET
+// over HTTP/2 and TLS answered with JSON, a forbidden POST with a JSON body that never
+// reached an upstream, and an upload whose binary body was truncated at the body limit,
+// recorded before the gateway kept scheme, host and protocol.
 func harExchanges() []Exchange {
 	at := func(ms int) time.Time {
 		return time.Date(2025, 3, 14, 9, 26, 53, 0, time.UTC).Add(time.Duration(ms) * time.Millisecond)
@@ -38,6 +39,7 @@ func harExchanges() []Exchange {
 			Request: Request{
 				Method: "GET", Path: "/v1/customers/42", ForwardPath: "/api/customers/42", Query: "expand=orders&fields=name%2Cemail&q=a+b",
 				Header: http.Header{"Authorization": {Redacted}, "Accept": {"application/json"}, "User-Agent": {"billing/2.3"}},
+				Scheme: "https", Host: "keyhole.example.com", Protocol: "HTTP/2.0",
 			},
 			Response: &Response{
 				Status: 200,
@@ -53,6 +55,7 @@ func harExchanges() []Exchange {
 				Method: "POST", Path: "/v1/customers",
 				Header: http.Header{"Authorization": {Redacted}, "Content-Type": {"application/json"}},
 				Body:   text(`{"name":"Eve","email":"eve@example.com"}`),
+				Scheme: "http", Host: "127.0.0.1:8080", Protocol: "HTTP/1.1",
 			},
 			Response: &Response{
 				Status: 403,
@@ -82,7 +85,9 @@ func harExchanges() []Exchange {
 
 func TestWriteHARGolden(t *testing.T) {
 	var buf bytes.Buffer
-	if err := WriteHAR(&buf, harExchanges(), "1.4.0-test"); err != nil {
+	xs := harExchanges()
+	slices.Reverse(xs) // as the store lists them: the document is oldest first all the same
+	if err := WriteHAR(&buf, xs, "1.4.0-test"); err != nil {
 		t.Fatalf("WriteHAR: %v", err)
 	}
 	golden := filepath.Join("testdata", "export.har")
@@ -368,13 +373,96 @@ func TestHARMapping(t *testing.T) {
 	})
 	t.Run("lost response", func(t *testing.T) {
 		r := harEntries(t, Exchange{ID: "lost", Request: Request{Method: "GET", Path: "/"}})[0].Response
-		if r.Status != 0 || r.BodySize != -1 || r.Content != (harContent{}) {
-			t.Errorf("response = %+v, want status 0, bodySize -1, empty content", r)
+		if r.Status != 0 || r.BodySize != -1 || r.Content != (harContent{MimeType: "x-unknown"}) {
+			t.Errorf("response = %+v, want status 0, bodySize -1, empty content of mimeType x-unknown", r)
+		}
+	})
+	t.Run("empty bodies", func(t *testing.T) {
+		x := Exchange{ID: "204", Request: Request{Method: "POST", Path: "/", Body: NewBody([]byte("x"), 1)}, Response: &Response{Status: 204}}
+		e := harEntries(t, x)[0]
+		if c := e.Response.Content; c.MimeType != "x-unknown" || c.Size != 0 {
+			t.Errorf("204 content = %+v, want size 0, mimeType x-unknown", c)
+		}
+		if pd := e.Request.PostData; pd == nil || pd.MimeType != "x-unknown" {
+			t.Errorf("postData without Content-Type = %+v, want mimeType x-unknown", pd)
+		}
+		if c := es[1].Response.Content; c.MimeType != "application/json" {
+			t.Errorf("content with Content-Type = %+v, want mimeType application/json", c)
+		}
+	})
+	t.Run("protocol", func(t *testing.T) {
+		for i, want := range []string{"HTTP/2.0", "HTTP/1.1", ""} {
+			if got := es[i].Request.HTTPVersion; got != want || es[i].Response.HTTPVersion != want {
+				t.Errorf("entries[%d] httpVersion = %q, %q, want %q (the record's protocol)", i, got, es[i].Response.HTTPVersion, want)
+			}
 		}
 	})
 }
 
+// TestHAROrder checks that entries come out oldest first (then by id) in whatever order
+// they were added, also when they are kept in the temporary file (over 4 MiB), and that
+// each comes out whole.
+func TestHAROrder(t *testing.T) {
+	at := time.Date(2025, 3, 14, 9, 0, 0, 0, time.UTC)
+	big := strings.Repeat("y", 64<<10)
+	var xs []Exchange
+	for i := range 100 { // 6.4 MiB of bodies: past the memory the writer keeps entries in
+		xs = append(xs, Exchange{ID: fmt.Sprintf("x%03d", i), ReceivedAt: at.Add(time.Duration(i) * time.Second),
+			Request: Request{Method: "GET", Path: fmt.Sprintf("/%d", i)}, Response: &Response{Status: 200, Body: NewBody([]byte(big), int64(len(big)))}})
+	}
+	xs = append(xs, Exchange{ID: "x050a", ReceivedAt: xs[50].ReceivedAt, Request: Request{Method: "GET", Path: "/50a"}})
+	slices.Reverse(xs) // newest first, as the store lists
+	var buf bytes.Buffer
+	if err := WriteHAR(&buf, xs, "test"); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Log struct{ Entries []harEntry }
+	}
+	if err := json.Unmarshal(buf.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range doc.Log.Entries {
+		got = append(got, e.Keyhole.ID)
+		if e.Keyhole.ID != "x050a" && e.Response.Content.Text != big {
+			t.Errorf("entry %s: content of %d bytes, want the whole body", e.Keyhole.ID, len(e.Response.Content.Text))
+		}
+	}
+	want := []string{}
+	for i := range 100 {
+		want = append(want, fmt.Sprintf("x%03d", i))
+		if i == 50 {
+			want = append(want, "x050a")
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("entries in order %v, want oldest first, same time by id: %v", got, want)
+	}
+}
+
 func TestHARURL(t *testing.T) {
+	origins := []struct {
+		scheme, host, want string
+	}{
+		{"https", "keyhole.example.com", "https://keyhole.example.com/p"},
+		{"http", "127.0.0.1:8080", "http://127.0.0.1:8080/p"},
+		{"http", "[::1]:8080", "http://[::1]:8080/p"},
+		// Records from before scheme and host were kept.
+		{"", "", "http://keyhole/p"},
+		{"http", "", "http://keyhole/p"},
+		// Hosts a client made up that a URL cannot carry as they are.
+		{"http", "evil.example/x", "http://keyhole/p"},
+		{"http", "user@evil.example", "http://keyhole/p"},
+		{"http", "a b", "http://keyhole/p"},
+		{"http", "a:b:c", "http://keyhole/p"},
+		{"ftp", "keyhole.example.com", "http://keyhole/p"},
+	}
+	for _, o := range origins {
+		if got := harURL(Request{Path: "/p", Scheme: o.scheme, Host: o.host}); got != o.want {
+			t.Errorf("URL of %s://%s /p = %q, want %q", o.scheme, o.host, got, o.want)
+		}
+	}
 	tests := []struct {
 		path, query, want string
 	}{
@@ -445,18 +533,14 @@ func (w *failWriter) Write(p []byte) (int, error) {
 
 func TestHARWriterErrors(t *testing.T) {
 	xs := harExchanges()
-	h := NewHARWriter(&failWriter{n: 1}, "1")
-	if err := h.Add(xs[0]); err != nil {
-		t.Fatalf("first Add: %v", err)
-	}
-	if err := h.Add(xs[1]); !errors.Is(err, errDiskFull) {
-		t.Errorf("Add on a failing writer = %v, want %v", err, errDiskFull)
-	}
-	if err := h.Add(xs[2]); !errors.Is(err, errDiskFull) {
-		t.Errorf("Add after a failed write = %v, want %v", err, errDiskFull)
+	h := NewHARWriter(&failWriter{n: 0}, "1")
+	for _, x := range xs {
+		if err := h.Add(x); err != nil {
+			t.Fatalf("Add: %v (nothing is written before Close)", err)
+		}
 	}
 	if err := h.Close(); !errors.Is(err, errDiskFull) {
-		t.Errorf("Close after a failed write = %v, want %v", err, errDiskFull)
+		t.Errorf("Close on a failing writer = %v, want %v", err, errDiskFull)
 	}
 
 	var buf bytes.Buffer

@@ -14,7 +14,8 @@ import (
 	"time"
 )
 
-// approvalsUsage lists the approvals subcommands; each one's --help lists its flags.
+// approvalsUsage lists the approvals subcommands; each one's --help lists its flags. It is
+// a format: its one verb is the command form the user ran.
 const approvalsUsage = `usage: keyhole approvals SUBCOMMAND [flags] --server URL   (token in KEYHOLE_TOKEN)
 
   list [--state pending|approved|denied|expired|used|all --route R --subject S --json]
@@ -22,14 +23,14 @@ const approvalsUsage = `usage: keyhole approvals SUBCOMMAND [flags] --server URL
   approve ID [--comment C]
   deny ID [--comment C]
 
-Run "keyhole approvals SUBCOMMAND --help" for its flags.
+Run "%s approvals SUBCOMMAND --help" for its flags.
 `
 
 // cmdApprovals lists and decides approvals through a running gateway's admin API, with
 // the approver's token from KEYHOLE_TOKEN.
-func cmdApprovals(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func cmdApprovals(ctx context.Context, prog string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || isHelp(args[0]) {
-		fmt.Fprint(stderr, approvalsUsage)
+		fmt.Fprintf(stderr, approvalsUsage, prog)
 		if len(args) > 0 {
 			return flag.ErrHelp
 		}
@@ -42,10 +43,14 @@ func cmdApprovals(ctx context.Context, args []string, getenv func(string) string
 		want = 0
 	case "show", "approve", "deny":
 	default:
-		fmt.Fprintf(stderr, "keyhole approvals: unknown subcommand %q\n%s", sub, approvalsUsage)
+		fmt.Fprintf(stderr, "keyhole approvals: unknown subcommand %q\n", sub)
+		fmt.Fprintf(stderr, approvalsUsage, prog)
 		return errUsage
 	}
 	fs := newFlags("approvals "+sub, stderr)
+	if want > 0 {
+		takesID(fs)
+	}
 	src := recordsSource{token: getenv("KEYHOLE_TOKEN")}
 	fs.StringVar(&src.server, "server", "", "admin URL of the running gateway, e.g. http://127.0.0.1:9090 (token from KEYHOLE_TOKEN); required")
 	var comment, state, route, subject *string
@@ -66,7 +71,7 @@ func cmdApprovals(ctx context.Context, args []string, getenv func(string) string
 		return err
 	}
 	if len(pos) != want || src.server == "" {
-		fmt.Fprint(stderr, approvalsUsage)
+		fmt.Fprintf(stderr, approvalsUsage, prog)
 		return errUsage
 	}
 	switch sub {
@@ -85,7 +90,7 @@ func cmdApprovals(ctx context.Context, args []string, getenv func(string) string
 		if *asJSON {
 			return writeIndented(stdout, page)
 		}
-		return approvalTable(stdout, page, src.server)
+		return approvalTable(stdout, page, prog, src.server)
 	case "show":
 		var a json.RawMessage
 		if err := src.api(ctx, http.MethodGet, "/api/v1/approvals/"+url.PathEscape(pos[0]), nil, &a); err != nil {
@@ -142,7 +147,7 @@ func approvesIn(a approvalRow) int {
 
 // approvalTable prints a page of approvals as a table, with how to read one in full
 // from server.
-func approvalTable(w io.Writer, page json.RawMessage, server string) error {
+func approvalTable(w io.Writer, page json.RawMessage, prog, server string) error {
 	var list struct {
 		Approvals []approvalRow `json:"approvals"`
 	}
@@ -163,7 +168,7 @@ func approvalTable(w io.Writer, page json.RawMessage, server string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintln(w, "Read headers and body with: keyhole approvals show ID --server", server)
+	_, err := fmt.Fprintf(w, "Read headers and body with: %s approvals show ID --server %s\n", prog, server)
 	return err
 }
 

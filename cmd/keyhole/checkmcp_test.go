@@ -96,7 +96,7 @@ func TestCheckMCPExitCodes(t *testing.T) {
 		{[]string{"--mcp-args", "x.json"}, errUsage},
 	}
 	for _, tt := range tests {
-		err := run(context.Background(), append(base, tt.args...), testEnv, &testkit.Buffer{}, &testkit.Buffer{})
+		err := run(context.Background(), append(append([]string{"keyhole"}, base...), tt.args...), testEnv, &testkit.Buffer{}, &testkit.Buffer{})
 		if !errors.Is(err, tt.want) {
 			t.Errorf("check %v = %v, want %v", tt.args, err, tt.want)
 		}

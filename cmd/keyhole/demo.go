@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/keyholehq/keyhole/configs"
@@ -30,10 +31,21 @@ func defaultDemoStore() string {
 	return filepath.Join(dir, "keyhole", "demo", "keyhole.db")
 }
 
+// demoKeyFile is where the demo keeps its dev issuer's signing key, so that the tokens
+// it prints stay valid across restarts: beside the store, or in the default store's
+// directory when the store is not a SQLite file.
+func demoKeyFile(store string) string {
+	dir := filepath.Dir(defaultDemoStore())
+	if path, ok := strings.CutPrefix(store, "sqlite://"); ok && path != "" {
+		dir = filepath.Dir(path)
+	}
+	return filepath.Join(dir, "dev-issuer.key")
+}
+
 // demoListen is configs/demo.yaml's listen address, the default of --listen.
 const demoListen = "127.0.0.1:8080"
 
-func cmdDemo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func cmdDemo(ctx context.Context, prog string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlags("demo", stderr)
 	listen := fs.String("listen", "", "data-plane address (loopback; default from configs/demo.yaml, 127.0.0.1:8080)")
 	adminAddr := fs.String("admin", "", "admin-plane address (loopback; default 127.0.0.1:9090)")
@@ -107,7 +119,7 @@ func cmdDemo(ctx context.Context, args []string, getenv func(string) string, std
 	src := source{dir: ".", load: func() ([]byte, error) { return configs.Demo, nil }, getenv: env}
 	log, logs := newLogger(stderr)
 	defer logs.Close()
-	g, err := start(ctx, src, log, listenOverrides{data: *listen, admin: *adminAddr})
+	g, err := start(ctx, src, log, startOptions{data: *listen, admin: *adminAddr, devKeyFile: demoKeyFile(*store)})
 	if err != nil {
 		return reportLoad(stderr, "configs/demo.yaml", err)
 	}
@@ -120,7 +132,7 @@ func cmdDemo(ctx context.Context, args []string, getenv func(string) string, std
 	err = g.verifier.Load().WaitReady(wctx)
 	cancel()
 	if err == nil {
-		err = printDemo(stdout, g)
+		err = printDemo(stdout, g, prog)
 	}
 	if err != nil {
 		stop()
@@ -130,8 +142,9 @@ func cmdDemo(ctx context.Context, args []string, getenv func(string) string, std
 	return <-served
 }
 
-// printDemo prints the tokens and curl lines a newcomer pastes to see each decision.
-func printDemo(w io.Writer, g *gateway) error {
+// printDemo prints the tokens and curl lines a newcomer pastes to see each decision, and
+// the CLI's commands in the form prog the user ran the demo with.
+func printDemo(w io.Writer, g *gateway, prog string) error {
 	mint := func(r identity.TokenRequest) (string, error) {
 		r.TTL = 8 * time.Hour
 		return g.dev.Mint(r)
@@ -161,7 +174,7 @@ func printDemo(w io.Writer, g *gateway) error {
   dev issuer:                   %[2]s/dev/.well-known/openid-configuration
   sample internal API:          reachable only through the gateway, which injects its X-Api-Key
 
-Tokens (8h, from the dev issuer; mint more with: go run ./cmd/keyhole token --issuer %[2]s/dev --sub S --scopes crm.read):
+Tokens (8h, from the dev issuer; mint more with: %[9]s token --issuer %[2]s/dev --sub S --scopes crm.read):
   export READER=%[3]s
   export WRITER=%[4]s
   export APPROVER=%[5]s
@@ -190,8 +203,8 @@ Deleting a customer needs a person's approval (route crm-delete-customer):
   # approval pending (403 after a 3 s hold): the writer agent asks; note X-Keyhole-Approval
   curl -si -X DELETE -H "Authorization: Bearer $WRITER" -H "X-Keyhole-Reason: customer asked to be forgotten" %[1]s/crm/customers/3
   # as the approver (alice, in crm-admins); ID is the X-Keyhole-Approval value
-  KEYHOLE_TOKEN=$APPROVER go run ./cmd/keyhole approvals list --server %[2]s
-  KEYHOLE_TOKEN=$APPROVER go run ./cmd/keyhole approvals approve ID --comment "ticket 4411" --server %[2]s
+  KEYHOLE_TOKEN=$APPROVER %[9]s approvals list --server %[2]s
+  KEYHOLE_TOKEN=$APPROVER %[9]s approvals approve ID --comment "ticket 4411" --server %[2]s
   # allowed once approved (204): the same request again is forwarded, exactly once
   curl -si -X DELETE -H "Authorization: Bearer $WRITER" -H "X-Keyhole-Reason: customer asked to be forgotten" %[1]s/crm/customers/3
 
@@ -221,14 +234,14 @@ isError result naming the approval id; approve it with the approvals commands ab
 the same call again (any JSON-RPC id, any session): it runs exactly once.
 
 Every request above is recorded (%[7]s), refusals included. As the auditor:
-  go run ./cmd/keyhole records list --server %[2]s
-  go run ./cmd/keyhole records show ID --server %[2]s        # ID: any X-Request-Id, or from the list
-  go run ./cmd/keyhole replay ID --server %[2]s              # send it again, see what changed
-  go run ./cmd/keyhole records export --har --server %[2]s -o demo.har
-  go run ./cmd/keyhole records verify --server %[2]s         # check the hash chain
-  go run ./cmd/keyhole records list --store %[7]s   # also after the demo stopped
+  %[9]s records list --server %[2]s
+  %[9]s records show ID --server %[2]s        # ID: any X-Request-Id, or from the list
+  %[9]s replay ID --server %[2]s              # send it again, see what changed
+  %[9]s records export --har --server %[2]s -o demo.har
+  %[9]s records verify --server %[2]s         # check the hash chain
+  %[9]s records list --store %[7]s   # also after the demo stopped
 `, base, adminBase, reader, writer, approver, auditor, g.cfg.Recorder.Store,
-		`-H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream'`)
+		`-H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream'`, prog)
 	return nil
 }
 

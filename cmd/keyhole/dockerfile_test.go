@@ -113,7 +113,7 @@ func TestVersionStamp(t *testing.T) {
 		t.Errorf("versionLine() = %q, want %q", got, want)
 	}
 	var out strings.Builder
-	if err := run(t.Context(), []string{"version"}, os.Getenv, &out, &out); err != nil || out.String() != versionLine()+"\n" {
+	if err := run(t.Context(), []string{"keyhole", "version"}, os.Getenv, &out, &out); err != nil || out.String() != versionLine()+"\n" {
 		t.Errorf("keyhole version = %v, %q; want %q", err, out.String(), versionLine())
 	}
 }

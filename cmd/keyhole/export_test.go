@@ -253,7 +253,7 @@ func TestRecordsTailAndExport(t *testing.T) {
 		tctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
 		defer cancel()
 		var out, errOut testkit.Buffer
-		if err := run(tctx, append([]string{"records", "tail", "--store", dsn}, args...), testEnv, &out, &errOut); err != nil {
+		if err := run(tctx, append([]string{"keyhole", "records", "tail", "--store", dsn}, args...), testEnv, &out, &errOut); err != nil {
 			t.Fatalf("records tail %v: %v\n%s", args, err, errOut.String())
 		}
 		return strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")

@@ -206,7 +206,7 @@ func TestFaultStoreReadOnlyAtStart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var stderr testkit.Buffer
-	err := run(ctx, []string{"serve", "--config", path, "--watch-interval", "0"}, func(string) string { return "k" }, io.Discard, &stderr)
+	err := run(ctx, []string{"keyhole", "serve", "--config", path, "--watch-interval", "0"}, func(string) string { return "k" }, io.Discard, &stderr)
 	if err == nil || ctx.Err() != nil || !strings.Contains(stderr.String(), "recorder.store") {
 		t.Errorf("serve on a read-only store = %v (context %v), stderr %q; want a recorder.store error at start", err, ctx.Err(), stderr.String())
 	}

@@ -38,7 +38,7 @@ func TestServeOpsListener(t *testing.T) {
 
 	health := func(args ...string) (stdout, stderr string, err error) {
 		var out, errOut bytes.Buffer
-		err = run(context.Background(), append([]string{"health"}, args...), os.Getenv, &out, &errOut)
+		err = run(context.Background(), append([]string{"keyhole", "health"}, args...), os.Getenv, &out, &errOut)
 		return out.String(), errOut.String(), err
 	}
 	if s, b := get("http://"+ops+"/readyz", ""); s != 503 || !strings.Contains(b, "signing keys not yet fetched") {
@@ -135,7 +135,7 @@ func TestHealth(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			start := time.Now()
-			err := run(context.Background(), []string{"health", "--url", c.url, "--timeout", "300ms"}, os.Getenv, &stdout, &stderr)
+			err := run(context.Background(), []string{"keyhole", "health", "--url", c.url, "--timeout", "300ms"}, os.Getenv, &stdout, &stderr)
 			if took := time.Since(start); took > 2*time.Second {
 				t.Errorf("health took %v, want it bounded by --timeout 300ms", took)
 			}
@@ -185,7 +185,7 @@ func TestHealthURL(t *testing.T) {
 		})
 	}
 	var stderr bytes.Buffer
-	err := run(context.Background(), []string{"health", "--config", filepath.Join(dir, "missing.yaml")}, os.Getenv, io.Discard, &stderr)
+	err := run(context.Background(), []string{"keyhole", "health", "--config", filepath.Join(dir, "missing.yaml")}, os.Getenv, io.Discard, &stderr)
 	if !errors.Is(err, errReported) || !strings.Contains(stderr.String(), "missing.yaml: no such file or directory (or pass --url)") {
 		t.Errorf("health --config missing.yaml = %v, stderr %q; want exit 1 naming the file", err, stderr.String())
 	}

@@ -10,12 +10,15 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"syscall"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	switch {
 	case err == nil:
@@ -59,15 +62,18 @@ Usage:
   keyhole health   [--url URL | --config FILE] [--timeout 2s]
                                                     exit 0 when the gateway's /readyz answers 200 (container health checks)
   keyhole version
-
-Run "keyhole COMMAND --help" for the flags of a command.
 `
 
-// run is the whole program: main only adds the process's arguments, environment, streams
-// and signal handling. It returns when the command is done or ctx is cancelled.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// run is the whole program: main only adds the process's arguments (os.Args, the
+// program first), environment, streams and signal handling. It returns when the command
+// is done or ctx is cancelled.
+func run(ctx context.Context, argv []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	prog, args := "keyhole", argv
+	if len(argv) > 0 {
+		prog, args = commandForm(argv[0]), argv[1:]
+	}
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		printUsage(stderr, prog)
 		return errUsage
 	}
 	cmd, rest := args[0], args[1:]
@@ -81,15 +87,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "test":
 		return cmdTest(rest, getenv, stdout, stderr)
 	case "demo":
-		return cmdDemo(ctx, rest, getenv, stdout, stderr)
+		return cmdDemo(ctx, prog, rest, getenv, stdout, stderr)
 	case "token":
-		return cmdToken(ctx, rest, stdout, stderr)
+		return cmdToken(ctx, prog, rest, stdout, stderr)
 	case "records":
-		return cmdRecords(ctx, rest, getenv, stdout, stderr)
+		return cmdRecords(ctx, prog, rest, getenv, stdout, stderr)
 	case "replay":
 		return cmdReplay(ctx, rest, getenv, stdout, stderr)
 	case "approvals":
-		return cmdApprovals(ctx, rest, getenv, stdout, stderr)
+		return cmdApprovals(ctx, prog, rest, getenv, stdout, stderr)
 	case "demo-api":
 		return cmdDemoAPI(ctx, rest, stderr)
 	case "migrate":
@@ -100,11 +106,44 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, versionLine())
 		return nil
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		printUsage(stdout, prog)
 		return nil
 	}
-	fmt.Fprintf(stderr, "keyhole: unknown command %q\n\n%s", cmd, usage)
+	fmt.Fprintf(stderr, "keyhole: unknown command %q\n\n", cmd)
+	printUsage(stderr, prog)
 	return errUsage
+}
+
+// printUsage prints the usage, with its hint in the command form the user ran.
+func printUsage(w io.Writer, prog string) {
+	fmt.Fprintf(w, "%s\nRun \"%s COMMAND --help\" for the flags of a command.\n", usage, prog)
+}
+
+// commandForm returns how the user ran the program, given os.Args[0], for the commands
+// printed hints show: "keyhole" when found on PATH, the path as typed otherwise
+// ("./keyhole", "/usr/local/bin/keyhole"), and "go run ./cmd/keyhole" for a binary that
+// go run built (in a go-build temporary directory, or in the build cache since Go 1.24).
+func commandForm(arg0 string) string {
+	if arg0 == "" {
+		return "keyhole"
+	}
+	dir := filepath.Dir(arg0)
+	if filepath.Base(dir) == "exe" && strings.HasPrefix(filepath.Base(filepath.Dir(filepath.Dir(dir))), "go-build") ||
+		goCacheEntry.MatchString(filepath.Base(dir)) {
+		return "go run ./cmd/keyhole"
+	}
+	return shellQuote(arg0)
+}
+
+// goCacheEntry is the name of the build cache's directory of an executable go run keeps.
+var goCacheEntry = regexp.MustCompile(`^[0-9a-f]{64}-d$`)
+
+// shellQuote returns s as a POSIX shell word that stands for s.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-+:@%=,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // newFlags returns a flag set for a subcommand that prints its errors and usage to stderr.
@@ -114,13 +153,26 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args and refuses stray positional arguments.
+// takesID makes the usage of fs, a command that takes an ID before its flags, say so.
+func takesID(fs *flag.FlagSet) {
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: %s ID [flags]\n", fs.Name())
+		fs.PrintDefaults()
+	}
+}
+
+// parseFlags parses args and refuses stray positional arguments. A stray "help" asks for
+// the usage, as -h and --help do.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return errUsage
+	}
+	if fs.NArg() > 0 && isHelp(fs.Arg(0)) {
+		fs.Usage()
+		return flag.ErrHelp
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))

@@ -30,7 +30,7 @@ func testEnv(k string) string {
 func runCmd(t *testing.T, getenv func(string) string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errOut testkit.Buffer
-	err = run(context.Background(), args, getenv, &out, &errOut)
+	err = run(context.Background(), append([]string{"keyhole"}, args...), getenv, &out, &errOut)
 	return out.String(), errOut.String(), err
 }
 
@@ -131,7 +131,7 @@ func runBackground(t *testing.T, getenv func(string) string, stdout, stderr io.W
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &background{cancel: cancel, done: make(chan error, 1)}
-	go func() { b.done <- run(ctx, args, getenv, stdout, stderr) }()
+	go func() { b.done <- run(ctx, append([]string{"keyhole"}, args...), getenv, stdout, stderr) }()
 	t.Cleanup(func() { b.Stop() })
 	return b
 }
@@ -300,14 +300,21 @@ type demoRun struct {
 	data, adm, store string
 	stdout           *testkit.Buffer
 	tokens           map[string]string
+	stop             func() error // stops the demo (the test's end does too)
 }
 
 // startDemo runs `keyhole demo` on free loopback ports until the test ends.
 func startDemo(t *testing.T) demoRun {
 	t.Helper()
-	d := demoRun{data: freeAddr(t), adm: freeAddr(t), stdout: &testkit.Buffer{}, tokens: map[string]string{}}
-	d.store = "sqlite://" + filepath.Join(t.TempDir(), "demo.db")
+	return startDemoAt(t, freeAddr(t), freeAddr(t), "sqlite://"+filepath.Join(t.TempDir(), "demo.db"))
+}
+
+// startDemoAt runs `keyhole demo` on the given addresses and store until the test ends.
+func startDemoAt(t *testing.T, data, adm, store string) demoRun {
+	t.Helper()
+	d := demoRun{data: data, adm: adm, store: store, stdout: &testkit.Buffer{}, tokens: map[string]string{}}
 	demo := runBackground(t, func(string) string { return "" }, d.stdout, io.Discard, "demo", "--listen", d.data, "--admin", d.adm, "--store", d.store)
+	d.stop = demo.Stop
 	t.Cleanup(func() {
 		if err := demo.Stop(); err != nil {
 			t.Errorf("demo returned %v", err)
@@ -338,8 +345,8 @@ func TestDemo(t *testing.T) {
 			comment = line
 			continue
 		}
-		if strings.HasPrefix(line, "KEYHOLE_TOKEN=$APPROVER go run ./cmd/keyhole approvals ") {
-			args := strings.Fields(strings.TrimPrefix(line, "KEYHOLE_TOKEN=$APPROVER go run ./cmd/keyhole "))
+		if strings.HasPrefix(line, "KEYHOLE_TOKEN=$APPROVER keyhole approvals ") {
+			args := strings.Fields(strings.TrimPrefix(line, "KEYHOLE_TOKEN=$APPROVER keyhole "))
 			for i, a := range args {
 				switch {
 				case a == "ID":

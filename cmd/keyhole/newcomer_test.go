@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyholehq/keyhole/internal/testkit"
 	"github.com/keyholehq/keyhole/recorder"
 	"github.com/keyholehq/keyhole/store/sqlite"
 )
@@ -138,8 +139,13 @@ func TestSubcommandHelp(t *testing.T) {
 		{[]string{"records", "tail", "--help"}, []string{"-after", "-format"}, []string{"-json", "-har"}},
 		{[]string{"approvals", "--help"}, []string{"list [--state", "approve ID", "deny ID"}, []string{"Usage of"}},
 		{[]string{"approvals", "list", "--help"}, []string{"-state", "-server"}, []string{"-comment"}},
-		{[]string{"approvals", "approve", "--help"}, []string{"-comment", "-server"}, []string{"-state", "-json"}},
-		{[]string{"replay", "--help"}, []string{"-allow-unsafe", "-dry-run", "-target", "-server"}, []string{"-since", "-decision", "-store", "-limit"}},
+		{[]string{"approvals", "approve", "--help"}, []string{"usage: keyhole approvals approve ID", "-comment", "-server"}, []string{"-state", "-json"}},
+		{[]string{"approvals", "deny", "-h"}, []string{"usage: keyhole approvals deny ID", "-comment", "-server"}, []string{"-state", "-json"}},
+		{[]string{"approvals", "show", "help"}, []string{"usage: keyhole approvals show ID", "-json", "-server"}, []string{"-state", "-comment"}},
+		{[]string{"records", "show", "-h"}, []string{"usage: keyhole records show ID", "-server"}, []string{"-since"}},
+		{[]string{"replay", "--help"}, []string{"usage: keyhole replay ID", "-allow-unsafe", "-dry-run", "-target", "-server"}, []string{"-since", "-decision", "-store", "-limit"}},
+		{[]string{"replay", "help"}, []string{"usage: keyhole replay ID", "-allow-unsafe"}, []string{"-since"}},
+		{[]string{"replay", "01JDX", "-h"}, []string{"usage: keyhole replay ID", "-allow-unsafe"}, []string{"-since"}},
 		{[]string{"token", "--help"}, []string{"-issuer URL", `(default "http://127.0.0.1:9090/dev")`}, []string{"-issuer keyhole"}},
 	} {
 		name := strings.Join(c.args, " ")
@@ -165,7 +171,7 @@ func TestSubcommandHelp(t *testing.T) {
 func TestApprovalsListHint(t *testing.T) {
 	var out strings.Builder
 	page := `{"approvals":[{"id":"01JDX","route":"crm-delete","method":"DELETE","path":"/crm/customers/1","state":"pending"}]}`
-	if err := approvalTable(&out, json.RawMessage(page), "http://127.0.0.1:9090"); err != nil {
+	if err := approvalTable(&out, json.RawMessage(page), "keyhole", "http://127.0.0.1:9090"); err != nil {
 		t.Fatal(err)
 	}
 	if want := "keyhole approvals show ID --server http://127.0.0.1:9090\n"; !strings.HasSuffix(out.String(), want) {
@@ -209,5 +215,71 @@ func TestRecordsListAligns(t *testing.T) {
 				t.Errorf("column %s starts at %d, but not in row\n%s\nof\n%s", col, at, l, out)
 			}
 		}
+	}
+}
+
+// TestCommandForm checks that printed hints use the command the user ran: the name found
+// on PATH, a path as typed, or go run for a binary go run built.
+func TestCommandForm(t *testing.T) {
+	for _, c := range []struct{ arg0, want string }{
+		{"keyhole", "keyhole"},
+		{"./keyhole", "./keyhole"},
+		{"/usr/local/bin/keyhole", "/usr/local/bin/keyhole"},
+		{"bin/keyhole-1.4", "bin/keyhole-1.4"},
+		{"/opt/my tools/keyhole", `'/opt/my tools/keyhole'`},
+		{"/tmp/go-build3046458343/b001/exe/keyhole", "go run ./cmd/keyhole"},
+		{"/root/.cache/go-build/7b/7b1f5b46c45af263109d85478b81f20c3ed47f3561c4fbed0e5a75ae6441fb90-d/keyhole", "go run ./cmd/keyhole"},
+		{"/home/ada/go-build/keyhole", "/home/ada/go-build/keyhole"},
+	} {
+		if got := commandForm(c.arg0); got != c.want {
+			t.Errorf("commandForm(%q) = %q, want %q", c.arg0, got, c.want)
+		}
+	}
+	// Each hint, run as ./keyhole.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, `Run "./keyhole COMMAND --help"`},
+		{[]string{"records", "--help"}, `Run "./keyhole records SUBCOMMAND --help"`},
+		{[]string{"approvals", "--help"}, `Run "./keyhole approvals SUBCOMMAND --help"`},
+		{[]string{"token", "--issuer", "http://127.0.0.1:1/dev", "--sub", "ada"}, "start `./keyhole demo`, or `./keyhole serve`"},
+	} {
+		var out, errOut testkit.Buffer
+		err := run(context.Background(), append([]string{"./keyhole"}, c.args...), testEnv, &out, &errOut)
+		if got := fmt.Sprint(out.String(), errOut.String(), err); !strings.Contains(got, c.want) {
+			t.Errorf("./keyhole %s printed\n%s\nwant %q in it", strings.Join(c.args, " "), got, c.want)
+		}
+	}
+	var out strings.Builder
+	page := `{"approvals":[{"id":"01JDX","route":"crm-delete","method":"DELETE","path":"/crm/customers/1","state":"pending"}]}`
+	if err := approvalTable(&out, json.RawMessage(page), "go run ./cmd/keyhole", "http://127.0.0.1:9090"); err != nil {
+		t.Fatal(err)
+	}
+	if want := "go run ./cmd/keyhole approvals show ID --server http://127.0.0.1:9090\n"; !strings.HasSuffix(out.String(), want) {
+		t.Errorf("approvals list printed\n%s\nwant it to end with %q", out.String(), want)
+	}
+}
+
+// TestDemoTokensSurviveRestart checks that the tokens a demo prints stay valid after it
+// restarts on the same store: the dev issuer's key is kept beside the store (mode 0600).
+func TestDemoTokensSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	data, adm, store := freeAddr(t), freeAddr(t), "sqlite://"+filepath.Join(dir, "demo.db")
+	first := startDemoAt(t, data, adm, store)
+	reader := first.tokens["READER"]
+	if s, b := get("http://"+data+"/crm/customers/1", reader); s != 200 {
+		t.Fatalf("first demo: GET /crm/customers/1 with its READER token = %d %s", s, b)
+	}
+	if err := first.stop(); err != nil {
+		t.Fatalf("first demo returned %v", err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "dev-issuer.key"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("dev-issuer.key beside the store: %v, %v; want a file of mode 0600", fi, err)
+	}
+	startDemoAt(t, data, adm, store)
+	if s, b := get("http://"+data+"/crm/customers/1", reader); s != 200 {
+		t.Errorf("second demo: GET /crm/customers/1 with the first demo's READER token = %d %s, want 200", s, b)
 	}
 }

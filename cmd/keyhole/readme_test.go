@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -53,7 +54,7 @@ func TestREADMECommands(t *testing.T) {
 			if args[0] == "check" {
 				err = cmdCheck(args[1:], getenv, strings.NewReader(stdin), &out, &errOut)
 			} else {
-				err = run(context.Background(), args, getenv, &out, &errOut)
+				err = run(context.Background(), append([]string{"keyhole"}, args...), getenv, &out, &errOut)
 			}
 			if err != nil {
 				t.Errorf("%s: %v\nstdout:\n%s\nstderr:\n%s", c, err, out.String(), errOut.String())
@@ -103,4 +104,56 @@ func readmeCommands(readme string) []string {
 		add(m[1])
 	}
 	return out
+}
+
+// TestREADMESetUp checks the README's set-up: how to get the binary (go install of this
+// module's command), then exactly two commands, the demo and the test command CI runs, and
+// beside it what -race needs and what to run without it.
+func TestREADMESetUp(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gomod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, err := os.ReadFile("../../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "\n## Set-up")
+	section, _, _ = strings.Cut(section, "\n## ")
+	if section == "" {
+		t.Fatal("README has no Set-up section")
+	}
+	module := regexp.MustCompile(`(?m)^module (\S+)$`).FindSubmatch(gomod)
+	if module == nil {
+		t.Fatal("go.mod names no module")
+	}
+	install := "go install " + string(module[1]) + "/cmd/keyhole@latest"
+	if !strings.Contains(section, "`"+install+"`") {
+		t.Errorf("the Set-up section does not show %q", install)
+	}
+	block := regexp.MustCompile("(?s)```sh\n(.*?)```").FindStringSubmatch(section)
+	if block == nil {
+		t.Fatal("the Set-up section has no sh block")
+	}
+	var cmds []string
+	for _, l := range strings.Split(block[1], "\n") {
+		if c, _, _ := strings.Cut(l, "#"); strings.TrimSpace(c) != "" {
+			cmds = append(cmds, strings.Join(strings.Fields(c), " "))
+		}
+	}
+	if want := []string{"keyhole demo", "go test -race ./..."}; !slices.Equal(cmds, want) {
+		t.Errorf("the Set-up block runs %q, want exactly %q", cmds, want)
+	}
+	if !regexp.MustCompile(`(?m)^go test -race \./\.\.\.$`).Match(ci) {
+		t.Errorf(".ci/run does not run the README's test command go test -race ./...")
+	}
+	for _, want := range []string{"C compiler", "`gcc`", "`go test ./...`"} {
+		if !strings.Contains(section, want) {
+			t.Errorf("the Set-up section does not say %q (what -race needs, and what to run without it)", want)
+		}
+	}
 }

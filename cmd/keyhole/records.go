@@ -133,13 +133,14 @@ func (s *recordsSource) openRecords(ctx context.Context) (recorder.Store, error)
 // positional splits args into leading positional arguments and the flags after them, so
 // that `records show ID --server URL` parses as users write it.
 func positional(args []string, n int) (pos, rest []string) {
-	for len(args) > 0 && len(pos) < n && !strings.HasPrefix(args[0], "-") {
+	for len(args) > 0 && len(pos) < n && !strings.HasPrefix(args[0], "-") && !isHelp(args[0]) {
 		pos, args = append(pos, args[0]), args[1:]
 	}
 	return pos, args
 }
 
-// recordsUsage lists the records subcommands; each one's --help lists its flags.
+// recordsUsage lists the records subcommands; each one's --help lists its flags. It is a
+// format: its one verb is the command form the user ran.
 const recordsUsage = `usage: keyhole records SUBCOMMAND [flags] (--server URL | --store DSN)
 
   list                           the newest exchanges, as a table (--json for JSON)
@@ -150,7 +151,7 @@ const recordsUsage = `usage: keyhole records SUBCOMMAND [flags] (--server URL | 
   report [--since 30d] [--format html|md] [-o FILE]   the evidence report of a period
 
 list, export and tail take filters: --since --until --subject --route --decision --status --tool --limit.
-Run "keyhole records SUBCOMMAND --help" for its flags.
+Run "%s records SUBCOMMAND --help" for its flags.
 `
 
 // isHelp reports whether arg asks for help.
@@ -162,9 +163,9 @@ func isHelp(arg string) bool {
 	return false
 }
 
-func cmdRecords(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func cmdRecords(ctx context.Context, prog string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || isHelp(args[0]) {
-		fmt.Fprint(stderr, recordsUsage)
+		fmt.Fprintf(stderr, recordsUsage, prog)
 		if len(args) > 0 {
 			return flag.ErrHelp
 		}
@@ -180,10 +181,14 @@ func cmdRecords(ctx context.Context, args []string, getenv func(string) string, 
 		want = 1
 	case "list", "export", "tail", "verify":
 	default:
-		fmt.Fprintf(stderr, "keyhole records: unknown subcommand %q\n%s", sub, recordsUsage)
+		fmt.Fprintf(stderr, "keyhole records: unknown subcommand %q\n", sub)
+		fmt.Fprintf(stderr, recordsUsage, prog)
 		return errUsage
 	}
 	fs := newFlags("records "+sub, stderr)
+	if want > 0 {
+		takesID(fs)
+	}
 	var src recordsSource
 	src.flags(fs, getenv)
 	var asJSON, har *bool
@@ -501,6 +506,7 @@ func recordsVerify(ctx context.Context, src *recordsSource, stdout, stderr io.Wr
 
 func cmdReplay(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlags("replay", stderr)
+	takesID(fs)
 	src := recordsSource{token: getenv("KEYHOLE_TOKEN")}
 	fs.StringVar(&src.server, "server", "", "admin URL of the running gateway, e.g. http://127.0.0.1:9090 (token from KEYHOLE_TOKEN); required")
 	target := fs.String("target", "", "send to this origin instead of the upstream (must be one of the upstream's replay_targets)")

@@ -53,7 +53,7 @@ func cmdServe(ctx context.Context, args []string, getenv func(string) string, st
 	log, logs := newLogger(stderr)
 	defer logs.Close()
 	src := source{path: *path, load: func() ([]byte, error) { return os.ReadFile(*path) }, getenv: getenv}
-	g, err := start(ctx, src, log, listenOverrides{})
+	g, err := start(ctx, src, log, startOptions{})
 	if err != nil {
 		return reportLoad(stderr, *path, err)
 	}
@@ -121,8 +121,10 @@ func (s source) compile(data []byte) (*config.Config, *rules.Table, error) {
 	return cfg, table, nil
 }
 
-// listenOverrides replace the config's listen addresses (used by the demo).
-type listenOverrides struct{ data, admin string }
+// startOptions are what the demo changes of a start: data and admin replace the config's
+// listen addresses when set, and devKeyFile keeps the dev issuer's signing key in that
+// file (a new key each start when empty).
+type startOptions struct{ data, admin, devKeyFile string }
 
 // gateway is one running Keyhole process: its listeners, the data plane, the admin plane,
 // the verifier and the reload machinery. Reloads are serialised by mu.
@@ -160,7 +162,7 @@ type gateway struct {
 
 // start loads the configuration, opens the listeners and builds the data plane. It does
 // not serve yet: serve does.
-func start(ctx context.Context, src source, log *slog.Logger, over listenOverrides) (*gateway, error) {
+func start(ctx context.Context, src source, log *slog.Logger, over startOptions) (*gateway, error) {
 	data, err := src.load()
 	if err != nil {
 		return nil, err
@@ -217,7 +219,13 @@ func start(ctx context.Context, src source, log *slog.Logger, over listenOverrid
 	g.connLimit = connlimit.NewListener(g.dataLn, cfg.Limits.MaxUnauthenticatedConnsPerPeer, m.ConnsRefused.Inc)
 	g.dataLn = g.connLimit
 	if cfg.Identity.Dev {
-		if g.dev, err = identity.NewDevIssuer("http://" + g.adminLn.Addr().String() + "/dev"); err != nil {
+		issuerURL := "http://" + g.adminLn.Addr().String() + "/dev"
+		if over.devKeyFile != "" {
+			g.dev, err = identity.OpenDevIssuer(issuerURL, over.devKeyFile)
+		} else {
+			g.dev, err = identity.NewDevIssuer(issuerURL)
+		}
+		if err != nil {
 			g.close()
 			return nil, err
 		}

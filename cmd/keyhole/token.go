@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func cmdToken(ctx context.Context, prog string, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("token", stderr)
 	issuer := fs.String("issuer", "http://127.0.0.1:9090/dev", "the dev issuer's `URL`: that of a running demo, or of serve with identity.dev")
 	sub := fs.String("sub", "", "subject (a user, or an agent's client id)")
@@ -38,7 +38,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
-		return fmt.Errorf("no dev issuer at %s (start `keyhole demo`, or `keyhole serve` with identity.dev: true): %w", *issuer, err)
+		return fmt.Errorf("no dev issuer at %s (start `%s demo`, or `%[2]s serve` with identity.dev: true): %w", *issuer, prog, err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
