@@ -302,7 +302,7 @@ func (a *API) showHAR(w http.ResponseWriter, r *http.Request) {
 // maxExport bounds one HAR export: page through with since/until for more.
 const maxExport = 100_000
 
-// exportHAR streams every exchange matching the filters, newest first, as one HAR file.
+// exportHAR sends every exchange matching the filters, oldest first, as one HAR file.
 func (a *API) exportHAR(w http.ResponseWriter, r *http.Request) {
 	f, err := ParseFilter(r.URL.Query())
 	if err != nil {
@@ -314,48 +314,41 @@ func (a *API) exportHAR(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// ExportHAR writes every exchange of s that f selects (at most f.Limit, or 100000),
-// newest first, to w as one HAR file, an attachment named exchanges.har, generator
-// version version. It returns an error, having written nothing, when the store cannot
-// be read at first; a store error later ends the file short but well-formed, and is
-// logged to log, as a client gone away is.
+// ExportHAR writes every exchange of s that f selects (at most f.Limit, or 100000) to w
+// as one HAR file, oldest first, an attachment named exchanges.har, generator version
+// version. Every page is read before the first byte is written (recorder.HARWriter
+// keeps the entries until Close), so a store that cannot be read, or a record that
+// cannot be decoded, at any page is an error returned with nothing written, never a
+// file cut short. A failure to write the file (a client gone away) is logged to log.
 func ExportHAR(ctx context.Context, w http.ResponseWriter, s recorder.Store, f recorder.Filter, version string, log *slog.Logger) error {
 	limit := f.Limit
 	if limit == 0 || limit > maxExport {
 		limit = maxExport
 	}
-	// The first page is read before anything is written, so a store error is still a
-	// clean error rather than a cut-off file.
-	f.Limit = min(limit, 1000)
-	recs, next, err := s.List(ctx, f)
-	if err != nil {
-		return err
-	}
-	harHeaders(w, "exchanges")
 	hw := recorder.NewHARWriter(w, version)
-	n := 0
-	for {
+	defer hw.Discard()
+	for n := 0; n < limit; {
+		f.Limit = min(limit-n, 1000)
+		recs, next, err := s.List(ctx, f)
+		if err != nil {
+			return err
+		}
 		for _, rec := range recs {
 			x, err := recorder.Decode(rec)
 			if err == nil {
 				err = hw.Add(x)
 			}
 			if err != nil {
-				log.Warn("admin: HAR export cut short", "error", err.Error())
-				return nil
+				return fmt.Errorf("HAR export: %w", err)
 			}
 			n++
 		}
-		if next == "" || n >= limit {
+		if next == "" {
 			break
 		}
-		f.Cursor, f.Limit = next, min(limit-n, 1000)
-		if recs, next, err = s.List(ctx, f); err != nil {
-			// Headers are sent: end the document short rather than leave it broken.
-			log.Warn("admin: HAR export cut short", "error", err.Error())
-			break
-		}
+		f.Cursor = next
 	}
+	harHeaders(w, "exchanges")
 	if err := hw.Close(); err != nil {
 		log.Warn("admin: HAR export", "error", err.Error())
 	}

@@ -1,6 +1,7 @@
 package admin_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -256,5 +257,34 @@ func TestAdminClients(t *testing.T) {
 				t.Errorf("GET /api/v1/exchanges = %d %s, want %d mentioning %q", status, body, c.want, c.wantReason)
 			}
 		})
+	}
+}
+
+// TestHARExportAllOrNothing: a record that cannot be read anywhere in the selected set
+// fails the export with the JSON error before a byte of HAR is sent — an auditor never
+// gets a file that looks whole but is not.
+func TestHARExportAllOrNothing(t *testing.T) {
+	h := newAPIHarness(t, 25)
+	auditor := h.iss.Token(t, map[string]any{"aud": "api://keyhole", "sub": "bob", "groups": []string{"auditors"}})
+	if status, body := h.get(t, "/api/v1/exchanges.har", auditor); status != 200 || !bytes.Contains(body, []byte(`"entries"`)) {
+		t.Fatalf("HAR export of intact records = %d, want 200 and a HAR:\n%.200s", status, body)
+	}
+	db, err := sql.Open("sqlite", h.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// The oldest exchange's request: the last one a newest-first listing reaches.
+	if _, err := db.Exec(`UPDATE entries SET data = CAST('{not json' AS BLOB) WHERE seq = (SELECT MIN(seq) FROM entries)`); err != nil {
+		t.Fatal(err)
+	}
+	status, body := h.get(t, "/api/v1/exchanges.har", auditor)
+	var e struct {
+		Error     string `json:"error"`
+		RequestID string `json:"request_id"`
+	}
+	if status != http.StatusServiceUnavailable || json.Unmarshal(body, &e) != nil || e.Error != "store_unavailable" ||
+		e.RequestID == "" || bytes.Contains(body, []byte(`"entries"`)) {
+		t.Errorf("HAR export with an unreadable record = %d %s, want 503 store_unavailable and no HAR", status, body)
 	}
 }

@@ -178,6 +178,16 @@ func (h *HARWriter) Close() error {
 	return nil
 }
 
+// Discard releases what the entries were kept in and writes nothing: the export was
+// abandoned. It does nothing to a closed HARWriter, so it can be deferred beside Close.
+func (h *HARWriter) Discard() {
+	if h.closed {
+		return
+	}
+	h.closed = true
+	h.spool.close()
+}
+
 // writeHead writes the document's opening, up to the entries array.
 func (h *HARWriter) writeHead(w *bufio.Writer) error {
 	creator, err := json.MarshalIndent(harCreator{Name: "keyhole", Version: h.version}, "    ", "  ")
