@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -26,6 +27,18 @@ func OpenDevIssuer(issuerURL, keyFile string) (*DevIssuer, error) {
 		return nil, fmt.Errorf("dev issuer: key file %s: %w", keyFile, err)
 	}
 	return NewDevIssuerWithKey(issuerURL, key, devKeyID(key))
+}
+
+// DevSecret returns n bytes derived (HKDF-SHA-256) from the dev issuer's key kept in
+// keyFile, for purpose, creating the key as OpenDevIssuer does when there is none. The
+// demo derives its masking hash key and console session key this way, so hashed values
+// stay joinable and console sessions survive a restart, with no second secret file.
+func DevSecret(keyFile, purpose string, n int) ([]byte, error) {
+	key, err := loadDevKey(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("dev issuer: key file %s: %w", keyFile, err)
+	}
+	return hkdf.Key(sha256.New, key.D.Bytes(), nil, "keyhole dev issuer: "+purpose, n)
 }
 
 // loadDevKey reads the key in path, or creates it there when the file does not exist.

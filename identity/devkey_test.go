@@ -94,3 +94,28 @@ func TestOpenDevIssuerRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestDevSecret: a secret derived from a kept key is the same on every call, another for
+// another purpose or another key file, and creating it creates the key OpenDevIssuer uses.
+func TestDevSecret(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a", "dev-issuer.key"), filepath.Join(dir, "b", "dev-issuer.key")
+	derive := func(file, purpose string) string {
+		t.Helper()
+		s, err := identity.DevSecret(file, purpose, 32)
+		if err != nil || len(s) != 32 {
+			t.Fatalf("DevSecret(%s, %q) = %x, %v; want 32 bytes", file, purpose, s, err)
+		}
+		return string(s)
+	}
+	first := derive(a, "mask")
+	if derive(a, "mask") != first {
+		t.Error("the same key file and purpose derived two secrets")
+	}
+	if derive(a, "session") == first || derive(b, "mask") == first {
+		t.Error("another purpose or another key file derived the same secret")
+	}
+	if _, err := identity.OpenDevIssuer("https://dev.example", a); err != nil {
+		t.Errorf("OpenDevIssuer on the key DevSecret created: %v", err)
+	}
+}

@@ -65,12 +65,16 @@ func cmdDemo(ctx context.Context, prog string, args []string, getenv func(string
 		return err
 	}
 	apiKey := hex.EncodeToString(keyBytes)
-	if _, err := rand.Read(keyBytes); err != nil {
+	// The hash key and the console's session key come from the dev issuer's kept key,
+	// so hashed values stay joinable and console sessions last across restarts.
+	keyFile := demoKeyFile(*store)
+	maskBytes, err := identity.DevSecret(keyFile, "demo masking hash key", 16)
+	if err != nil {
 		return err
 	}
-	maskKey := hex.EncodeToString(keyBytes)
-	sessionKey := make([]byte, 32)
-	if _, err := rand.Read(sessionKey); err != nil {
+	maskKey := hex.EncodeToString(maskBytes)
+	sessionKey, err := identity.DevSecret(keyFile, "demo console session key", 32)
+	if err != nil {
 		return err
 	}
 	adminURL := "http://" + cmp.Or(*adminAddr, "127.0.0.1:9090")
@@ -119,7 +123,7 @@ func cmdDemo(ctx context.Context, prog string, args []string, getenv func(string
 	src := source{dir: ".", load: func() ([]byte, error) { return configs.Demo, nil }, getenv: env}
 	log, logs := newLogger(stderr)
 	defer logs.Close()
-	g, err := start(ctx, src, log, startOptions{data: *listen, admin: *adminAddr, devKeyFile: demoKeyFile(*store)})
+	g, err := start(ctx, src, log, startOptions{data: *listen, admin: *adminAddr, devKeyFile: keyFile})
 	if err != nil {
 		return reportLoad(stderr, "configs/demo.yaml", err)
 	}

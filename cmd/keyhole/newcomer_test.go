@@ -15,6 +15,7 @@ import (
 	"github.com/keyholehq/keyhole/internal/testkit"
 	"github.com/keyholehq/keyhole/recorder"
 	"github.com/keyholehq/keyhole/store/sqlite"
+	"github.com/tidwall/gjson"
 )
 
 // writeFile writes data to name in a new temporary directory and returns its path.
@@ -262,7 +263,8 @@ func TestCommandForm(t *testing.T) {
 }
 
 // TestDemoTokensSurviveRestart checks that the tokens a demo prints stay valid after it
-// restarts on the same store: the dev issuer's key is kept beside the store (mode 0600).
+// restarts on the same store — the dev issuer's key is kept beside the store (mode
+// 0600) — and that hashed fields stay joinable: the hash key derives from that key.
 func TestDemoTokensSurviveRestart(t *testing.T) {
 	dir := t.TempDir()
 	data, adm, store := freeAddr(t), freeAddr(t), "sqlite://"+filepath.Join(dir, "demo.db")
@@ -271,6 +273,15 @@ func TestDemoTokensSurviveRestart(t *testing.T) {
 	if s, b := get("http://"+data+"/crm/customers/1", reader); s != 200 {
 		t.Fatalf("first demo: GET /crm/customers/1 with its READER token = %d %s", s, b)
 	}
+	hashed := func(run string) string {
+		s, b := get("http://"+data+"/crm/customers", reader)
+		email := gjson.Get(b, "customers.0.email").String()
+		if s != 200 || email == "" || strings.Contains(email, "@") {
+			t.Fatalf("%s demo: GET /crm/customers = %d, first email %q; want 200 and a hashed email", run, s, email)
+		}
+		return email
+	}
+	firstHash := hashed("first")
 	if err := first.stop(); err != nil {
 		t.Fatalf("first demo returned %v", err)
 	}
@@ -281,5 +292,8 @@ func TestDemoTokensSurviveRestart(t *testing.T) {
 	startDemoAt(t, data, adm, store)
 	if s, b := get("http://"+data+"/crm/customers/1", reader); s != 200 {
 		t.Errorf("second demo: GET /crm/customers/1 with the first demo's READER token = %d %s, want 200", s, b)
+	}
+	if h := hashed("second"); h != firstHash {
+		t.Errorf("the first customer's hashed email = %q after the restart, %q before; want the same (joinable)", h, firstHash)
 	}
 }
