@@ -530,3 +530,32 @@ func ioWritten(b *testing.B) int64 {
 	}
 	return 0
 }
+
+// TestLargeDataCompressed checks that large entry data that compresses is stored as
+// zstd, and data that is small or does not compress as it is (the contract's LargeData
+// checks that both read back as appended).
+func TestLargeDataCompressed(t *testing.T) {
+	s, path := open(t)
+	data := map[string][]byte{"small": customersJSON(1 << 10), "customers": customersJSON(64 << 10), "random": randomText(64 << 10)}
+	names := []string{"small", "customers", "random"}
+	var es []*recorder.Entry
+	for i, name := range names {
+		_, resp := pair(i, "alice", "items", "allowed", 200)
+		resp.Data = data[name]
+		es = append(es, resp)
+	}
+	if err := s.Append(t.Context(), es); err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range names {
+		var stored int
+		var codec sql.NullString
+		if err := raw(t, path).QueryRowContext(t.Context(), "SELECT length(data), data_codec FROM entries WHERE seq = ?", es[i].Seq).Scan(&stored, &codec); err != nil {
+			t.Fatal(err)
+		}
+		compressed := name == "customers"
+		if codec.Valid != compressed || (compressed && (codec.String != codecZstd || stored > len(data[name])/4)) || (!compressed && stored != len(data[name])) {
+			t.Errorf("%s (%d bytes): stored %d bytes, data_codec %v; want compressed %v", name, len(data[name]), stored, codec, compressed)
+		}
+	}
+}
