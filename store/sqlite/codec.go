@@ -4,46 +4,23 @@ import (
 	"database/sql"
 	"sync"
 
-	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/compress/s2"
 )
 
-// Entry data of at least minCompress bytes is stored zstd-compressed (data_codec
-// 'zstd') when that saves an eighth of it or more: a 64 KiB JSON body written to the WAL
-// and checkpointed into the database is most of what a large exchange costs, in system
+// Entry data of at least minCompress bytes is stored S2-compressed (data_codec 's2')
+// when that saves an eighth of it or more: a 64 KiB JSON body written to the WAL and
+// checkpointed into the database is most of what a large exchange costs, in system
 // calls and pages. Smaller data fits a page or two anyway, and data that does not
 // compress (random or already compressed bytes) is stored as it is, so reading it costs
 // nothing.
 const minCompress = 2 << 10
 
-// probeLen is the sample of large data that is compressed first, to tell whether the
-// rest is worth it.
-const probeLen = 4 << 10
+// codecS2 is data_codec of a compressed entry.
+const codecS2 = "s2"
 
-// codecZstd is data_codec of a compressed entry.
-const codecZstd = "zstd"
-
-var (
-	// encoder compresses at zstd's fastest level: the store's one writer compresses
-	// every large entry, and its time is on the path of strict mode's requests.
-	encoder = sync.OnceValue(func() *zstd.Encoder {
-		e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
-			zstd.WithZeroFrames(true))
-		if err != nil {
-			panic(err) // only for invalid options
-		}
-		return e
-	})
-	decoder = sync.OnceValue(func() *zstd.Decoder {
-		d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0))
-		if err != nil {
-			panic(err) // only for invalid options
-		}
-		return d
-	})
-	// scratch holds the buffers entries are compressed into: the driver copies a
-	// bound value, so a buffer is free again once its statement has run.
-	scratch = sync.Pool{New: func() any { return new([]byte) }}
-)
+// scratch holds the buffers entries are compressed into: the driver copies a bound
+// value, so a buffer is free again once its statement has run.
+var scratch = sync.Pool{New: func() any { return new([]byte) }}
 
 // packed is an entry's data as the entries table stores it.
 type packed struct {
@@ -58,23 +35,15 @@ func pack(data []byte) packed {
 		return packed{data: data}
 	}
 	buf := scratch.Get().(*[]byte)
-	if len(data) >= 4*probeLen {
-		// Data that does not compress costs its whole compression for nothing: a sample
-		// from its middle (past the headers, into the body) tells first.
-		mid := data[len(data)/2:][:probeLen]
-		if probe := encoder().EncodeAll(mid, (*buf)[:0]); len(probe) > probeLen-probeLen/8 {
-			*buf = probe
-			scratch.Put(buf)
-			return packed{data: data}
-		}
+	if n := s2.MaxEncodedLen(len(data)); cap(*buf) < n {
+		*buf = make([]byte, n)
 	}
-	out := encoder().EncodeAll(data, (*buf)[:0])
-	*buf = out
+	out := s2.Encode((*buf)[:cap(*buf)], data)
 	if len(out) > len(data)-len(data)/8 {
 		scratch.Put(buf)
 		return packed{data: data}
 	}
-	return packed{data: out, codec: sql.NullString{String: codecZstd, Valid: true}, buf: buf}
+	return packed{data: out, codec: sql.NullString{String: codecS2, Valid: true}, buf: buf}
 }
 
 // release gives p's buffer back; p's data must not be used after.
@@ -88,10 +57,10 @@ func (p packed) release() {
 // decompress is returned as it is stored: verification then reports the entry as
 // altered, which it is, instead of every read of the store failing on it.
 func unpack(stored []byte, codec sql.NullString) []byte {
-	if !codec.Valid || codec.String != codecZstd {
+	if !codec.Valid || codec.String != codecS2 {
 		return stored
 	}
-	out, err := decoder().DecodeAll(stored, nil)
+	out, err := s2.Decode(nil, stored)
 	if err != nil {
 		return stored
 	}

@@ -554,7 +554,7 @@ func TestLargeDataCompressed(t *testing.T) {
 			t.Fatal(err)
 		}
 		compressed := name == "customers"
-		if codec.Valid != compressed || (compressed && (codec.String != codecZstd || stored > len(data[name])/4)) || (!compressed && stored != len(data[name])) {
+		if codec.Valid != compressed || (compressed && (codec.String != codecS2 || stored > len(data[name])/4)) || (!compressed && stored != len(data[name])) {
 			t.Errorf("%s (%d bytes): stored %d bytes, data_codec %v; want compressed %v", name, len(data[name]), stored, codec, compressed)
 		}
 	}
