@@ -1,6 +1,7 @@
 // Command bench is Keyhole's load harness: it starts a small JSON backend, an MCP server,
 // Keyhole with a realistic configuration, nginx, and two plain Go reverse proxies, all on 127.0.0.1,
-// drives each with wrk in interleaved rounds, and prints one table of medians with each
+// drives each with wrk in interleaved rounds (and, in the open-loop scenario, with vegeta's
+// library at a fixed rate), and prints one table of medians with each
 // figure as a ratio to a direct call and to nginx. Run it from the repository root:
 //
 //	go run ./bench [-rounds 3] [-duration 5s] [-json bench-results.json]
@@ -10,6 +11,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -97,9 +99,15 @@ type scenario struct {
 	targets     []string
 	perRequest  bool // a new token for every request
 	forbidEvery int
-	rounds      int  // 0: the harness's rounds
-	mcp         bool // POST mcpCall to the MCP targets (direct: the MCP server itself)
+	rounds      int           // 0: the harness's rounds
+	mcp         bool          // POST mcpCall to the MCP targets (direct: the MCP server itself)
+	rate        int           // > 0: an open loop of this many requests a second (vegeta), not wrk's closed loop
+	duration    time.Duration // 0: the harness's -duration
 }
+
+// openLoopScenario is the condition of agentgateway's published benchmark: a fixed 3,000
+// req/s of a ~1 KB JSON GET for 10 s over 32 connections, sent open-loop.
+const openLoopScenario = "open-loop 3000 rps 1KB"
 
 // pgTarget is Keyhole recording to PostgreSQL, run only with -store.
 const pgTarget = "keyhole pg"
@@ -111,6 +119,7 @@ var scenarios = []scenario{
 	{name: "10% forbidden c=32", path: "/small", conns: 32, forbidEvery: 10, targets: []string{"direct", "nginx", "go-proxy", "keyhole"}},
 	{name: "new token per request c=32", path: "/small", conns: 32, perRequest: true, targets: []string{"go-proxy+rs256", "keyhole"}},
 	{name: "1MB masked c=50", path: "/huge", conns: 50, rounds: 1, targets: []string{"keyhole masked"}},
+	{name: openLoopScenario, path: "/1kb", conns: 32, rate: 3000, duration: 10 * time.Second, targets: []string{"direct", "go-proxy", "keyhole", pgTarget}},
 	{name: "MCP tools/call c=32", path: "/mcp", conns: 32, mcp: true, targets: []string{"direct", "keyhole"}},
 }
 
@@ -304,8 +313,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 				if !ok {
 					continue // keyhole pg without -store
 				}
-				l := load{url: t.base, path: t.prefix + sc.path, conns: sc.conns, duration: o.duration, token: token,
-					tokensFile: tokensFile, forbidEvery: sc.forbidEvery, forbidPath: "/forbidden"}
+				duration := cmp.Or(sc.duration, o.duration)
+				l := load{url: t.base, path: t.prefix + sc.path, conns: sc.conns, duration: duration, token: token,
+					tokensFile: tokensFile, forbidEvery: sc.forbidEvery, forbidPath: "/forbidden", rate: sc.rate}
 				if sc.mcp {
 					t = mcpTargets[name]
 					l.url, l.method, l.body, l.header = t.base, http.MethodPost, mcpCall, maps.Clone(mcpHeader)
@@ -317,11 +327,19 @@ func run(ctx context.Context, o options, out io.Writer) error {
 				if o.profile != "" && round == 1 && t.proc == khProc {
 					profiled = make(chan error, 1)
 					go func() {
-						profiled <- cpuProfile(ctx, "http://"+addrs["keyhole-admin"], o.duration-time.Second,
+						profiled <- cpuProfile(ctx, "http://"+addrs["keyhole-admin"], duration-time.Second,
 							filepath.Join(o.profile, strings.NewReplacer(" ", "-", "=", "", "%", "pct").Replace(sc.name+" "+name)+".pprof"))
 					}()
 				}
-				r, err := runWrk(ctx, dir, l)
+				var r result
+				if l.rate > 0 {
+					r, err = runOpenLoop(ctx, l)
+					if err == nil && r.SentPerSec < 0.97*float64(l.rate) {
+						fmt.Fprintf(out, "  warning: %s: the generator sent %.0f req/s of %d: it fell behind\n", name, r.SentPerSec, l.rate)
+					}
+				} else {
+					r, err = runWrk(ctx, dir, l)
+				}
 				if err != nil {
 					return fmt.Errorf("%s, %s: %w", sc.name, name, err)
 				}
@@ -345,8 +363,8 @@ func run(ctx context.Context, o options, out io.Writer) error {
 				}
 				r.PeakRSSMB = float64(t.proc.peakRSS()) / (1 << 20)
 				rep.Runs = append(rep.Runs, run1{Scenario: sc.name, Target: name, Round: round, Result: r})
-				fmt.Fprintf(out, "  %-28s %-15s round %d: %9.0f req/s  p50 %6.2f ms  p99 %7.2f ms  %6.1f µs/req  %5.1f MB\n",
-					sc.name, name, round, r.ReqPerSec, r.P50ms, r.P99ms, r.CPUusPerReq, r.PeakRSSMB)
+				fmt.Fprintf(out, "  %-28s %-15s round %d: %9.0f req/s  p50 %6.2f ms  p90 %6.2f ms  p99 %7.2f ms  %6.1f µs/req  %5.1f MB\n",
+					sc.name, name, round, r.ReqPerSec, r.P50ms, r.P90ms, r.P99ms, r.CPUusPerReq, r.PeakRSSMB)
 			}
 		}
 	}

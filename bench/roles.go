@@ -53,13 +53,13 @@ func runRole(args []string) error {
 	return srv.ListenAndServe()
 }
 
-// backend is the small JSON API every target fronts: /small (~300 B), /big (~100 KB list
-// of customers with personal data) and /huge (~1 MB of the same).
+// backend is the small JSON API every target fronts: /small (~300 B), /1kb (~1 KB),
+// /big (~100 KB list of customers with personal data) and /huge (~1 MB of the same).
 func backend() http.Handler {
 	small := []byte(`{"id":42,"name":"Ada Lovelace","plan":"enterprise","status":"active","region":"eu-west-1",` +
 		`"created_at":"2026-01-02T15:04:05Z","owner":"team-crm","tags":["priority","analytics","beta"],` +
 		`"limits":{"requests_per_minute":600,"seats":25},"links":{"self":"/customers/42","invoices":"/customers/42/invoices"}}`)
-	big, huge := customers(100<<10), customers(1<<20)
+	kb, big, huge := customers(1<<10), customers(100<<10), customers(1<<20)
 	mux := http.NewServeMux()
 	serve := func(body []byte) http.HandlerFunc {
 		return func(w http.ResponseWriter, _ *http.Request) {
@@ -68,6 +68,7 @@ func backend() http.Handler {
 		}
 	}
 	mux.HandleFunc("GET /small", serve(small))
+	mux.HandleFunc("GET /1kb", serve(kb))
 	mux.HandleFunc("GET /big", serve(big))
 	mux.HandleFunc("GET /huge", serve(huge))
 	return mux

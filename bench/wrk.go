@@ -28,14 +28,19 @@ type load struct {
 	method      string            // "" is GET
 	body        string            // sent with every request
 	header      map[string]string // further headers of every request
+	rate        int               // when > 0, an open loop of this many requests a second (vegeta), not wrk
 }
 
 // result is what one wrk run measured.
 type result struct {
-	Requests    int64   `json:"requests"`
-	ReqPerSec   float64 `json:"req_per_sec"`
-	P50ms       float64 `json:"p50_ms"`
-	P99ms       float64 `json:"p99_ms"`
+	Requests  int64   `json:"requests"`
+	ReqPerSec float64 `json:"req_per_sec"`
+	P50ms     float64 `json:"p50_ms"`
+	P90ms     float64 `json:"p90_ms"`
+	P99ms     float64 `json:"p99_ms"`
+	// SentPerSec is the rate an open loop sent at (its schedule's, unless the generator
+	// fell behind); ReqPerSec is then the rate of 2xx answers.
+	SentPerSec  float64 `json:"sent_per_sec,omitempty"`
 	Non2xx      int64   `json:"non_2xx"`
 	Errors      int64   `json:"socket_errors"`
 	CPUusPerReq float64 `json:"cpu_us_per_req"`
@@ -104,7 +109,7 @@ var (
 	wrkRate     = regexp.MustCompile(`Requests/sec:\s+([\d.]+)`)
 	wrkNon2xx   = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
 	wrkSocket   = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
-	wrkPercent  = regexp.MustCompile(`^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$`)
+	wrkPercent  = regexp.MustCompile(`^\s+(50|90|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$`)
 )
 
 // parseWrk reads wrk's text report.
@@ -139,9 +144,12 @@ func parseWrk(out string) (result, error) {
 		case "s":
 			v *= 1000
 		}
-		if m[1] == "50" {
+		switch m[1] {
+		case "50":
 			r.P50ms = v
-		} else {
+		case "90":
+			r.P90ms = v
+		default:
 			r.P99ms = v
 		}
 	}

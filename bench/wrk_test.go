@@ -55,3 +55,26 @@ func TestWrkSendsTheLoad(t *testing.T) {
 		})
 	}
 }
+
+func TestParseWrk(t *testing.T) {
+	out := `Running 5s test @ http://127.0.0.1:8080/small
+  1 threads and 32 connections
+  Latency Distribution
+     50%  812.00us
+     75%    1.20ms
+     90%    2.50ms
+     99%    1.02s
+  40000 requests in 5.00s, 10.00MB read
+  Socket errors: connect 0, read 1, write 2, timeout 3
+  Non-2xx or 3xx responses: 7
+Requests/sec:   8000.50
+`
+	r, err := parseWrk(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := result{Requests: 40000, ReqPerSec: 8000.5, P50ms: 0.812, P90ms: 2.5, P99ms: 1020, Non2xx: 7, Errors: 6}
+	if r != want {
+		t.Errorf("parseWrk = %+v, want %+v", r, want)
+	}
+}

@@ -429,6 +429,7 @@ func (r *Recorder) write() {
 				it.done <- err
 			}
 		}
+		release(batch)
 	}
 	if dirty {
 		if err := syncNow(); err != nil {
@@ -463,14 +464,16 @@ func requestEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 	part := *x
 	part.ForwardedAt, part.RespondedAt, part.Response, part.Error, part.Durations = nil, nil, nil, "", Durations{}
 	part.Request.Body = redactBody(part.Request.Body, rd)
-	data, err := appendExchange(make([]byte, 0, sizeHint(part.Request.Header, &part.Request.Body)), &part, red)
+	buf := encodeBuffer(sizeHint(part.Request.Header, &part.Request.Body))
+	data, err := appendExchange((*buf)[:0], &part, red)
 	if err != nil {
+		encodeBuffers.Put(buf)
 		return nil, fmt.Errorf("encode record: %w", err)
 	}
-	data = rd.bytes(data)
+	data, buf = redactData(data, buf, rd)
 	// The index columns are searchable copies of the record: they are redacted as it is.
 	clean := rd.string
-	e := &Entry{Kind: KindRequest, ExchangeID: x.ID, At: x.ReceivedAt, Data: data,
+	e := &Entry{Kind: KindRequest, ExchangeID: x.ID, At: x.ReceivedAt, Data: data, buf: buf,
 		Route: x.Route, Decision: x.Decision, Method: clean(x.Request.Method), Path: clean(x.Request.Path)}
 	if x.Identity != nil {
 		e.Subject = clean(x.Identity.Subject)
@@ -491,20 +494,71 @@ func responseEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 		c.Response = &resp
 		status = resp.Status
 	}
-	var hint []byte
+	hint := 512
 	if c.Response != nil {
-		hint = make([]byte, 0, sizeHint(c.Response.Header, &c.Response.Body))
+		hint = sizeHint(c.Response.Header, &c.Response.Body)
 	}
-	data, err := appendCompletion(hint, &c, red)
+	buf := encodeBuffer(hint)
+	data, err := appendCompletion((*buf)[:0], &c, red)
 	if err != nil {
+		encodeBuffers.Put(buf)
 		return nil, fmt.Errorf("encode record: %w", err)
 	}
-	data = rd.bytes(data)
+	data, buf = redactData(data, buf, rd)
 	at := time.Now()
 	if x.RespondedAt != nil {
 		at = *x.RespondedAt
 	}
-	return &Entry{Kind: KindResponse, ExchangeID: x.ID, At: at, Data: data, Route: x.Route, Decision: x.Decision, Status: status}, nil
+	return &Entry{Kind: KindResponse, ExchangeID: x.ID, At: at, Data: data, buf: buf, Route: x.Route, Decision: x.Decision, Status: status}, nil
+}
+
+// encodeBuffers holds the buffers entries are encoded into, given back by the writer
+// once their entries are written: a large exchange's records are some 150 KB, and
+// allocating them for every request kept the garbage collector busy.
+var encodeBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooled is the largest buffer encodeBuffers keeps: a rare huge record does not stay
+// in memory for the small ones.
+const maxPooled = 4 << 20
+
+// encodeBuffer returns a buffer of encodeBuffers with room for about n bytes.
+func encodeBuffer(n int) *[]byte {
+	buf := encodeBuffers.Get().(*[]byte)
+	if cap(*buf) < n {
+		*buf = make([]byte, 0, n)
+	}
+	return buf
+}
+
+// redactData redacts data, which is in buf, and returns the redacted data and the
+// buffer that holds it: buf, with data as it grew in it, or nil when redaction made a
+// copy (buf is then given back).
+func redactData(data []byte, buf *[]byte, rd *redaction) ([]byte, *[]byte) {
+	*buf = data
+	clean := rd.bytes(data)
+	if len(clean) == 0 || len(data) == 0 || &clean[0] != &data[0] {
+		releaseBuffer(buf)
+		return clean, nil
+	}
+	return clean, buf
+}
+
+// releaseBuffer gives buf back to encodeBuffers.
+func releaseBuffer(buf *[]byte) {
+	if buf != nil && cap(*buf) <= maxPooled {
+		*buf = (*buf)[:0]
+		encodeBuffers.Put(buf)
+	}
+}
+
+// release gives the buffers of written entries back: nothing refers to their Data any more.
+func release(batch []item) {
+	for _, it := range batch {
+		if it.e.buf != nil {
+			releaseBuffer(it.e.buf)
+			it.e.buf, it.e.Data = nil, nil
+		}
+	}
 }
 
 // redactBody redacts a body in its raw bytes, before a binary body is base64-encoded
@@ -540,6 +594,8 @@ func (r *Recorder) Redacted(x *Exchange, extra ...string) (*Exchange, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer releaseBuffer(req.buf)
+	defer releaseBuffer(resp.buf)
 	out, err := Decode(Record{Request: *req, Response: resp})
 	if err != nil {
 		return nil, err

@@ -50,6 +50,10 @@ type Entry struct {
 	Path     string
 	Status   int    // response entries only
 	Tool     string // request entries of tools/call on mcp routes: the tool's name
+
+	// buf, when not nil, holds Data: the recorder made the entry, and gives the buffer
+	// back to encodeBuffers once the entry is written (see Store.Append).
+	buf *[]byte
 }
 
 // Record is one exchange as stored: its request entry and, once the response is done,
@@ -95,7 +99,8 @@ type Store interface {
 	// Append assigns each entry the next sequence number, links it to the chain with
 	// Seal, and commits all of them in one transaction: on a nil return every entry is
 	// durable; on an error none is. Request entries create the exchange's index row,
-	// response entries complete it.
+	// response entries complete it. Append and AppendUnsynced must not keep an entry's
+	// Data once they return: the recorder reuses the buffer for the next entry.
 	Append(ctx context.Context, entries []*Entry) error
 	// List returns exchanges matching f, newest first, and the cursor of the next page
 	// ("" when there is none).

@@ -136,21 +136,21 @@ func expirable(ctx context.Context, tx *sql.Tx, rule recorder.ExpiryRule, chunk 
 func stubEntry(ctx context.Context, tx *sql.Tx, seq int64) (bool, error) {
 	var e recorder.Entry
 	var at int64
-	var dataHash sql.NullString
-	err := tx.QueryRowContext(ctx, "SELECT seq, kind, exchange_id, at_ns, data, chain_v, data_sha256 FROM entries WHERE seq = ?", seq).
-		Scan(&e.Seq, &e.Kind, &e.ExchangeID, &at, &e.Data, &e.Version, &dataHash)
+	var dataHash, codec sql.NullString
+	err := tx.QueryRowContext(ctx, "SELECT seq, kind, exchange_id, at_ns, data, chain_v, data_sha256, data_codec FROM entries WHERE seq = ?", seq).
+		Scan(&e.Seq, &e.Kind, &e.ExchangeID, &at, &e.Data, &e.Version, &dataHash, &codec)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("read entry %d: %w", seq, err)
 	}
-	e.DataHash = dataHash.String
+	e.DataHash, e.Data = dataHash.String, unpack(e.Data, codec)
 	stub, ok := recorder.Stub(e)
 	if !ok {
 		return false, nil
 	}
-	if _, err := tx.ExecContext(ctx, "UPDATE entries SET data = x'', data_sha256 = ? WHERE seq = ?", stub.DataHash, seq); err != nil {
+	if _, err := tx.ExecContext(ctx, "UPDATE entries SET data = x'', data_codec = NULL, data_sha256 = ? WHERE seq = ?", stub.DataHash, seq); err != nil {
 		return false, fmt.Errorf("stub entry %d: %w", seq, err)
 	}
 	return true, nil

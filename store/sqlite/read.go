@@ -18,14 +18,14 @@ const (
 )
 
 const (
-	entryColumns = "seq, kind, exchange_id, at_ns, data, prev_hash, hash, subject, route, decision, method, path, status, tool, chain_v, data_sha256"
+	entryColumns = "seq, kind, exchange_id, at_ns, data, prev_hash, hash, subject, route, decision, method, path, status, tool, chain_v, data_sha256, data_codec"
 	// recordQuery selects an exchange's request entry (q) and response entry (r, all
 	// NULL when there is none), scanned by scanRecord.
 	recordQuery = `SELECT
 		q.seq, q.kind, q.exchange_id, q.at_ns, q.data, q.prev_hash, q.hash,
-		q.subject, q.route, q.decision, q.method, q.path, q.status, q.tool, q.chain_v, q.data_sha256,
+		q.subject, q.route, q.decision, q.method, q.path, q.status, q.tool, q.chain_v, q.data_sha256, q.data_codec,
 		r.seq, r.kind, r.exchange_id, r.at_ns, r.data, r.prev_hash, r.hash,
-		r.subject, r.route, r.decision, r.method, r.path, r.status, r.tool, r.chain_v, r.data_sha256
+		r.subject, r.route, r.decision, r.method, r.path, r.status, r.tool, r.chain_v, r.data_sha256, r.data_codec
 	FROM exchanges x
 	JOIN entries q ON q.seq = x.request_seq
 	LEFT JOIN entries r ON r.seq = x.response_seq`
@@ -173,14 +173,14 @@ func scanRecord(sc scanner) (recorder.Record, error) {
 type nullEntry struct {
 	seq, at, status, version                               sql.NullInt64
 	kind, id, prev, hash, subject, route, decision, method sql.NullString
-	path, tool, dataHash                                   sql.NullString
+	path, tool, dataHash, codec                            sql.NullString
 	data                                                   []byte
 }
 
 // dest returns the Scan destinations in entryColumns order.
 func (n *nullEntry) dest() []any {
 	return []any{&n.seq, &n.kind, &n.id, &n.at, &n.data, &n.prev, &n.hash,
-		&n.subject, &n.route, &n.decision, &n.method, &n.path, &n.status, &n.tool, &n.version, &n.dataHash}
+		&n.subject, &n.route, &n.decision, &n.method, &n.path, &n.status, &n.tool, &n.version, &n.dataHash, &n.codec}
 }
 
 func (n *nullEntry) entry() recorder.Entry {
@@ -189,7 +189,7 @@ func (n *nullEntry) entry() recorder.Entry {
 		Kind:       n.kind.String,
 		ExchangeID: n.id.String,
 		At:         time.Unix(0, n.at.Int64).UTC(),
-		Data:       n.data,
+		Data:       unpack(n.data, n.codec),
 		PrevHash:   n.prev.String,
 		Hash:       n.hash.String,
 		Subject:    n.subject.String,

@@ -2,7 +2,10 @@ package sqlite
 
 import (
 	"bytes"
+	"crypto/rand"
 	"database/sql"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -449,4 +452,110 @@ func goroutinesCreated() uint64 {
 	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
 	metrics.Read(s)
 	return s[0].Value.Uint64()
+}
+
+// BenchmarkAppendLargeExchange appends what the recorder appends for an exchange with a
+// large answer, as the load harness's "100KB GET c=8" makes them: each Append holds one
+// exchange's request entry and the response entry of the one before, whose Data holds a
+// 64 KiB body (the harness's body limit) JSON-escaped. The body is either JSON like the
+// harness's (a list of customers) or random base64, which no compressor shrinks much.
+// It reports the bytes the process wrote (/proc/self/io's wchar) and the CPU time per
+// exchange.
+func BenchmarkAppendLargeExchange(b *testing.B) {
+	bodies := map[string][]byte{"customers": customersJSON(64 << 10), "random": randomText(64 << 10)}
+	for _, name := range []string{"customers", "random"} {
+		b.Run("body="+name, func(b *testing.B) {
+			data, err := json.Marshal(map[string]any{"decision": "allowed", "response": map[string]any{"status": 200,
+				"headers": map[string][]string{"Content-Type": {"application/json"}},
+				"body":    map[string]any{"text": string(bodies[name]), "size": 100 << 10, "truncated": true}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			req := fmt.Appendf(nil, `{"id":"01J","received_at":"2026-01-02T15:04:05Z","identity":{"subject":"agent"},"route":"api-read","decision":"allowed","request":{"method":"GET","path":"/big","headers":{"Accept":["*/*"],"Authorization":["[REDACTED]"]},"body":{"size":0}},"durations":{"total_ms":0}}`)
+			s, _ := open(b)
+			prev := ""
+			b.SetBytes(int64(len(data)))
+			wrote0, cpu0 := ioWritten(b), cpuTime(b)
+			for b.Loop() {
+				id := ulid.Make().String()
+				es := []*recorder.Entry{{Kind: recorder.KindRequest, ExchangeID: id, At: time.Now(), Data: req,
+					Subject: "agent", Route: "api-read", Decision: "allowed", Method: "GET", Path: "/big"}}
+				if prev != "" {
+					es = append(es, &recorder.Entry{Kind: recorder.KindResponse, ExchangeID: prev, At: time.Now(), Data: data,
+						Route: "api-read", Decision: "allowed", Status: 200})
+				}
+				prev = id
+				if err := s.Append(b.Context(), es); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(ioWritten(b)-wrote0)/float64(b.N), "wbytes/exchange")
+			b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/exchange")
+		})
+	}
+}
+
+// customersJSON is about size bytes of a JSON list of customers, as the harness's backend serves.
+func customersJSON(size int) []byte {
+	var b []byte
+	b = append(b, `{"customers":[`...)
+	for i := 0; len(b) < size; i++ {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = fmt.Appendf(b, `{"id":%d,"name":"Customer %d","email":"customer%d@example.com","ssn":"078-05-1120","card":"4242424242424242","phone":"+1 415 555 0100","notes":"prefers email; renewal due in Q3; account managed by the EMEA team"}`, i, i, i)
+	}
+	return append(b[:size-2], "]}"...)
+}
+
+// randomText is size bytes of base64 of random bytes.
+func randomText(size int) []byte {
+	raw := make([]byte, size*3/4+3)
+	rand.Read(raw)
+	return []byte(base64.StdEncoding.EncodeToString(raw)[:size])
+}
+
+// ioWritten is the bytes the process has passed to write system calls so far.
+func ioWritten(b *testing.B) int64 {
+	raw, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		b.Skip("no /proc/self/io")
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+			var n int64
+			fmt.Sscan(v, &n)
+			return n
+		}
+	}
+	return 0
+}
+
+// TestLargeDataCompressed checks that large entry data that compresses is stored as
+// zstd, and data that is small or does not compress as it is (the contract's LargeData
+// checks that both read back as appended).
+func TestLargeDataCompressed(t *testing.T) {
+	s, path := open(t)
+	data := map[string][]byte{"small": customersJSON(1 << 10), "customers": customersJSON(64 << 10), "random": randomText(64 << 10)}
+	names := []string{"small", "customers", "random"}
+	var es []*recorder.Entry
+	for i, name := range names {
+		_, resp := pair(i, "alice", "items", "allowed", 200)
+		resp.Data = data[name]
+		es = append(es, resp)
+	}
+	if err := s.Append(t.Context(), es); err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range names {
+		var stored int
+		var codec sql.NullString
+		if err := raw(t, path).QueryRowContext(t.Context(), "SELECT length(data), data_codec FROM entries WHERE seq = ?", es[i].Seq).Scan(&stored, &codec); err != nil {
+			t.Fatal(err)
+		}
+		compressed := name == "customers"
+		if codec.Valid != compressed || (compressed && (codec.String != codecS2 || stored > len(data[name])/4)) || (!compressed && stored != len(data[name])) {
+			t.Errorf("%s (%d bytes): stored %d bytes, data_codec %v; want compressed %v", name, len(data[name]), stored, codec, compressed)
+		}
+	}
 }

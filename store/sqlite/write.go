@@ -17,7 +17,7 @@ import (
 const (
 	selectHead  = "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1"
 	insertEntry = `INSERT INTO entries (seq, kind, exchange_id, at_ns, data, prev_hash, hash,
-		subject, route, decision, method, path, status, tool, chain_v) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		subject, route, decision, method, path, status, tool, chain_v, data_codec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	// A second request entry with an id already indexed is kept in the chain but not
 	// indexed: see Append.
 	insertExchange = `INSERT INTO exchanges (id, received_ns, subject, route, decision, request_seq, tool)
@@ -225,15 +225,19 @@ func (w *writer) close() {
 	}
 }
 
-// write inserts the sealed entry e and updates the exchange index.
+// write inserts the sealed entry e, its data compressed if that pays (pack), and
+// updates the exchange index.
 func (w *writer) write(ctx context.Context, e *recorder.Entry) error {
 	data := e.Data
 	if data == nil {
 		data = []byte{} // the column is NOT NULL; the hash does not tell nil from empty
 	}
+	p := pack(data)
 	at := e.At.UnixNano()
-	if _, err := w.entry.ExecContext(ctx, e.Seq, e.Kind, e.ExchangeID, at, data, e.PrevHash, e.Hash,
-		e.Subject, e.Route, e.Decision, e.Method, e.Path, e.Status, e.Tool, e.Version); err != nil {
+	_, err := w.entry.ExecContext(ctx, e.Seq, e.Kind, e.ExchangeID, at, p.data, e.PrevHash, e.Hash,
+		e.Subject, e.Route, e.Decision, e.Method, e.Path, e.Status, e.Tool, e.Version, p.codec)
+	p.release()
+	if err != nil {
 		return err
 	}
 	switch e.Kind {

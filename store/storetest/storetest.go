@@ -56,6 +56,7 @@ func Run(t *testing.T, b Backend) {
 	}{
 		{"AppendUnsynced", testAppendUnsynced},
 		{"AppendGet", testAppendGet},
+		{"LargeData", testLargeData},
 		{"AppendAllOrNothing", testAppendAllOrNothing},
 		{"DuplicateID", testDuplicateID},
 		{"List", testList},
