@@ -65,30 +65,7 @@ func (s *Store) appendChecked(ctx context.Context, entries []*recorder.Entry, sy
 			return fmt.Errorf("postgres: append: entry %d: unknown kind %q", i, e.Kind)
 		}
 	}
-	var sealed []recorder.Entry
-	err := s.inTx(ctx, pgx.TxOptions{}, func(ctx context.Context, tx pgx.Tx) error {
-		if !sync {
-			if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
-				return err
-			}
-		}
-		seq, hash, err := head(ctx, tx)
-		if err != nil {
-			return err
-		}
-		sealed = make([]recorder.Entry, len(entries))
-		var b pgx.Batch
-		for i, e := range entries {
-			c := &sealed[i]
-			*c = *e
-			c.Seq = seq + 1
-			recorder.Seal(c, hash)
-			queue(&b, c)
-			seq, hash = c.Seq, c.Hash
-		}
-		b.Queue(updateHead, seq, hash)
-		return tx.SendBatch(ctx, &b).Close()
-	})
+	sealed, err := s.appendBatch(ctx, entries, sync)
 	if err != nil {
 		return s.errorf("append", err)
 	}
@@ -96,6 +73,69 @@ func (s *Store) appendChecked(ctx context.Context, entries []*recorder.Entry, sy
 		e.Seq, e.PrevHash, e.Hash, e.Version, e.DataHash = sealed[i].Seq, sealed[i].PrevHash, sealed[i].Hash, sealed[i].Version, ""
 	}
 	return nil
+}
+
+// appendBatch writes entries in one transaction of two round trips to the server: the
+// first opens it (synchronous_commit off for this transaction unless sync) and locks
+// the chain head; the second, once the entries are sealed after that head, inserts
+// them, updates the index and the head, and commits. It returns the sealed copies. On
+// an error the transaction is rolled back (the server does so too should the
+// connection be lost), so nothing of the batch is written.
+func (s *Store) appendBatch(ctx context.Context, entries []*recorder.Entry, sync bool) (sealed []recorder.Entry, err error) {
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// A connection released inside a transaction (the rollback below failed too) is
+	// closed by the pool, never reused.
+	defer conn.Release()
+	defer func() {
+		if err != nil {
+			rollback(ctx, conn.Conn())
+		}
+	}()
+
+	var seq int64
+	var hash string
+	var open pgx.Batch
+	open.Queue("BEGIN")
+	if !sync {
+		open.Queue("SET LOCAL synchronous_commit = off")
+	}
+	open.Queue(lockHead).QueryRow(func(row pgx.Row) error { return row.Scan(&seq, &hash) })
+	if err := conn.SendBatch(ctx, &open).Close(); err != nil {
+		return nil, fmt.Errorf("chain head: %w", err)
+	}
+
+	sealed = make([]recorder.Entry, len(entries))
+	var write pgx.Batch
+	for i, e := range entries {
+		c := &sealed[i]
+		*c = *e
+		c.Seq = seq + 1
+		recorder.Seal(c, hash)
+		queue(&write, c)
+		seq, hash = c.Seq, c.Hash
+	}
+	write.Queue(updateHead, seq, hash)
+	write.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, &write).Close(); err != nil {
+		return nil, err
+	}
+	return sealed, nil
+}
+
+// rollback ends the transaction conn is in, if any, even once ctx is done. A statement
+// that failed in a batch leaves the transaction aborted, not ended.
+func rollback(ctx context.Context, conn *pgx.Conn) {
+	if conn.IsClosed() || conn.PgConn().TxStatus() == 'I' {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_, _ = conn.Exec(rctx, "ROLLBACK")
 }
 
 // head locks the chain head and returns the sequence number and hash of the last entry,
