@@ -284,3 +284,27 @@ func TestBoundedWaits(t *testing.T) {
 		t.Errorf("Verify = %+v, %v; want OK with 2 entries", rep, err)
 	}
 }
+
+// TestIndexFollowsBatchOrder checks that a batch updates the exchange index in the
+// order of its entries, as one statement per entry would: a response ahead of its
+// request in one batch only joins the chain, and the next response completes the
+// exchange.
+func TestIndexFollowsBatchOrder(t *testing.T) {
+	s := open(t, pgtest.DSN(t))
+	p := pair(1)
+	early, late := *p[1], *p[1]
+	early.Status, late.Status = 500, 201
+	if err := s.Append(t.Context(), []*recorder.Entry{&early, p[0], &late}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Get(t.Context(), p[0].ExchangeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Request.Seq != 2 || rec.Response == nil || rec.Response.Seq != 3 || rec.Response.Status != 201 {
+		t.Errorf("Get = request %d, response %+v; want request 2 and response 3 (status 201)", rec.Request.Seq, rec.Response)
+	}
+	if recs, _, err := s.List(t.Context(), recorder.Filter{Status: 201}); err != nil || len(recs) != 1 {
+		t.Errorf("List(Status 201) = %d records, %v; want 1", len(recs), err)
+	}
+}
