@@ -85,6 +85,8 @@ type Store struct {
 
 	// pruneChunk is the most entries one Prune transaction deletes; see Prune.
 	pruneChunk int
+
+	guessed headGuess // where this Store's last append left the chain head; see appendBatch
 }
 
 var (
