@@ -40,10 +40,11 @@ const (
 // and entries are unchanged.
 //
 // The transaction locks the chain head first, so appends from every Store on the
-// database, in any process, are serialised once per batch. Index semantics are those
-// of store/sqlite: a request entry makes its exchange's index row, a response entry
-// completes it, and a second request or response with an id already indexed only
-// joins the chain.
+// database, in any process, are serialised once per batch: one round trip when this
+// Store's last append left the head where it is, two otherwise (see appendBatch).
+// Index semantics are those of store/sqlite: a request entry makes its exchange's
+// index row, a response entry completes it, and a second request or response with an
+// id already indexed only joins the chain.
 func (s *Store) Append(ctx context.Context, entries []*recorder.Entry) error {
 	return s.appendChecked(ctx, entries, true)
 }
