@@ -286,8 +286,11 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	rep := report{Machine: machine(), Commit: commit(), Started: time.Now().UTC(), Rounds: o.rounds, Duration: o.duration.String(),
 		RecordMode: o.recordMode}
 	fmt.Fprintf(out, "warming up ...\n")
-	for _, name := range []string{"direct", "nginx", "go-proxy", "go-proxy+rs256", "keyhole"} {
-		t := targets[name]
+	for _, name := range []string{"direct", "nginx", "go-proxy", "go-proxy+rs256", "keyhole", pgTarget} {
+		t, ok := targets[name]
+		if !ok {
+			continue // keyhole pg without -store
+		}
 		if _, err := runWrk(ctx, dir, load{url: t.base, path: "/small", conns: 32, duration: time.Second, token: token}); err != nil {
 			return err
 		}

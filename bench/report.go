@@ -123,6 +123,10 @@ func (r *report) summarise() {
 			add("100KB GET c=8: keyhole CPU/req ÷ go-proxy CPU/req", k.CPUusPerReq/g.CPUusPerReq, "≤ 3", k.CPUusPerReq <= 3*g.CPUusPerReq)
 		}
 	}
+	// Issue 13's: Keyhole on PostgreSQL beside Keyhole on SQLite (with -store).
+	if v, ok := r.pairedRatio("small GET c=32", pgTarget, "keyhole"); ok {
+		add("small GET c=32: keyhole on PostgreSQL ÷ keyhole on SQLite, req/s", v, "≥ 0.8", v >= 0.8)
+	}
 	if m, u := get("100KB GET c=8", "keyhole masked"), get("100KB GET c=8", "keyhole"); m != nil && u != nil {
 		add("100KB GET c=8: masked req/s ÷ unmasked req/s", m.ReqPerSec/u.ReqPerSec, "≥ 0.7", m.ReqPerSec >= 0.7*u.ReqPerSec)
 	}
@@ -137,6 +141,36 @@ func (r *report) summarise() {
 
 // hugeMaskedBaseline is the 1 MB masked scenario's req/s when issue 17 was filed.
 const hugeMaskedBaseline = 426
+
+// pairedRatio is the median over rounds of a's req/s ÷ b's in scenario: the two run
+// one after the other in each round, so a ratio of the same round's figures is spared
+// most of what a shared machine's load does to both. ok is false without a round of both.
+func (r *report) pairedRatio(scenario, a, b string) (v float64, ok bool) {
+	type pair struct{ a, b float64 }
+	rounds := map[int]*pair{}
+	for _, x := range r.Runs {
+		if x.Scenario != scenario || x.Target != a && x.Target != b {
+			continue
+		}
+		p := rounds[x.Round]
+		if p == nil {
+			p = &pair{}
+			rounds[x.Round] = p
+		}
+		if x.Target == a {
+			p.a = x.Result.ReqPerSec
+		} else {
+			p.b = x.Result.ReqPerSec
+		}
+	}
+	var ratios []float64
+	for _, p := range rounds {
+		if p.a > 0 && p.b > 0 {
+			ratios = append(ratios, p.a/p.b)
+		}
+	}
+	return med(ratios), len(ratios) > 0
+}
 
 // print writes the table of medians and the target checks.
 func (r *report) print(w io.Writer) {

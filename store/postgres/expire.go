@@ -23,6 +23,7 @@ func (s *Store) Expire(ctx context.Context, rule recorder.ExpiryRule) (int64, er
 	if err := s.usable(ctx, true); err != nil {
 		return 0, err
 	}
+	defer s.guessed.forget() // the expiry entries move the chain head
 	chunk := max(1, s.pruneChunk/10)
 	var total int64
 	for {

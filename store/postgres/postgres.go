@@ -1,9 +1,11 @@
 // Package postgres stores exchange records and approvals in PostgreSQL: a recorder.Store
 // and an approvals.Store that any number of gateway replicas share.
 //
-// Every replica appends to one hash chain. An append locks the chain's head row
-// (SELECT ... FOR UPDATE) in its transaction, so appends from every replica are
-// serialised in the database, once per batch, and the chain stays one gap-free line.
+// Every replica appends to one hash chain. An append locks the chain's head row in its
+// transaction before it writes, so appends from every replica are serialised in the
+// database, once per batch, and the chain stays one gap-free line. A batch takes one
+// round trip to the server while the replica's own last append left the head, two
+// otherwise (see Store.Append).
 // Approvals are consumed with one conditional UPDATE, so of many replicas racing for
 // one approval exactly one wins. Every statement runs under a deadline: a slow or dead
 // database is an error, never a hang.
@@ -85,6 +87,8 @@ type Store struct {
 
 	// pruneChunk is the most entries one Prune transaction deletes; see Prune.
 	pruneChunk int
+
+	guessed headGuess // where this Store's last append left the chain head; see appendBatch
 }
 
 var (

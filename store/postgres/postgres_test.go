@@ -284,3 +284,77 @@ func TestBoundedWaits(t *testing.T) {
 		t.Errorf("Verify = %+v, %v; want OK with 2 entries", rep, err)
 	}
 }
+
+// TestIndexFollowsBatchOrder checks that a batch updates the exchange index in the
+// order of its entries, as one statement per entry would: a response ahead of its
+// request in one batch only joins the chain, and the next response completes the
+// exchange.
+func TestIndexFollowsBatchOrder(t *testing.T) {
+	s := open(t, pgtest.DSN(t))
+	p := pair(1)
+	early, late := *p[1], *p[1]
+	early.Status, late.Status = 500, 201
+	if err := s.Append(t.Context(), []*recorder.Entry{&early, p[0], &late}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Get(t.Context(), p[0].ExchangeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Request.Seq != 2 || rec.Response == nil || rec.Response.Seq != 3 || rec.Response.Status != 201 {
+		t.Errorf("Get = request %d, response %+v; want request 2 and response 3 (status 201)", rec.Request.Seq, rec.Response)
+	}
+	if recs, _, err := s.List(t.Context(), recorder.Filter{Status: 201}); err != nil || len(recs) != 1 {
+		t.Errorf("List(Status 201) = %d records, %v; want 1", len(recs), err)
+	}
+}
+
+// TestGuessedHead checks the appends that guess where the chain head is: a Store whose
+// guess another Store made stale appends after the real head; one alone on the
+// database appends on its guess; a batch that fails on either path writes nothing, the
+// head included; and the chain verifies throughout.
+func TestGuessedHead(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	a, b := open(t, dsn), open(t, dsn)
+	appendOK := func(s *Store, i int, wantSeq int64) {
+		t.Helper()
+		es := pair(i)
+		if err := s.Append(t.Context(), es); err != nil {
+			t.Fatalf("Append(pair %d): %v", i, err)
+		}
+		if es[0].Seq != wantSeq || es[1].Seq != wantSeq+1 {
+			t.Errorf("Append(pair %d) numbered %d, %d; want %d, %d", i, es[0].Seq, es[1].Seq, wantSeq, wantSeq+1)
+		}
+	}
+	appendOK(a, 1, 1) // a knows the head now
+	appendOK(b, 2, 3)
+	appendOK(a, 3, 5) // a's guess is stale
+	if a.guessed.missed.IsZero() {
+		t.Error("a's stale guess was not noticed")
+	}
+	a.guessed.missed = time.Time{} // no pause: a guesses again, and rightly
+	appendOK(a, 4, 7)
+	if !a.guessed.missed.IsZero() {
+		t.Error("a's guess missed with no other Store appending")
+	}
+
+	// A statement failing after the head moved (the guess) or was locked (b, whose
+	// guess is stale: it locks first) leaves nothing written.
+	pgtest.Exec(t, dsn, "ALTER TABLE entries ADD CONSTRAINT test_small CHECK (length(data) < 100) NOT VALID")
+	for name, s := range map[string]*Store{"guessed": a, "locked": b} {
+		es := pair(9)
+		es[1].Data = []byte(strings.Repeat("x", 200))
+		if err := s.Append(t.Context(), es); err == nil {
+			t.Errorf("%s: Append of a refused entry = nil error, want one", name)
+		}
+		if n := pgtest.QueryInt(t, dsn, "SELECT seq FROM chain_head"); n != 8 {
+			t.Errorf("%s: chain head at %d after a failed Append, want 8", name, n)
+		}
+	}
+	pgtest.Exec(t, dsn, "ALTER TABLE entries DROP CONSTRAINT test_small")
+	appendOK(a, 5, 9)
+	appendOK(b, 6, 11)
+	if rep, err := recorder.Verify(t.Context(), a, nil); err != nil || !rep.OK || rep.Entries != 12 {
+		t.Errorf("Verify = %+v, %v; want OK with 12 entries", rep, err)
+	}
+}

@@ -2,10 +2,13 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/keyholehq/keyhole/recorder"
 )
@@ -13,8 +16,14 @@ import (
 const (
 	// lockHead takes the chain head's row lock: every appending transaction, in every
 	// replica, queues here, so the chain stays one line.
-	lockHead    = "SELECT seq, hash FROM chain_head WHERE one FOR UPDATE"
-	updateHead  = "UPDATE chain_head SET seq = $1, hash = $2 WHERE one"
+	lockHead   = "SELECT seq, hash FROM chain_head WHERE one FOR UPDATE"
+	updateHead = "UPDATE chain_head SET seq = $1, hash = $2 WHERE one"
+	// moveHead moves the chain head from ($1, $2), where it is guessed to be, to ($3,
+	// $4), taking its row lock as lockHead does. Should the head, once locked (read
+	// committed: the row as the transaction that held it left it), be elsewhere, it
+	// sets one to false, which CHECK (one) refuses: the statement and its transaction
+	// fail.
+	moveHead    = "UPDATE chain_head SET one = (seq = $1 AND hash = $2), seq = $3, hash = $4 WHERE one"
 	insertEntry = `INSERT INTO entries (seq, kind, exchange_id, at_ns, data, prev_hash, hash,
 		subject, route, decision, method, path, status, tool, chain_v) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`
 	// A second request entry with an id already indexed is kept in the chain but not
@@ -31,10 +40,11 @@ const (
 // and entries are unchanged.
 //
 // The transaction locks the chain head first, so appends from every Store on the
-// database, in any process, are serialised once per batch. Index semantics are those
-// of store/sqlite: a request entry makes its exchange's index row, a response entry
-// completes it, and a second request or response with an id already indexed only
-// joins the chain.
+// database, in any process, are serialised once per batch: one round trip when this
+// Store's last append left the head where it is, two otherwise (see appendBatch).
+// Index semantics are those of store/sqlite: a request entry makes its exchange's
+// index row, a response entry completes it, and a second request or response with an
+// id already indexed only joins the chain.
 func (s *Store) Append(ctx context.Context, entries []*recorder.Entry) error {
 	return s.appendChecked(ctx, entries, true)
 }
@@ -48,7 +58,7 @@ func (s *Store) AppendUnsynced(ctx context.Context, entries []*recorder.Entry) e
 	return s.appendChecked(ctx, entries, false)
 }
 
-func (s *Store) appendChecked(ctx context.Context, entries []*recorder.Entry, sync bool) error {
+func (s *Store) appendChecked(ctx context.Context, entries []*recorder.Entry, durable bool) error {
 	if err := s.usable(ctx, true); err != nil {
 		return err
 	}
@@ -65,30 +75,7 @@ func (s *Store) appendChecked(ctx context.Context, entries []*recorder.Entry, sy
 			return fmt.Errorf("postgres: append: entry %d: unknown kind %q", i, e.Kind)
 		}
 	}
-	var sealed []recorder.Entry
-	err := s.inTx(ctx, pgx.TxOptions{}, func(ctx context.Context, tx pgx.Tx) error {
-		if !sync {
-			if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
-				return err
-			}
-		}
-		seq, hash, err := head(ctx, tx)
-		if err != nil {
-			return err
-		}
-		sealed = make([]recorder.Entry, len(entries))
-		var b pgx.Batch
-		for i, e := range entries {
-			c := &sealed[i]
-			*c = *e
-			c.Seq = seq + 1
-			recorder.Seal(c, hash)
-			queue(&b, c)
-			seq, hash = c.Seq, c.Hash
-		}
-		b.Queue(updateHead, seq, hash)
-		return tx.SendBatch(ctx, &b).Close()
-	})
+	sealed, err := s.appendBatch(ctx, entries, durable)
 	if err != nil {
 		return s.errorf("append", err)
 	}
@@ -96,6 +83,172 @@ func (s *Store) appendChecked(ctx context.Context, entries []*recorder.Entry, sy
 		e.Seq, e.PrevHash, e.Hash, e.Version, e.DataHash = sealed[i].Seq, sealed[i].PrevHash, sealed[i].Hash, sealed[i].Version, ""
 	}
 	return nil
+}
+
+// appendBatch writes entries in one transaction and returns their sealed copies. When
+// this Store knows where it left the chain head (see headGuess), it takes one round
+// trip to the server: the transaction moves the head from there, taking its row lock,
+// writes the entries sealed after it and commits; should another Store have moved the
+// head since, the head's CHECK refuses the move, nothing is written, and the batch is
+// written as below. Otherwise it takes two: the first opens the transaction and locks
+// the chain head, the second, once the entries are sealed after that head, writes them
+// and the new head and commits. Either way synchronous_commit is off for the
+// transaction unless durable. On an error the transaction is rolled back (by the server,
+// should the connection be lost), so nothing of the batch is written.
+func (s *Store) appendBatch(ctx context.Context, entries []*recorder.Entry, durable bool) (sealed []recorder.Entry, err error) {
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
+	pc, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// A connection released inside a transaction (a rollback failed too) is closed by
+	// the pool, never reused.
+	defer pc.Release()
+	conn := pc.Conn()
+	if seq, hash, ok := s.guessed.guess(); ok {
+		sealed, err = appendGuessed(ctx, conn, entries, durable, seq, hash)
+		if err == nil {
+			s.guessed.set(sealed[len(sealed)-1], false)
+			return sealed, nil
+		}
+		rollback(ctx, conn)
+		if !isStaleGuess(err) {
+			s.guessed.forget()
+			return nil, err
+		}
+		s.guessed.set(recorder.Entry{}, true)
+	}
+	if sealed, err = appendLocked(ctx, conn, entries, durable); err != nil {
+		rollback(ctx, conn)
+		s.guessed.forget()
+		return nil, err
+	}
+	s.guessed.set(sealed[len(sealed)-1], false)
+	return sealed, nil
+}
+
+// appendGuessed writes entries after the guessed chain head (seq, hash) in one round
+// trip, or fails with an error isStaleGuess recognises, having written nothing, when
+// the head is elsewhere.
+func appendGuessed(ctx context.Context, conn *pgx.Conn, entries []*recorder.Entry, durable bool, seq int64, hash string) ([]recorder.Entry, error) {
+	sealed := sealAfter(entries, seq, hash)
+	last := sealed[len(sealed)-1]
+	var b pgx.Batch
+	b.Queue("BEGIN")
+	if !durable {
+		b.Queue("SET LOCAL synchronous_commit = off")
+	}
+	// First, so that the head is locked, and found where it was guessed, before
+	// anything else runs: a failed statement skips the rest of the batch.
+	b.Queue(moveHead, seq, hash, last.Seq, last.Hash)
+	for i := range sealed {
+		queue(&b, &sealed[i])
+	}
+	b.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, err
+	}
+	return sealed, nil
+}
+
+// appendLocked writes entries in two round trips: it locks and reads the chain head,
+// then writes the entries sealed after it.
+func appendLocked(ctx context.Context, conn *pgx.Conn, entries []*recorder.Entry, durable bool) ([]recorder.Entry, error) {
+	var seq int64
+	var hash string
+	var open pgx.Batch
+	open.Queue("BEGIN")
+	if !durable {
+		open.Queue("SET LOCAL synchronous_commit = off")
+	}
+	open.Queue(lockHead).QueryRow(func(row pgx.Row) error { return row.Scan(&seq, &hash) })
+	if err := conn.SendBatch(ctx, &open).Close(); err != nil {
+		return nil, fmt.Errorf("chain head: %w", err)
+	}
+	sealed := sealAfter(entries, seq, hash)
+	last := sealed[len(sealed)-1]
+	var write pgx.Batch
+	for i := range sealed {
+		queue(&write, &sealed[i])
+	}
+	write.Queue(updateHead, last.Seq, last.Hash)
+	write.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, &write).Close(); err != nil {
+		return nil, err
+	}
+	return sealed, nil
+}
+
+// sealAfter returns copies of entries numbered and sealed after the chain head (seq,
+// hash), in order.
+func sealAfter(entries []*recorder.Entry, seq int64, hash string) []recorder.Entry {
+	sealed := make([]recorder.Entry, len(entries))
+	for i, e := range entries {
+		c := &sealed[i]
+		*c = *e
+		c.Seq = seq + 1
+		recorder.Seal(c, hash)
+		seq, hash = c.Seq, c.Hash
+	}
+	return sealed
+}
+
+// isStaleGuess reports whether err is moveHead's refusal (23514, check_violation): the
+// chain head was not where it was guessed.
+func isStaleGuess(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23514" && pe.ConstraintName == "chain_head_one_check"
+}
+
+// guessPause is how long a Store whose guess of the chain head proved stale appends
+// with the head locked first: while other replicas append too, a guess would mostly
+// miss, costing a round trip.
+const guessPause = time.Second
+
+// headGuess is the chain head as this Store's last append left it, which is where it
+// still is while no other Store on the database appends (nor this Store's Prune or
+// Expire, which leave it unknown). It is safe for concurrent use.
+type headGuess struct {
+	mu     sync.Mutex
+	seq    int64
+	hash   string // "" when unknown
+	missed time.Time
+}
+
+// guess returns the chain head to guess, ok false when there is none to try.
+func (g *headGuess) guess() (seq int64, hash string, ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.hash == "" || time.Since(g.missed) < guessPause {
+		return 0, "", false
+	}
+	return g.seq, g.hash, true
+}
+
+// set records that the chain head is last (unknown when last has no Hash), and that a
+// guess just missed if missed.
+func (g *headGuess) set(last recorder.Entry, missed bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.seq, g.hash = last.Seq, last.Hash
+	if missed {
+		g.missed = time.Now()
+	}
+}
+
+// forget makes the chain head unknown.
+func (g *headGuess) forget() { g.set(recorder.Entry{}, false) }
+
+// rollback ends the transaction conn is in, if any, even once ctx is done. A statement
+// that failed in a batch leaves the transaction aborted, not ended.
+func rollback(ctx context.Context, conn *pgx.Conn) {
+	if conn.IsClosed() || conn.PgConn().TxStatus() == 'I' {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_, _ = conn.Exec(rctx, "ROLLBACK")
 }
 
 // head locks the chain head and returns the sequence number and hash of the last entry,
@@ -162,6 +315,7 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
 	if err := s.usable(ctx, true); err != nil {
 		return 0, err
 	}
+	defer s.guessed.forget() // the checkpoints move the chain head
 	n, err := s.prune(ctx, cutoff)
 	if err != nil {
 		return n, s.errorf("prune", err)
