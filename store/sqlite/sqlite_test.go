@@ -420,6 +420,39 @@ func BenchmarkAppendExchanges(b *testing.B) {
 	}
 }
 
+// BenchmarkAppendSplitExchanges appends as the recorder does under load (the harness's
+// small GET at c=32): a synced Append of n exchanges' request entries, which the
+// requests wait for, then an unsynced one of their response entries. It reports the
+// bytes written (WAL frames: pages) and the CPU time per exchange.
+func BenchmarkAppendSplitExchanges(b *testing.B) {
+	req := bytes.Repeat([]byte("q"), 900)
+	resp := bytes.Repeat([]byte("r"), 1100)
+	for _, n := range []int{1, 8} {
+		b.Run(fmt.Sprintf("exchanges=%d", n), func(b *testing.B) {
+			s, _ := open(b)
+			reqs, resps := make([]*recorder.Entry, n), make([]*recorder.Entry, n)
+			w0, cpu0 := ioWritten(b), cpuTime(b)
+			for b.Loop() {
+				for i := range n {
+					id, at := ulid.Make().String(), time.Now()
+					reqs[i] = &recorder.Entry{Kind: recorder.KindRequest, ExchangeID: id, At: at,
+						Data: req, Subject: "alice", Route: "items", Decision: "allowed", Method: "GET", Path: "/v1/items"}
+					resps[i] = &recorder.Entry{Kind: recorder.KindResponse, ExchangeID: id, At: at,
+						Data: resp, Route: "items", Decision: "allowed", Status: 200}
+				}
+				if err := s.Append(b.Context(), reqs); err != nil {
+					b.Fatal(err)
+				}
+				if err := s.AppendUnsynced(b.Context(), resps); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(ioWritten(b)-w0)/float64(b.N*n), "wbytes/exchange")
+			b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N*n), "cpu-µs/exchange")
+		})
+	}
+}
+
 // ioCalls is the process's read and write system calls so far.
 func ioCalls(b *testing.B) int64 {
 	raw, err := os.ReadFile("/proc/self/io")
