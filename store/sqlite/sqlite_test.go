@@ -592,3 +592,40 @@ func TestLargeDataCompressed(t *testing.T) {
 		}
 	}
 }
+
+// TestListPlans checks that List's filters read an index of exchanges, so that a page
+// of a large store is not a scan of every exchange: the tool filter in particular, whose
+// index holds only the exchanges that called a tool.
+func TestListPlans(t *testing.T) {
+	_, path := open(t)
+	db := raw(t, path)
+	tests := []struct {
+		f     recorder.Filter
+		index string
+	}{
+		{recorder.Filter{Tool: "lookup_customer"}, "exchanges_tool"},
+		{recorder.Filter{Tool: "lookup_customer", Cursor: "01J"}, "exchanges_tool"},
+		{recorder.Filter{Subject: "alice"}, "exchanges_subject"},
+		{recorder.Filter{Decision: "denied"}, "exchanges_decision"},
+	}
+	for _, tt := range tests {
+		q, args := listQuery(tt.f, 10)
+		rows, err := db.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		if got := strings.Join(plan, "; "); !strings.Contains(got, "x USING INDEX "+tt.index) && !strings.Contains(got, "x USING COVERING INDEX "+tt.index) {
+			t.Errorf("List(%+v) plan = %q, want it to read %s", tt.f, got, tt.index)
+		}
+	}
+}
