@@ -309,7 +309,9 @@ func (a *API) exportHAR(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
-	if err := ExportHAR(r.Context(), w, a.Store, f, a.Version, a.Log); err != nil {
+	if err := ExportHAR(r.Context(), w, a.Store, f, a.Version, a.Log); errors.Is(err, recorder.ErrHARTooLarge) {
+		apiError(w, http.StatusBadRequest, "export_too_large", err.Error())
+	} else if err != nil {
 		a.storeError(w, err)
 	}
 }
@@ -317,9 +319,9 @@ func (a *API) exportHAR(w http.ResponseWriter, r *http.Request) {
 // ExportHAR writes every exchange of s that f selects (at most f.Limit, or 100000) to w
 // as one HAR file, oldest first, an attachment named exchanges.har, generator version
 // version. Every page is read before the first byte is written (recorder.HARWriter
-// keeps the entries until Close), so a store that cannot be read, or a record that
-// cannot be decoded, at any page is an error returned with nothing written, never a
-// file cut short. A failure to write the file (a client gone away) is logged to log.
+// keeps the entries until Close), so a store that cannot be read, a record that cannot
+// be decoded, or an export past recorder.HARSpoolLimit (recorder.ErrHARTooLarge) is an
+// error returned with nothing written, never a file cut short. A failure to write the file (a client gone away) is logged to log.
 func ExportHAR(ctx context.Context, w http.ResponseWriter, s recorder.Store, f recorder.Filter, version string, log *slog.Logger) error {
 	limit := f.Limit
 	if limit == 0 || limit > maxExport {

@@ -142,7 +142,9 @@ func (h *Handler) exportHAR(w http.ResponseWriter, r *http.Request, s *session) 
 		return
 	}
 	h.o.Log.Info("console: HAR export", "subject", s.Subject)
-	if err := admin.ExportHAR(r.Context(), w, h.o.Store, f, h.o.Version, h.o.Log); err != nil {
+	if err := admin.ExportHAR(r.Context(), w, h.o.Store, f, h.o.Version, h.o.Log); errors.Is(err, recorder.ErrHARTooLarge) {
+		h.problem(w, r, s, http.StatusBadRequest, "This export is too large", "Select fewer exchanges, for example a shorter time range, and download again.")
+	} else if err != nil {
 		h.o.Log.Error("console: HAR export", "error", err.Error())
 		h.problem(w, r, s, http.StatusServiceUnavailable, "The records could not be read", "The record store is unavailable; try again.")
 	}

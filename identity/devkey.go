@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -54,14 +55,21 @@ func loadDevKey(path string) (*rsa.PrivateKey, error) {
 }
 
 func readDevKey(path string) (*rsa.PrivateKey, error) {
-	fi, err := os.Stat(path)
+	// The mode is read from the file opened, not the path, so the check and the read
+	// see one file.
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
 	if mode := fi.Mode(); !mode.IsRegular() || mode.Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("mode %s: want a regular file only its owner may read (chmod 600)", mode)
 	}
-	data, err := os.ReadFile(path)
+	data, err := io.ReadAll(io.LimitReader(f, 64<<10))
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,16 @@ const harUnknownMIME = "x-unknown"
 // it moves them to a temporary file.
 const harSpoolMemory = 4 << 20
 
+// HARSpoolLimit bounds the encoded entries one HARWriter keeps (in memory and in its
+// temporary file) until Close: an export larger than this is refused with
+// ErrHARTooLarge, so an auditor's export cannot fill the gateway's disk or, where /tmp
+// is a tmpfs, its memory.
+const HARSpoolLimit = 1 << 30
+
+// ErrHARTooLarge is Add's error when the entries added so far exceed HARSpoolLimit: the
+// export should select fewer exchanges (a shorter since..until).
+var ErrHARTooLarge = fmt.Errorf("har: the export exceeds %d MiB of entries; select fewer exchanges (a shorter time range)", HARSpoolLimit>>20)
+
 // harTimeFormat is ISO 8601 with milliseconds, as HAR's startedDateTime asks.
 const harTimeFormat = "2006-01-02T15:04:05.000Z07:00"
 
@@ -96,7 +106,7 @@ type harSpooled struct {
 // NewHARWriter returns a HARWriter that writes to w and names keyhole creatorVersion as
 // the document's creator. The HARWriter never closes w.
 func NewHARWriter(w io.Writer, creatorVersion string) *HARWriter {
-	h := &HARWriter{w: w, version: creatorVersion}
+	h := &HARWriter{w: w, version: creatorVersion, spool: harSpool{limit: HARSpoolLimit}}
 	h.enc = json.NewEncoder(&h.buf)
 	h.enc.SetEscapeHTML(false)
 	h.enc.SetIndent(harEntryIndent, "  ")
@@ -203,13 +213,17 @@ func (h *HARWriter) writeHead(w *bufio.Writer) error {
 // harSpool keeps bytes in memory up to harSpoolMemory, then in a temporary file that is
 // unlinked as soon as it is made, so nothing is left behind whatever happens.
 type harSpool struct {
-	mem  []byte
-	file *os.File
-	size int64 // bytes in file
+	limit int64 // HARSpoolLimit; smaller in tests
+	mem   []byte
+	file  *os.File
+	size  int64 // bytes in file
 }
 
 // write appends p and returns its offset.
 func (s *harSpool) write(p []byte) (int64, error) {
+	if int64(len(s.mem))+s.size+int64(len(p)) > s.limit {
+		return 0, ErrHARTooLarge
+	}
 	if s.file == nil && len(s.mem)+len(p) <= harSpoolMemory {
 		off := int64(len(s.mem))
 		s.mem = append(s.mem, p...)
@@ -466,10 +480,10 @@ func harURL(r Request) string {
 		// sent, which need not start with '/'.
 		b.WriteByte('/')
 	}
-	harEscape(&b, r.Path)
+	harEscape(&b, r.Path, true)
 	if r.Query != "" {
 		b.WriteByte('?')
-		harEscape(&b, r.Query)
+		harEscape(&b, r.Query, false)
 	}
 	return b.String()
 }
@@ -493,15 +507,18 @@ func harOriginOf(r Request) string {
 	return r.Scheme + "://" + r.Host
 }
 
-// harEscape writes s percent-encoding every byte that may not appear in a URL's path or
-// query (RFC 3986). A '%' that starts a valid escape is kept: a canonical path holds no
-// '%' (it is decoded), while a raw target or query is already escaped and must not be
-// escaped twice.
-func harEscape(b *strings.Builder, s string) {
+// harEscape writes s percent-encoding every byte that may not appear in a URL's path
+// (inPath) or query (RFC 3986). A '%' that starts a valid escape is kept: a canonical
+// path holds no '%' (it is decoded), while a raw target or query is already escaped and
+// must not be escaped twice. In a path a '?' is escaped too: a canonical path decoded
+// from "%3F" holds one, which raw would start a query the request never had.
+func harEscape(b *strings.Builder, s string, inPath bool) {
 	const hex = "0123456789ABCDEF"
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
+		case c == '?' && inPath:
+			b.WriteString("%3F")
 		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
 			strings.IndexByte("-._~!$&'()*+,;=:@/?", c) >= 0,
 			c == '%' && i+2 < len(s) && harIsHex(s[i+1]) && harIsHex(s[i+2]):

@@ -475,6 +475,9 @@ func TestHARURL(t *testing.T) {
 		{"/bad%zz%", "q=%", "http://keyhole/bad%25zz%25?q=%25"},
 		{"*", "", "http://keyhole/*"},
 		{"/p", "x=1#frag", "http://keyhole/p?x=1%23frag"},
+		// A canonical path decoded from %3F holds a '?' that starts no query.
+		{"/v1/orders?status=open", "", "http://keyhole/v1/orders%3Fstatus=open"},
+		{"/v1/a?b", "c=?d", "http://keyhole/v1/a%3Fb?c=?d"},
 		{"", "", "http://keyhole/"},
 	}
 	for _, tt := range tests {
@@ -556,5 +559,24 @@ func TestHARWriterErrors(t *testing.T) {
 	}
 	if err := WriteHAR(&failWriter{}, xs, "1"); !errors.Is(err, errDiskFull) {
 		t.Errorf("WriteHAR on a failing writer = %v, want %v", err, errDiskFull)
+	}
+}
+
+// TestHARSpoolLimit: an export past the spool's limit is refused with ErrHARTooLarge
+// and writes nothing, instead of filling the disk (or a tmpfs /tmp, memory).
+func TestHARSpoolLimit(t *testing.T) {
+	var out bytes.Buffer
+	h := NewHARWriter(&out, "test")
+	h.spool.limit = 64 << 10
+	body := NewBody(bytes.Repeat([]byte("x"), 8<<10), 8<<10)
+	var err error
+	for i := 0; err == nil && i < 100; i++ {
+		err = h.Add(Exchange{ID: fmt.Sprint(i), Request: Request{Method: "POST", Path: "/", Body: body}})
+	}
+	if !errors.Is(err, ErrHARTooLarge) {
+		t.Fatalf("Add past the limit = %v, want ErrHARTooLarge", err)
+	}
+	if err := h.Close(); !errors.Is(err, ErrHARTooLarge) || out.Len() != 0 {
+		t.Errorf("Close = %v with %d bytes written, want ErrHARTooLarge and nothing", err, out.Len())
 	}
 }

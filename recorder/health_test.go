@@ -110,3 +110,69 @@ func TestHealthDiskFull(t *testing.T) {
 	waitHealth(t, rec, true)
 	waitHealth(t, rec2, true)
 }
+
+// syncWatch is a store that tells when a sync the recorder asked for has returned.
+type syncWatch struct {
+	*sqlite.Store
+	synced chan error
+}
+
+func (s *syncWatch) Sync(ctx context.Context) error {
+	err := s.Store.Sync(ctx)
+	select {
+	case s.synced <- err:
+	default:
+	}
+	return err
+}
+
+// TestHealthSyncOnFullDisk: on a full disk the WAL still syncs, so the sync the writer
+// owes an unsynced commit succeeds while every append fails; that sync must not make the
+// store look writable again (it did: /readyz said ready, and "writable again" was
+// logged, between two refused requests).
+func TestHealthSyncOnFullDisk(t *testing.T) {
+	dir := testkit.Tmpfs(t, 16<<20)
+	st, err := sqlite.OpenPath(t.Context(), filepath.Join(dir, "r.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	w := &syncWatch{Store: st, synced: make(chan error, 1)}
+	var logs testkit.Buffer
+	rec := recorder.New(w, recorder.Policy{Mode: recorder.Strict}, recorder.Options{Log: slog.New(slog.NewJSONHandler(&logs, nil))})
+	defer rec.Close(context.Background())
+	waitHealth(t, rec, true)
+	x := exchange(1)
+	if err := rec.Begin(t.Context(), x); err != nil {
+		t.Fatal(err)
+	}
+	rec.End(x) // a response no request waits for: committed unsynced, synced within a second
+	select {   // the sync of an earlier commit, if any, is not the one under test
+	case <-w.synced:
+	default:
+	}
+	fill := testkit.Fill(t, dir)
+	defer os.Remove(fill)
+	for i := 2; rec.Begin(t.Context(), exchange(i)) == nil; i++ {
+		if i > 1000 {
+			t.Fatal("strict Begins still succeed on a full disk")
+		}
+	}
+	select {
+	case err := <-w.synced:
+		if err != nil {
+			t.Fatalf("the owed sync failed (%v): this disk cannot show the defect", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the writer did not sync its unsynced commit")
+	}
+	for range 10 {
+		if err := rec.Health(); err == nil {
+			t.Fatal("Health is nil after a sync on a full disk, with appends failing")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if strings.Contains(logs.String(), "writable again") {
+		t.Errorf("logged the store writable again on a full disk:\n%s", logs.String())
+	}
+}

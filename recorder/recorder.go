@@ -157,9 +157,9 @@ func (r *Recorder) SetPolicy(p Policy) {
 // is refused.
 func (r *Recorder) Strict() bool { return r.policy.Load().Mode == Strict }
 
-// Health returns nil when the last write to the store (a commit of records, a sync, or
-// the probe the recorder makes when it has written nothing for a second) succeeded, and
-// that write's error otherwise: in strict mode, requests are being refused. Before the
+// Health returns nil when the last write to the store (a commit of records, or the
+// probe the recorder makes when it has written nothing for a second) succeeded, and that
+// write's error (or a failed sync's) otherwise: in strict mode, requests are being refused. Before the
 // first write or probe it returns an error too: a gateway restarted on a full disk must
 // not look ready until its store has shown it can write.
 func (r *Recorder) Health() error {
@@ -342,12 +342,18 @@ func (r *Recorder) write() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		err := unsynced.Sync(ctx)
-		r.setHealth(err)
 		if err != nil {
+			r.setHealth(err)
 			if c := r.opts.Metrics.Errors; c != nil {
 				c.Inc()
 			}
 			return err
+		}
+		// A sync shows that what was committed is on disk, not that the store takes
+		// writes: on a full disk the WAL still syncs. It refreshes a healthy store's
+		// last write, and leaves an error an append or a probe found for them to clear.
+		if h := r.health.Load(); h != nil && h.err == nil {
+			r.health.CompareAndSwap(h, &health{at: time.Now()})
 		}
 		synced, dirty = time.Now(), false
 		return nil

@@ -146,15 +146,21 @@ func TestStreamResumesWithoutLossOrDuplicates(t *testing.T) {
 			break
 		}
 	}
-	for id := range want {
+	checkStreamed(t, seen, want)
+	t.Logf("%d exchanges streamed exactly once while recorded, last cursor %s", len(seen), cursor)
+}
+
+// checkStreamed fails t unless the exchanges seen streamed are those the store holds.
+func checkStreamed(t *testing.T, seen, stored map[string]bool) {
+	t.Helper()
+	for id := range stored {
 		if !seen[id] {
 			t.Errorf("exchange %s is in the store but was never streamed", id)
 		}
 	}
-	if len(seen) != len(want) {
-		t.Errorf("streamed %d exchanges, the store holds %d", len(seen), len(want))
+	if len(seen) != len(stored) {
+		t.Errorf("streamed %d exchanges, the store holds %d", len(seen), len(stored))
 	}
-	t.Logf("%d exchanges streamed exactly once while recorded, last cursor %s", len(seen), cursor)
 }
 
 // TestStreamAcrossReplicas reads the live export of two replicas on one PostgreSQL in
@@ -214,14 +220,7 @@ func TestStreamAcrossReplicas(t *testing.T) {
 			break
 		}
 	}
-	for id := range want {
-		if !seen[id] {
-			t.Errorf("exchange %s is in the store but was never streamed", id)
-		}
-	}
-	if len(seen) != len(want) {
-		t.Errorf("streamed %d exchanges, the store holds %d", len(seen), len(want))
-	}
+	checkStreamed(t, seen, want)
 	t.Logf("%d exchanges streamed exactly once from two replicas (%v lines by replica), last cursor %s", len(seen), from, cursor)
 }
 

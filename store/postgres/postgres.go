@@ -184,6 +184,11 @@ func connect(dsn string, o Options, readOnly bool) (*Store, error) {
 	// the server ends such a session.
 	cc.RuntimeParams["idle_in_transaction_session_timeout"] = ms(3 * o.StatementTimeout)
 	cc.RuntimeParams["application_name"] = "keyhole"
+	// The chain's appends re-read the head row they lock, as READ COMMITTED does; under
+	// a database whose default is REPEATABLE READ or SERIALIZABLE, two replicas' appends
+	// fail each other with serialization errors. Transactions that need a snapshot ask
+	// for it (readTx).
+	cc.RuntimeParams["default_transaction_isolation"] = "read committed"
 	if readOnly {
 		cc.RuntimeParams["default_transaction_read_only"] = "on"
 	}

@@ -358,3 +358,34 @@ func TestGuessedHead(t *testing.T) {
 		t.Errorf("Verify = %+v, %v; want OK with 12 entries", rep, err)
 	}
 }
+
+// TestStricterDefaultIsolation: on a database whose default isolation is REPEATABLE
+// READ, three Stores appending at once still all succeed, and the chain verifies — the
+// store's sessions run READ COMMITTED, which the head lock's re-read needs (under the
+// database's default they failed each other with serialization errors).
+func TestStricterDefaultIsolation(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	name := dsn[strings.LastIndexByte(dsn, '/')+1:]
+	name, _, _ = strings.Cut(name, "?")
+	pgtest.Exec(t, dsn, `ALTER DATABASE "`+name+`" SET default_transaction_isolation = 'repeatable read'`)
+	stores := []*Store{open(t, dsn), open(t, dsn), open(t, dsn)}
+	var wg sync.WaitGroup
+	var failed sync.Map
+	for si, s := range stores {
+		for w := range 3 {
+			wg.Go(func() {
+				for i := range 20 {
+					if err := s.Append(t.Context(), pair((si*3+w)*100+i)); err != nil {
+						failed.Store(err.Error(), true)
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	failed.Range(func(k, _ any) bool { t.Errorf("Append: %v", k); return true })
+	rep, err := recorder.Verify(t.Context(), stores[0], nil)
+	if err != nil || !rep.OK || rep.Entries != 360 {
+		t.Errorf("Verify = %+v, %v; want 360 entries intact", rep, err)
+	}
+}

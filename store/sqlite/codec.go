@@ -18,6 +18,13 @@ const minCompress = 2 << 10
 // codecS2 is data_codec of a compressed entry.
 const codecS2 = "s2"
 
+// maxUnpacked bounds what a compressed entry may decode to. Data this large or larger is
+// stored as it is, so no entry the store wrote decodes to more; a row that claims more
+// was altered, and is read as stored (verification reports it) instead of making every
+// read of it allocate what a few tampered bytes claim (an S2 block's header can claim
+// 4 GiB).
+const maxUnpacked = 256 << 20
+
 // scratch holds the buffers entries are compressed into: the driver copies a bound
 // value, so a buffer is free again once its statement has run.
 var scratch = sync.Pool{New: func() any { return new([]byte) }}
@@ -31,7 +38,7 @@ type packed struct {
 
 // pack returns data as it is to be stored. release returns its buffer.
 func pack(data []byte) packed {
-	if len(data) < minCompress {
+	if len(data) < minCompress || len(data) >= maxUnpacked {
 		return packed{data: data}
 	}
 	buf := scratch.Get().(*[]byte)
@@ -54,10 +61,13 @@ func (p packed) release() {
 }
 
 // unpack returns the data of an entry stored as stored with codec. Data that does not
-// decompress is returned as it is stored: verification then reports the entry as
+// decompress, or claims to decode to maxUnpacked or more, is returned as it is stored: verification then reports the entry as
 // altered, which it is, instead of every read of the store failing on it.
 func unpack(stored []byte, codec sql.NullString) []byte {
 	if !codec.Valid || codec.String != codecS2 {
+		return stored
+	}
+	if n, err := s2.DecodedLen(stored); err != nil || n >= maxUnpacked {
 		return stored
 	}
 	out, err := s2.Decode(nil, stored)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/metrics"
 	"slices"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/keyholehq/keyhole/recorder"
+	"github.com/klauspost/compress/s2"
 	"github.com/oklog/ulid/v2"
 )
 
@@ -565,7 +567,7 @@ func ioWritten(b *testing.B) int64 {
 }
 
 // TestLargeDataCompressed checks that large entry data that compresses is stored as
-// zstd, and data that is small or does not compress as it is (the contract's LargeData
+// S2, and data that is small or does not compress as it is (the contract's LargeData
 // checks that both read back as appended).
 func TestLargeDataCompressed(t *testing.T) {
 	s, path := open(t)
@@ -627,5 +629,39 @@ func TestListPlans(t *testing.T) {
 		if got := strings.Join(plan, "; "); !strings.Contains(got, "x USING INDEX "+tt.index) && !strings.Contains(got, "x USING COVERING INDEX "+tt.index) {
 			t.Errorf("List(%+v) plan = %q, want it to read %s", tt.f, got, tt.index)
 		}
+	}
+}
+
+// TestCompressedBomb: a tampered row whose S2 data claims to decode to 4 GiB, or that
+// does decode to 512 MiB of zeros from under a kilobyte, is read as stored — reported as
+// altered by verification — without allocating what it claims.
+func TestCompressedBomb(t *testing.T) {
+	claims4GiB := []byte{0xff, 0xff, 0xff, 0xff, 0x0f, 0x00} // a varint length of 2^32-1, then nothing
+	zeros := s2.Encode(nil, make([]byte, 512<<20))
+	for _, tt := range []struct {
+		name string
+		data []byte
+	}{{"a length header claiming 4 GiB", claims4GiB}, {"a valid block of 512 MiB of zeros", zeros}} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, path := open(t)
+			req, resp := pair(0, "alice", "items", "allowed", 200)
+			resp.Data = customersJSON(8 << 10)
+			if err := s.Append(t.Context(), []*recorder.Entry{req, resp}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := raw(t, path).ExecContext(t.Context(), "UPDATE entries SET data = ?, data_codec = 's2' WHERE seq = ?", tt.data, resp.Seq); err != nil {
+				t.Fatal(err)
+			}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			rep, err := recorder.Verify(t.Context(), s, nil)
+			runtime.ReadMemStats(&after)
+			if err != nil || rep.OK {
+				t.Errorf("Verify = %+v, %v; want the edited entry reported", rep, err)
+			}
+			if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+				t.Errorf("verifying one tampered row allocated %d MiB", grew>>20)
+			}
+		})
 	}
 }
