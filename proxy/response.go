@@ -109,6 +109,7 @@ func (b *scrubbedBody) Read(p []byte) (int, error) {
 
 func (b *scrubbedBody) Close() error {
 	b.end()
+	b.r.Close()
 	return b.c.Close()
 }
 

@@ -242,3 +242,23 @@ func FuzzFilter(f *testing.F) {
 		}
 	})
 }
+
+// TestReaderClose checks that a Reader read after Close gives nothing more, and that the
+// Reader that gets its buffer next reads its own text whole.
+func TestReaderClose(t *testing.T) {
+	s := New([]string{"s3cr3t-value"}, Fixed("[X]"))
+	a := NewReader(strings.NewReader(strings.Repeat("a", 1000)), s)
+	p := make([]byte, 10)
+	if n, err := a.Read(p); n != 10 || err != nil {
+		t.Fatalf("Read = %d, %v; want 10, nil", n, err)
+	}
+	a.Close()
+	if n, err := a.Read(p); n != 0 || err != ErrClosed {
+		t.Errorf("Read after Close = %d, %v; want 0, ErrClosed", n, err)
+	}
+	text := strings.Repeat("b", 1000) + "s3cr3t-value"
+	got, err := io.ReadAll(NewReader(strings.NewReader(text), s))
+	if want := strings.Repeat("b", 1000) + "[X]"; string(got) != want || err != nil {
+		t.Errorf("next Reader read %q, %v; want %q", got, err, want)
+	}
+}

@@ -42,6 +42,34 @@ func (s *Store) List(ctx context.Context, f recorder.Filter) ([]recorder.Record,
 	case limit > maxListLimit:
 		limit = maxListLimit
 	}
+	q, args := listQuery(f, limit)
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("sqlite: list: %w", err)
+	}
+	defer rows.Close()
+	recs := make([]recorder.Record, 0, min(limit+1, 64))
+	for rows.Next() {
+		rec, err := scanRecord(rows)
+		if err != nil {
+			return nil, "", fmt.Errorf("sqlite: list: %w", err)
+		}
+		recs = append(recs, rec)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("sqlite: list: %w", err)
+	}
+	next := ""
+	if len(recs) > limit {
+		recs = recs[:limit]
+		next = recs[limit-1].Request.ExchangeID
+	}
+	return recs, next, nil
+}
+
+// listQuery returns List's query for f and its arguments: a page of limit exchanges and
+// one more, which tells whether there is a next page.
+func listQuery(f recorder.Filter, limit int) (string, []any) {
 	var where []string
 	var args []any
 	cond := func(c string, v any) {
@@ -67,7 +95,8 @@ func (s *Store) List(ctx context.Context, f recorder.Filter) ([]recorder.Record,
 		cond("x.status = ?", f.Status)
 	}
 	if f.Tool != "" {
-		cond("x.tool = ?", f.Tool)
+		// The literal term lets SQLite use exchanges_tool, which holds only tool <> ''.
+		cond("x.tool = ? AND x.tool <> ''", f.Tool)
 	}
 	if f.Cursor != "" {
 		cond("x.id < ?", f.Cursor)
@@ -76,32 +105,8 @@ func (s *Store) List(ctx context.Context, f recorder.Filter) ([]recorder.Record,
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	// One more than the page tells whether there is a next page.
 	q += " ORDER BY x.id DESC LIMIT ?"
-	args = append(args, limit+1)
-
-	rows, err := s.r.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, "", fmt.Errorf("sqlite: list: %w", err)
-	}
-	defer rows.Close()
-	recs := make([]recorder.Record, 0, min(limit+1, 64))
-	for rows.Next() {
-		rec, err := scanRecord(rows)
-		if err != nil {
-			return nil, "", fmt.Errorf("sqlite: list: %w", err)
-		}
-		recs = append(recs, rec)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("sqlite: list: %w", err)
-	}
-	next := ""
-	if len(recs) > limit {
-		recs = recs[:limit]
-		next = recs[limit-1].Request.ExchangeID
-	}
-	return recs, next, nil
+	return q, append(args, limit+1)
 }
 
 // Get returns the exchange with this id, or an error wrapping recorder.ErrNotFound.

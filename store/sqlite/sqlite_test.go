@@ -422,6 +422,39 @@ func BenchmarkAppendExchanges(b *testing.B) {
 	}
 }
 
+// BenchmarkAppendSplitExchanges appends as the recorder does under load (the harness's
+// small GET at c=32): a synced Append of n exchanges' request entries, which the
+// requests wait for, then an unsynced one of their response entries. It reports the
+// bytes written (WAL frames: pages) and the CPU time per exchange.
+func BenchmarkAppendSplitExchanges(b *testing.B) {
+	req := bytes.Repeat([]byte("q"), 900)
+	resp := bytes.Repeat([]byte("r"), 1100)
+	for _, n := range []int{1, 8} {
+		b.Run(fmt.Sprintf("exchanges=%d", n), func(b *testing.B) {
+			s, _ := open(b)
+			reqs, resps := make([]*recorder.Entry, n), make([]*recorder.Entry, n)
+			w0, cpu0 := ioWritten(b), cpuTime(b)
+			for b.Loop() {
+				for i := range n {
+					id, at := ulid.Make().String(), time.Now()
+					reqs[i] = &recorder.Entry{Kind: recorder.KindRequest, ExchangeID: id, At: at,
+						Data: req, Subject: "alice", Route: "items", Decision: "allowed", Method: "GET", Path: "/v1/items"}
+					resps[i] = &recorder.Entry{Kind: recorder.KindResponse, ExchangeID: id, At: at,
+						Data: resp, Route: "items", Decision: "allowed", Status: 200}
+				}
+				if err := s.Append(b.Context(), reqs); err != nil {
+					b.Fatal(err)
+				}
+				if err := s.AppendUnsynced(b.Context(), resps); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(ioWritten(b)-w0)/float64(b.N*n), "wbytes/exchange")
+			b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N*n), "cpu-µs/exchange")
+		})
+	}
+}
+
 // ioCalls is the process's read and write system calls so far.
 func ioCalls(b *testing.B) int64 {
 	raw, err := os.ReadFile("/proc/self/io")
@@ -558,6 +591,43 @@ func TestLargeDataCompressed(t *testing.T) {
 		compressed := name == "customers"
 		if codec.Valid != compressed || (compressed && (codec.String != codecS2 || stored > len(data[name])/4)) || (!compressed && stored != len(data[name])) {
 			t.Errorf("%s (%d bytes): stored %d bytes, data_codec %v; want compressed %v", name, len(data[name]), stored, codec, compressed)
+		}
+	}
+}
+
+// TestListPlans checks that List's filters read an index of exchanges, so that a page
+// of a large store is not a scan of every exchange: the tool filter in particular, whose
+// index holds only the exchanges that called a tool.
+func TestListPlans(t *testing.T) {
+	_, path := open(t)
+	db := raw(t, path)
+	tests := []struct {
+		f     recorder.Filter
+		index string
+	}{
+		{recorder.Filter{Tool: "lookup_customer"}, "exchanges_tool"},
+		{recorder.Filter{Tool: "lookup_customer", Cursor: "01J"}, "exchanges_tool"},
+		{recorder.Filter{Subject: "alice"}, "exchanges_subject"},
+		{recorder.Filter{Decision: "denied"}, "exchanges_decision"},
+	}
+	for _, tt := range tests {
+		q, args := listQuery(tt.f, 10)
+		rows, err := db.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		if got := strings.Join(plan, "; "); !strings.Contains(got, "x USING INDEX "+tt.index) && !strings.Contains(got, "x USING COVERING INDEX "+tt.index) {
+			t.Errorf("List(%+v) plan = %q, want it to read %s", tt.f, got, tt.index)
 		}
 	}
 }

@@ -22,7 +22,14 @@ const (
 	// indexed: see Append.
 	insertExchange = `INSERT INTO exchanges (id, received_ns, subject, route, decision, request_seq, tool)
 		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`
-	completeExchange = `UPDATE exchanges SET decision = ?, status = ?, response_seq = ?
+	// completeExchange completes the index row of an exchange whose response kept the
+	// request's decision, as nearly every one does: it sets no indexed column, so SQLite
+	// leaves every index of exchanges alone (setting decision to the value it had still
+	// deletes and inserts the row's exchanges_decision key, a page more in each commit).
+	// redecideExchange completes one whose response changed it.
+	completeExchange = `UPDATE exchanges SET status = ?, response_seq = ?
+		WHERE id = ? AND response_seq IS NULL AND decision = ?`
+	redecideExchange = `UPDATE exchanges SET decision = ?, status = ?, response_seq = ?
 		WHERE id = ? AND response_seq IS NULL`
 )
 
@@ -186,7 +193,7 @@ func (w *writer) headOf(ctx context.Context) (int64, string, error) {
 // writer holds the statements that read the chain head and write sealed entries
 // within one transaction.
 type writer struct {
-	head, entry, exchange, complete *sql.Stmt
+	head, entry, exchange, complete, redecide *sql.Stmt
 }
 
 // prepareWriter prepares the append statements on db.
@@ -208,17 +215,22 @@ func prepareWriter(ctx context.Context, db *sql.DB) (*writer, error) {
 		w.close()
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
+	if w.redecide, err = db.PrepareContext(ctx, redecideExchange); err != nil {
+		w.close()
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
 	return &w, nil
 }
 
 // in returns w's statements bound to tx.
 func (w *writer) in(ctx context.Context, tx *sql.Tx) *writer {
 	return &writer{head: tx.StmtContext(ctx, w.head), entry: tx.StmtContext(ctx, w.entry),
-		exchange: tx.StmtContext(ctx, w.exchange), complete: tx.StmtContext(ctx, w.complete)}
+		exchange: tx.StmtContext(ctx, w.exchange), complete: tx.StmtContext(ctx, w.complete),
+		redecide: tx.StmtContext(ctx, w.redecide)}
 }
 
 func (w *writer) close() {
-	for _, st := range []*sql.Stmt{w.head, w.entry, w.exchange, w.complete} {
+	for _, st := range []*sql.Stmt{w.head, w.entry, w.exchange, w.complete, w.redecide} {
 		if st != nil {
 			st.Close()
 		}
@@ -249,7 +261,18 @@ func (w *writer) write(ctx context.Context, e *recorder.Entry) error {
 		// No row updated is fine: the request entry may have been lost (best-effort
 		// mode) or pruned.
 		status := sql.NullInt64{Int64: int64(e.Status), Valid: e.Status != 0}
-		if _, err := w.complete.ExecContext(ctx, e.Decision, status, e.Seq, e.ExchangeID); err != nil {
+		res, err := w.complete.ExecContext(ctx, status, e.Seq, e.ExchangeID, e.Decision)
+		if err != nil {
+			return fmt.Errorf("complete exchange: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("complete exchange: %w", err)
+		}
+		if n > 0 {
+			return nil
+		}
+		if _, err := w.redecide.ExecContext(ctx, e.Decision, status, e.Seq, e.ExchangeID); err != nil {
 			return fmt.Errorf("complete exchange: %w", err)
 		}
 	}

@@ -240,7 +240,9 @@ func testDuplicateID(t *testing.T, b Backend) {
 
 func testList(t *testing.T, b Backend) {
 	s, _ := b.open(t)
-	// 30 exchanges: subject alternates alice/bob, route by thirds, every fifth denied.
+	// 30 exchanges: subject alternates alice/bob, route by thirds, every fifth denied,
+	// two whose response changed the decision.
+	changed := func(i int) bool { return i == 4 || i == 26 }
 	var es []*recorder.Entry
 	for i := range 30 {
 		subject := []string{"alice", "bob"}[i%2]
@@ -250,6 +252,9 @@ func testList(t *testing.T, b Backend) {
 			decision, status = "denied", 403
 		}
 		req, resp := pair(i, subject, route, decision, status)
+		if changed(i) { // allowed, then the upstream failed: the response decides
+			resp.Decision, resp.Status = "error", 502
+		}
 		if i%7 == 3 {
 			req.Tool = "lookup_customer" // tools/call on an mcp route
 		}
@@ -281,6 +286,8 @@ func testList(t *testing.T, b Backend) {
 		{"subject", recorder.Filter{Subject: "bob"}, ids(0, 30, func(i int) bool { return i%2 == 1 })},
 		{"route", recorder.Filter{Route: "admin"}, ids(0, 30, func(i int) bool { return i%3 == 2 })},
 		{"decision", recorder.Filter{Decision: "denied"}, ids(0, 30, func(i int) bool { return i%5 == 0 })},
+		{"decision of the response", recorder.Filter{Decision: "error"}, ids(0, 30, changed)},
+		{"decision the response changed", recorder.Filter{Decision: "allowed", Until: base.Add(5 * time.Second)}, ids(1, 4, nil)},
 		{"status", recorder.Filter{Status: 403}, ids(0, 30, func(i int) bool { return i%5 == 0 })},
 		{"tool", recorder.Filter{Tool: "lookup_customer"}, ids(0, 30, func(i int) bool { return i%7 == 3 })},
 		{"tool and subject", recorder.Filter{Tool: "lookup_customer", Subject: "bob"}, ids(0, 30, func(i int) bool { return i%7 == 3 && i%2 == 1 })},
