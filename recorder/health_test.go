@@ -111,10 +111,21 @@ func TestHealthDiskFull(t *testing.T) {
 	waitHealth(t, rec2, true)
 }
 
-// syncWatch is a store that tells when a sync the recorder asked for has returned.
+// syncWatch is a store that tells when a sync the recorder asked for has returned, and
+// when an unsynced append has.
 type syncWatch struct {
 	*sqlite.Store
-	synced chan error
+	synced   chan error
+	unsynced chan error
+}
+
+func (s *syncWatch) AppendUnsynced(ctx context.Context, entries []*recorder.Entry) error {
+	err := s.Store.AppendUnsynced(ctx, entries)
+	select {
+	case s.unsynced <- err:
+	default:
+	}
+	return err
 }
 
 func (s *syncWatch) Sync(ctx context.Context) error {
@@ -126,8 +137,8 @@ func (s *syncWatch) Sync(ctx context.Context) error {
 	return err
 }
 
-// TestHealthSyncOnFullDisk: on a full disk the WAL still syncs, so the sync the writer
-// owes an unsynced commit succeeds while every append fails; that sync must not make the
+// TestHealthSyncOnFullDisk: on a full disk the chain log still syncs, so the sync the
+// writer owes an unsynced append succeeds while every append fails; that sync must not make the
 // store look writable again (it did: /readyz said ready, and "writable again" was
 // logged, between two refused requests).
 func TestHealthSyncOnFullDisk(t *testing.T) {
@@ -137,7 +148,7 @@ func TestHealthSyncOnFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	w := &syncWatch{Store: st, synced: make(chan error, 1)}
+	w := &syncWatch{Store: st, synced: make(chan error, 1), unsynced: make(chan error, 1)}
 	var logs testkit.Buffer
 	rec := recorder.New(w, recorder.Policy{Mode: recorder.Strict}, recorder.Options{Log: slog.New(slog.NewJSONHandler(&logs, nil))})
 	defer rec.Close(context.Background())
@@ -146,13 +157,24 @@ func TestHealthSyncOnFullDisk(t *testing.T) {
 	if err := rec.Begin(t.Context(), x); err != nil {
 		t.Fatal(err)
 	}
-	rec.End(x) // a response no request waits for: committed unsynced, synced within a second
-	select {   // the sync of an earlier commit, if any, is not the one under test
+	if n, err := st.Count(t.Context()); err != nil || n != 1 { // indexed
+		t.Fatalf("Count = %d, %v; want 1", n, err)
+	}
+	select { // the sync of an earlier commit, if any, is not the one under test
 	case <-w.synced:
 	default:
 	}
 	fill := testkit.Fill(t, dir)
 	defer os.Remove(fill)
+	// A response no request waits for: appended unsynced (the chain log's blocks are
+	// allocated ahead), to be synced within a second; indexing it into SQLite fails.
+	rec.End(x)
+	if err := <-w.unsynced; err != nil {
+		t.Fatalf("the unsynced append on a full disk failed (%v): this disk cannot show the defect", err)
+	}
+	if n, err := st.Count(t.Context()); err != nil || n != 1 {
+		t.Fatalf("Count = %d, %v; want the response entry logged and not indexed on the full disk", n, err)
+	}
 	for i := 2; rec.Begin(t.Context(), exchange(i)) == nil; i++ {
 		if i > 1000 {
 			t.Fatal("strict Begins still succeed on a full disk")

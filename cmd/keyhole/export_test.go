@@ -41,7 +41,7 @@ recorder: { store: "sqlite://records.db", mode: best_effort }
 // completedIDs returns the ids of every completed exchange in the store file.
 func completedIDs(t *testing.T, file string) map[string]bool {
 	t.Helper()
-	st, err := sqlite.Open(context.Background(), "sqlite://"+file)
+	st, err := sqlite.OpenReadOnly(context.Background(), "sqlite://"+file)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -292,20 +292,28 @@ func TestFaultUpstreamCutMidBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	recs, _, err := st.List(context.Background(), recorder.Filter{Limit: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	codes := map[string]int{}
-	for _, rec := range recs {
-		x, err := recorder.Decode(rec)
+	// The gateway appends a response's record once the client has its answer, and
+	// indexes it for other processes' reads some milliseconds later.
+	var codes map[string]int
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		recs, _, err := st.List(context.Background(), recorder.Filter{Limit: 100})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if x.Error != "" && (x.Response == nil || !x.Response.Incomplete || x.Response.Status != 200) {
-			t.Errorf("record %s %s: error %s with response %+v, want the 200 marked incomplete", x.ID, x.Request.Path, x.Error, x.Response)
+		codes = map[string]int{}
+		for _, rec := range recs {
+			x, err := recorder.Decode(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if x.Error != "" && (x.Response == nil || !x.Response.Incomplete || x.Response.Status != 200) {
+				t.Errorf("record %s %s: error %s with response %+v, want the 200 marked incomplete", x.ID, x.Request.Path, x.Error, x.Response)
+			}
+			codes[x.Error]++
 		}
-		codes[x.Error]++
+		if codes["upstream_truncated"] == 3*each && codes["upstream_timeout"] == each || time.Now().After(deadline) {
+			break
+		}
 	}
 	if codes["upstream_truncated"] != 3*each || codes["upstream_timeout"] != each {
 		t.Errorf("recorded error codes %v, want %d upstream_truncated and %d upstream_timeout", codes, 3*each, each)

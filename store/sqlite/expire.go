@@ -25,7 +25,12 @@ func (s *Store) Expire(ctx context.Context, rule recorder.ExpiryRule) (int64, er
 	chunk := max(1, s.pruneChunk/10)
 	var total int64
 	for {
-		n, more, err := s.expireChunk(ctx, rule, chunk)
+		var n int64
+		var more bool
+		err := s.chain.direct(ctx, func() (last *recorder.Entry, err error) {
+			n, more, last, err = s.expireChunk(ctx, rule, chunk)
+			return last, err
+		})
 		total += n
 		if err != nil {
 			return total, fmt.Errorf("sqlite: expire: %w", err)
@@ -37,51 +42,52 @@ func (s *Store) Expire(ctx context.Context, rule recorder.ExpiryRule) (int64, er
 }
 
 // expireChunk expires up to chunk exchanges in one transaction and says whether more
-// may be left.
-func (s *Store) expireChunk(ctx context.Context, rule recorder.ExpiryRule, chunk int) (int64, bool, error) {
+// may be left; it returns the expiry entry it appended, nil for none.
+func (s *Store) expireChunk(ctx context.Context, rule recorder.ExpiryRule, chunk int) (int64, bool, *recorder.Entry, error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, false, err
+		return 0, false, nil, err
 	}
 	defer tx.Rollback()
 	w := s.stmts.in(ctx, tx)
 	defer w.close()
 	headSeq, headHash, err := w.headOf(ctx)
 	if err != nil {
-		return 0, false, err
+		return 0, false, nil, err
 	}
 	xs, err := expirable(ctx, tx, rule, chunk)
 	if err != nil || len(xs) == 0 {
-		return 0, false, err
+		return 0, false, nil, err
 	}
 	var seqs []int64
 	for _, x := range xs {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM exchanges WHERE id = ? AND request_seq = ?", x.id, x.seq); err != nil {
-			return 0, false, fmt.Errorf("delete exchange: %w", err)
+			return 0, false, nil, fmt.Errorf("delete exchange: %w", err)
 		}
 		for _, seq := range x.entries {
 			done, err := stubEntry(ctx, tx, seq)
 			if err != nil {
-				return 0, false, err
+				return 0, false, nil, err
 			}
 			if done {
 				seqs = append(seqs, seq)
 			}
 		}
 	}
+	var e *recorder.Entry
 	if len(seqs) > 0 {
 		slices.Sort(seqs)
-		e := recorder.Expiry(seqs, rule, time.Now())
+		e = recorder.Expiry(seqs, rule, time.Now())
 		e.Seq = headSeq + 1
 		recorder.Seal(e, headHash)
 		if err := w.write(ctx, e); err != nil {
-			return 0, false, fmt.Errorf("expiry entry: %w", err)
+			return 0, false, nil, fmt.Errorf("expiry entry: %w", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, false, err
+		return 0, false, nil, err
 	}
-	return int64(len(seqs)), len(xs) == chunk, nil
+	return int64(len(seqs)), len(xs) == chunk, e, nil
 }
 
 // expiring is an exchange index row to expire and the entries to make stubs of.

@@ -9,8 +9,8 @@ import (
 	"sync"
 )
 
-// ErrFileGone is the error of every write to a store whose database file, or its
-// WAL, is no longer the file at its path: deleted (rm keyhole.db*), renamed away or
+// ErrFileGone is the error of every write to a store whose database file, its WAL or
+// its chain log, is no longer the file at its path: deleted (rm keyhole.db*), renamed away or
 // replaced. SQLite keeps writing to the file it opened, so commits would still
 // succeed, into a file nobody can open again: records that are lost at the next
 // restart. Only a restart of the gateway, which opens the file at the path, clears it
@@ -23,16 +23,21 @@ var ErrFileGone = errors.New("the database file is no longer the file at its pat
 // removes it only when the last connection to the file closes, and the store holds its
 // write connection (and idle readers) open until Close.
 type fileWatch struct {
-	db   *os.File // the database file, opened before SQLite opened it
-	path string   // its path: the file SQLite opened, links resolved
+	db   *os.File  // the database file, opened before SQLite opened it
+	path string    // its path: the file SQLite opened, links resolved
+	log  *chainLog // the chain log, which appends write
 
 	mu  sync.Mutex
 	wal os.FileInfo // the WAL as first seen; nil until then
 }
 
 // check returns ErrFileGone, wrapped with what changed, if the file at the store's path,
-// or the WAL beside it, is not the one the store writes. It costs three stat calls.
+// the chain log or the WAL beside it, is not the one the store writes. It costs five
+// stat calls.
 func (f *fileWatch) check() error {
+	if err := f.checkLog(); err != nil {
+		return err
+	}
 	open, err := f.db.Stat()
 	if err != nil {
 		return fmt.Errorf("stat open database file: %w", err)
@@ -64,6 +69,24 @@ func (f *fileWatch) check() error {
 	return nil
 }
 
+// checkLog is check for the chain log.
+func (f *fileWatch) checkLog() error {
+	open, err := f.log.f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat open chain log: %w", err)
+	}
+	now, err := os.Stat(f.log.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s: %w: it was deleted or renamed", f.log.path, ErrFileGone)
+	case err != nil:
+		return fmt.Errorf("stat %s: %w", f.log.path, err)
+	case !os.SameFile(open, now):
+		return fmt.Errorf("%s: %w: another file took its name", f.log.path, ErrFileGone)
+	}
+	return nil
+}
+
 // probeWrite is a write that changes nothing in the end: it negates the newest
 // migration's applied_ns and negates it back, in one transaction. SQLite skips an
 // UPDATE to the same value, but a changed page stays dirty, so the commit appends it to
@@ -81,6 +104,12 @@ func (s *Store) Probe(ctx context.Context) error {
 	}
 	if err := s.probe(ctx); err != nil {
 		return fmt.Errorf("sqlite: probe: %w", err)
+	}
+	s.chain.mu.Lock()
+	err := s.chain.failed
+	s.chain.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("sqlite: probe: index: %w", err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -41,6 +42,9 @@ func (s *Store) List(ctx context.Context, f recorder.Filter) ([]recorder.Record,
 		limit = defaultListLimit
 	case limit > maxListLimit:
 		limit = maxListLimit
+	}
+	if err := s.drain(ctx); err != nil {
+		return nil, "", fmt.Errorf("sqlite: list: %w", err)
 	}
 	q, args := listQuery(f, limit)
 	rows, err := s.r.QueryContext(ctx, q, args...)
@@ -111,6 +115,9 @@ func listQuery(f recorder.Filter, limit int) (string, []any) {
 
 // Get returns the exchange with this id, or an error wrapping recorder.ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (recorder.Record, error) {
+	if err := s.drain(ctx); err != nil {
+		return recorder.Record{}, fmt.Errorf("sqlite: get %q: %w", id, err)
+	}
 	rec, err := scanRecord(s.r.QueryRowContext(ctx, recordQuery+" WHERE x.id = ?", id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return recorder.Record{}, fmt.Errorf("sqlite: get %q: %w", id, recorder.ErrNotFound)
@@ -122,10 +129,14 @@ func (s *Store) Get(ctx context.Context, id string) (recorder.Record, error) {
 }
 
 // Entries returns up to limit entries with Seq greater than after, in sequence order;
-// none when limit is not positive.
+// none when limit is not positive. A store opened read-only reads, after the
+// database's, the entries the chain log held beyond them when it was opened.
 func (s *Store) Entries(ctx context.Context, after int64, limit int) ([]recorder.Entry, error) {
 	if limit <= 0 {
 		return nil, nil
+	}
+	if err := s.drain(ctx); err != nil {
+		return nil, fmt.Errorf("sqlite: entries: %w", err)
 	}
 	rows, err := s.r.QueryContext(ctx, "SELECT "+entryColumns+" FROM entries WHERE seq > ? ORDER BY seq LIMIT ?", after, limit)
 	if err != nil {
@@ -143,14 +154,34 @@ func (s *Store) Entries(ctx context.Context, after int64, limit int) ([]recorder
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("sqlite: entries: %w", err)
 	}
+	if len(es) > 0 {
+		after = es[len(es)-1].Seq
+	}
+	for _, x := range s.tail {
+		if len(es) == limit {
+			break
+		}
+		if x.e.Seq > after {
+			es = append(es, x.e)
+		}
+	}
 	return es, nil
 }
 
-// Count returns the number of entries in the chain.
+// Count returns the number of entries in the chain (for a store opened read-only,
+// with those of its chain log: see Entries).
 func (s *Store) Count(ctx context.Context) (int64, error) {
-	var n int64
-	if err := s.r.QueryRowContext(ctx, "SELECT COUNT(*) FROM entries").Scan(&n); err != nil {
+	if err := s.drain(ctx); err != nil {
 		return 0, fmt.Errorf("sqlite: count: %w", err)
+	}
+	var n, last int64
+	if err := s.r.QueryRowContext(ctx, "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM entries").Scan(&n, &last); err != nil {
+		return 0, fmt.Errorf("sqlite: count: %w", err)
+	}
+	for _, x := range s.tail {
+		if x.e.Seq > last {
+			n++
+		}
 	}
 	return n, nil
 }
@@ -207,4 +238,29 @@ func (n *nullEntry) entry() recorder.Entry {
 		Version:    int(n.version.Int64),
 		DataHash:   n.dataHash.String,
 	}
+}
+
+// drain waits until what this process appended before it is in SQLite, for a read to
+// see it. A store opened read-only waits for a store of this process writing the same
+// file; what a gateway process appends is in SQLite some milliseconds later.
+func (s *Store) drain(ctx context.Context) error {
+	if s.chain != nil {
+		return s.chain.drain(ctx)
+	}
+	return drainFile(ctx, s.path)
+}
+
+// drainFile waits for the chain of this process on the database file at path, if any.
+func drainFile(ctx context.Context, path string) error {
+	file, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return nil
+	}
+	chainsMu.Lock()
+	c := chains[file]
+	chainsMu.Unlock()
+	if c == nil {
+		return nil
+	}
+	return c.drain(ctx)
 }

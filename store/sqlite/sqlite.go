@@ -1,12 +1,14 @@
 // Package sqlite stores exchange records and approvals in one SQLite file: a
-// recorder.Store and an approvals.Store for a single gateway, or for several gateway
-// processes on one host sharing the file.
+// recorder.Store and an approvals.Store for a single gateway process.
 //
-// The file is in WAL mode with synchronous=FULL, so an entry is on disk once Append
-// returns and survives a killed process or a lost machine. Writes take SQLite's write
-// lock when their transaction begins (BEGIN IMMEDIATE), which serialises every process
-// appending to the file and keeps the hash chain one line. Reads use their own pool of
-// connections and do not wait for writes.
+// Append writes sealed entries to the chain log beside the file (its name plus
+// "-chain") with one fdatasync per batch, so an entry is on disk once Append returns and
+// survives a killed process or a lost machine; a goroutine inserts them into SQLite in
+// large transactions off the request path, and reads wait for what was appended before
+// them. One process writes a file: the chain log is locked (flock) while a store is
+// open for writing, and every Store of the process on one file shares it. Other writes
+// (approvals) are synchronous SQLite transactions, in WAL mode with synchronous=FULL.
+// Reads use their own pool of connections and do not wait for writes.
 package sqlite
 
 import (
@@ -14,10 +16,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/keyholehq/keyhole/export"
 	"github.com/keyholehq/keyhole/recorder"
@@ -40,12 +44,14 @@ const (
 )
 
 // Store is a recorder.Store and an approvals.Store in an SQLite file. It is safe for
-// concurrent use, and several Stores, in one process or in several, may write to one
-// file. The zero value is not usable: make one with Open or OpenPath.
+// concurrent use, and several Stores of one process may write to one file (they share
+// its chain); a store of another process cannot be opened for writing while one is.
+// The zero value is not usable: make one with Open or OpenPath.
 type Store struct {
-	w    *sql.DB // one connection: SQLite has one writer per file
-	path string  // the database file SQLite opened: absolute, links resolved
-	r    *sql.DB // readers, concurrent with the writer in WAL mode
+	chain *chain  // the file's chain: appends; nil for a store opened read-only
+	w     *sql.DB // one connection: SQLite has one writer per file
+	path  string  // the database file SQLite opened: absolute, links resolved (read-only: as given, absolute)
+	r     *sql.DB // readers, concurrent with the writer in WAL mode
 	// stmts are the append statements, prepared once on the write connection; each
 	// transaction uses them through Tx.StmtContext instead of preparing its own.
 	stmts *writer
@@ -56,6 +62,12 @@ type Store struct {
 
 	// pruneChunk is the most entries one Prune transaction deletes; see Prune.
 	pruneChunk int
+
+	closeChain sync.Once // Close releases the chain once
+
+	// tail is, for a store opened read-only, the entries its chain log held beyond the
+	// database's when it was opened; Entries and Count read them after the database's.
+	tail []logged
 }
 
 var (
@@ -75,9 +87,11 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 }
 
 // OpenPath opens the store in the file at path. It creates the file (mode 0600) and
-// its missing parent directories (0700), and brings the schema up to date. It refuses
-// a file whose schema is newer than this build knows, and a file that cannot be put
-// in WAL mode. The caller must Close the store.
+// its missing parent directories (0700), brings the schema up to date, and inserts the
+// entries the chain log holds that the file does not (what a killed gateway left). It
+// refuses a file whose schema is newer than this build knows, a file that cannot be
+// put in WAL mode, a file another process has open for writing, and a chain log that
+// does not continue the file's chain. The caller must Close the store.
 func OpenPath(ctx context.Context, path string) (*Store, error) {
 	s, err := openPath(ctx, path)
 	if err != nil {
@@ -155,7 +169,14 @@ func openWriter(ctx context.Context, abs string, f *os.File) (*Store, error) {
 	n := max(4, runtime.GOMAXPROCS(0))
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
-	s := &Store{w: w, path: file, r: r, stmts: stmts, files: &fileWatch{db: f, path: file}, pruneChunk: defaultPruneChunk}
+	c, err := acquireChain(ctx, file)
+	if err != nil {
+		r.Close()
+		stmts.close()
+		w.Close()
+		return nil, err
+	}
+	s := &Store{chain: c, w: w, path: file, r: r, stmts: stmts, files: &fileWatch{db: f, path: file, log: c.log}, pruneChunk: defaultPruneChunk}
 	// Learn the WAL SQLite opened (it exists once the migration check read the file).
 	if err := s.files.check(); err != nil {
 		s.files = nil // f is the caller's to close
@@ -212,7 +233,50 @@ func openReadOnly(ctx context.Context, path string) (*Store, error) {
 	n := max(4, runtime.GOMAXPROCS(0))
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
-	return &Store{r: r}, nil
+	tail, err := readTail(ctx, r, abs+logSuffix)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	return &Store{r: r, path: abs, tail: tail}, nil
+}
+
+// readTail returns the entries of the chain log at path that follow the database's
+// last entry: what its gateway logged and had not indexed when the files were copied,
+// or when it was killed.
+func readTail(ctx context.Context, r *sql.DB, path string) ([]logged, error) {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var seq int64
+	var hash string
+	err = r.QueryRowContext(ctx, selectHead).Scan(&seq, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		seq, hash, err = 0, recorder.GenesisHash, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chain head: %w", err)
+	}
+	var tail []logged
+	for _, x := range frames(raw) {
+		switch {
+		case x.e.Seq <= seq && len(tail) == 0:
+			continue
+		case x.e.Seq != seq+1 || x.e.PrevHash != hash:
+			if len(tail) == 0 {
+				return nil, fmt.Errorf("%s: entry %d does not continue the database's chain, whose head is entry %d", path, x.e.Seq, seq)
+			}
+			return tail, nil // what a failed write left
+		}
+		x.e.Data = unpack(x.e.Data, sql.NullString{String: x.codec, Valid: x.codec != ""})
+		tail = append(tail, x)
+		seq, hash = x.e.Seq, x.e.Hash
+	}
+	return tail, nil
 }
 
 // checkSchema makes sure db's schema is the newest this build knows.
@@ -263,7 +327,9 @@ func (s *Store) Close() error {
 	var werr error
 	if s.w != nil {
 		s.stmts.close()
-		werr = s.w.Close()
+		var cerr error
+		s.closeChain.Do(func() { cerr = s.chain.release() })
+		werr = errors.Join(cerr, s.w.Close())
 	}
 	var ferr error
 	if s.files != nil {

@@ -3,12 +3,9 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/keyholehq/keyhole/recorder"
@@ -34,9 +31,12 @@ const (
 )
 
 // Append assigns each entry the next sequence number, seals it onto the chain and
-// commits all of them in one transaction, synced to disk before Append returns. On a
-// nil return each entry's Seq, PrevHash and Hash are set; on an error nothing is
-// written and entries are unchanged.
+// writes all of them to the chain log, synced to disk before Append returns; the
+// store's indexer inserts them into SQLite in the background, and every read of the
+// store waits for what was appended before it. On a nil return each entry's Seq,
+// PrevHash and Hash are set; on an error nothing is written and entries are unchanged.
+// Append fails while the indexer cannot write to SQLite, and while too many entries
+// wait for it.
 //
 // A request entry makes its exchange's index row and a response entry completes it
 // (a response whose request is not indexed only joins the chain). Exchange ids are
@@ -44,37 +44,24 @@ const (
 // response, is written to the chain, which stays complete and verifiable, but the
 // index keeps the first. Failing the batch instead would lose every other record in
 // it for one duplicate.
-//
-// Append waits as long as ctx allows for this Store's other writes, and up to five
-// seconds for the write lock another Store or process holds on the file.
 func (s *Store) Append(ctx context.Context, entries []*recorder.Entry) error {
 	return s.appendChecked(ctx, entries, true)
 }
 
-// AppendUnsynced appends like Append but returns once the transaction has committed,
-// without waiting for it to reach the disk (SQLite's synchronous=NORMAL for this one
-// transaction): the entries survive a killed process at once, and a lost machine from
-// the next Append, which syncs them with its own entries, or the next WAL checkpoint.
-// Every other write of the store stays synchronous.
+// AppendUnsynced appends like Append but returns once the entries are written to the
+// log, without waiting for them to reach the disk: they survive a killed process at
+// once, and a lost machine from the next Append, which syncs them with its own
+// entries, or the next Sync.
 func (s *Store) AppendUnsynced(ctx context.Context, entries []*recorder.Entry) error {
 	return s.appendChecked(ctx, entries, false)
 }
 
-// Sync makes every entry committed so far durable: it syncs the WAL file, which holds
-// what AppendUnsynced committed since the last synced commit or checkpoint, and its
-// directory (SQLite syncs a new WAL's directory entry only at a synced commit).
+// Sync makes every entry appended so far durable.
 func (s *Store) Sync(ctx context.Context) error {
 	if err := s.writable(); err != nil {
 		return err
 	}
-	err := syncFile(s.path + "-wal")
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil // checkpointed and removed by the last connection: it is all in the database file, synced
-	}
-	if err == nil {
-		err = syncFile(filepath.Dir(s.path))
-	}
-	if err != nil {
+	if err := s.chain.sync(); err != nil {
 		return fmt.Errorf("sqlite: sync: %w", err)
 	}
 	return nil
@@ -94,6 +81,9 @@ func (s *Store) appendChecked(ctx context.Context, entries []*recorder.Entry, sy
 	if err := s.writable(); err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sqlite: append: %w", err)
+	}
 	if len(entries) == 0 {
 		return nil
 	}
@@ -107,71 +97,10 @@ func (s *Store) appendChecked(ctx context.Context, entries []*recorder.Entry, sy
 			return fmt.Errorf("sqlite: append: entry %d: unknown kind %q", i, e.Kind)
 		}
 	}
-	sealed, err := s.append(ctx, entries, sync)
-	if err != nil {
+	if err := s.chain.append(entries, sync); err != nil {
 		return fmt.Errorf("sqlite: append: %w", err)
 	}
-	for i, e := range entries {
-		e.Seq, e.PrevHash, e.Hash, e.Version, e.DataHash = sealed[i].Seq, sealed[i].PrevHash, sealed[i].Hash, sealed[i].Version, ""
-	}
 	return nil
-}
-
-// append writes sealed copies of entries and returns them once committed; synced to
-// disk unless sync is false.
-func (s *Store) append(ctx context.Context, entries []*recorder.Entry, sync bool) ([]recorder.Entry, error) {
-	// The write pool has one connection; holding it keeps the approval writes, which
-	// must be synchronous, off it while an unsynced append has synchronous=NORMAL.
-	conn, err := s.w.Conn(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	if !sync {
-		// The restore is deferred first: a PRAGMA reported failed (a context that ended
-		// as it ran) may still have taken effect.
-		defer func() {
-			if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL"); rerr != nil {
-				// A connection that may still skip syncs must not write again: database/sql
-				// closes it and the next one opens synchronous=FULL.
-				conn.Raw(func(any) error { return driver.ErrBadConn })
-			}
-		}()
-		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = NORMAL"); err != nil {
-			return nil, err
-		}
-	}
-	tx, err := conn.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
-	// The driver watches a cancellable context with a goroutine for every statement,
-	// some 35 per batch; the statements run on a context that cannot be cancelled
-	// (the transaction still is: database/sql rolls it back when ctx ends), and SQLite's
-	// busy timeout bounds their waits.
-	sctx := context.WithoutCancel(ctx)
-	w := s.stmts.in(sctx, tx)
-	defer w.close()
-	seq, hash, err := w.headOf(sctx)
-	if err != nil {
-		return nil, err
-	}
-	sealed := make([]recorder.Entry, len(entries))
-	for i, e := range entries {
-		c := &sealed[i]
-		*c = *e
-		c.Seq = seq + 1
-		recorder.Seal(c, hash)
-		if err := w.write(sctx, c); err != nil {
-			return nil, fmt.Errorf("entry %d: %w", c.Seq, err)
-		}
-		seq, hash = c.Seq, c.Hash
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, err
-	}
-	return sealed, nil
 }
 
 // headOf returns the sequence number and hash of the last entry, or 0 and GenesisHash
@@ -245,36 +174,53 @@ func (w *writer) write(ctx context.Context, e *recorder.Entry) error {
 		data = []byte{} // the column is NOT NULL; the hash does not tell nil from empty
 	}
 	p := pack(data)
-	at := e.At.UnixNano()
-	_, err := w.entry.ExecContext(ctx, e.Seq, e.Kind, e.ExchangeID, at, p.data, e.PrevHash, e.Hash,
-		e.Subject, e.Route, e.Decision, e.Method, e.Path, e.Status, e.Tool, e.Version, p.codec)
-	p.release()
-	if err != nil {
+	defer p.release()
+	return w.writeStored(ctx, e, p.data, p.codec)
+}
+
+// writeStored inserts the sealed entry e with its data as stored (data, codec) and
+// updates the exchange index. The driver runs statements without a cancellation
+// goroutine of their own on a context that cannot be cancelled: the transaction
+// still can be, and SQLite's busy timeout bounds their waits.
+func (w *writer) writeStored(ctx context.Context, e *recorder.Entry, data []byte, codec sql.NullString) error {
+	if err := w.writeEntry(ctx, e, data, codec); err != nil {
 		return err
 	}
 	switch e.Kind {
 	case recorder.KindRequest:
-		if _, err := w.exchange.ExecContext(ctx, e.ExchangeID, at, e.Subject, e.Route, e.Decision, e.Seq, e.Tool); err != nil {
+		if _, err := w.exchange.ExecContext(ctx, e.ExchangeID, e.At.UnixNano(), e.Subject, e.Route, e.Decision, e.Seq, e.Tool); err != nil {
 			return fmt.Errorf("index exchange: %w", err)
 		}
 	case recorder.KindResponse:
-		// No row updated is fine: the request entry may have been lost (best-effort
-		// mode) or pruned.
-		status := sql.NullInt64{Int64: int64(e.Status), Valid: e.Status != 0}
-		res, err := w.complete.ExecContext(ctx, status, e.Seq, e.ExchangeID, e.Decision)
-		if err != nil {
-			return fmt.Errorf("complete exchange: %w", err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return fmt.Errorf("complete exchange: %w", err)
-		}
-		if n > 0 {
-			return nil
-		}
-		if _, err := w.redecide.ExecContext(ctx, e.Decision, status, e.Seq, e.ExchangeID); err != nil {
-			return fmt.Errorf("complete exchange: %w", err)
-		}
+		return w.completeExchange(ctx, e)
+	}
+	return nil
+}
+
+// writeEntry inserts the sealed entry e with its data as stored, and nothing else.
+func (w *writer) writeEntry(ctx context.Context, e *recorder.Entry, data []byte, codec sql.NullString) error {
+	_, err := w.entry.ExecContext(ctx, e.Seq, e.Kind, e.ExchangeID, e.At.UnixNano(), data, e.PrevHash, e.Hash,
+		e.Subject, e.Route, e.Decision, e.Method, e.Path, e.Status, e.Tool, e.Version, codec)
+	return err
+}
+
+// completeExchange completes the index row of the exchange of response entry e. No row
+// updated is fine: the request entry may have been lost (best-effort mode) or pruned.
+func (w *writer) completeExchange(ctx context.Context, e *recorder.Entry) error {
+	status := sql.NullInt64{Int64: int64(e.Status), Valid: e.Status != 0}
+	res, err := w.complete.ExecContext(ctx, status, e.Seq, e.ExchangeID, e.Decision)
+	if err != nil {
+		return fmt.Errorf("complete exchange: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("complete exchange: %w", err)
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := w.redecide.ExecContext(ctx, e.Decision, status, e.Seq, e.ExchangeID); err != nil {
+		return fmt.Errorf("complete exchange: %w", err)
 	}
 	return nil
 }
@@ -304,7 +250,11 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
 	var limit int64 = -1 // the chain head when Prune began
 	var total int64
 	for {
-		n, headSeq, err := s.pruneChunkOf(ctx, cutoff, limit)
+		var n, headSeq int64
+		err := s.chain.direct(ctx, func() (last *recorder.Entry, err error) {
+			n, headSeq, last, err = s.pruneChunkOf(ctx, cutoff, limit)
+			return last, err
+		})
 		if err != nil {
 			return total, fmt.Errorf("sqlite: prune: %w", err)
 		}
@@ -320,55 +270,55 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
 
 // pruneChunkOf deletes, in one transaction, up to pruneChunk entries older than
 // cutoff from the start of the chain, none after seq limit (none when limit is
-// negative), and appends the checkpoint. It returns how many it deleted and the
-// chain head before the checkpoint.
-func (s *Store) pruneChunkOf(ctx context.Context, cutoff time.Time, limit int64) (int64, int64, error) {
+// negative), and appends the checkpoint. It returns how many it deleted, the chain
+// head before the checkpoint, and the checkpoint once committed.
+func (s *Store) pruneChunkOf(ctx context.Context, cutoff time.Time, limit int64) (int64, int64, *recorder.Entry, error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	defer tx.Rollback()
 	w := s.stmts.in(ctx, tx)
 	defer w.close()
 	headSeq, headHash, err := w.headOf(ctx)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	if limit < 0 {
 		limit = headSeq
 	}
 	last, exchanges, err := prunable(ctx, tx, cutoff.UnixNano(), limit, s.pruneChunk)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	if last.Seq == 0 {
-		return 0, headSeq, nil
+		return 0, headSeq, nil, nil
 	}
 	for _, x := range exchanges {
 		// The seq check keeps the index row of a duplicate id's first request, when
 		// only a later one is being deleted.
 		if _, err := tx.ExecContext(ctx, "DELETE FROM exchanges WHERE id = ? AND request_seq = ?", x.id, x.seq); err != nil {
-			return 0, 0, fmt.Errorf("delete exchange: %w", err)
+			return 0, 0, nil, fmt.Errorf("delete exchange: %w", err)
 		}
 	}
 	res, err := tx.ExecContext(ctx, "DELETE FROM entries WHERE seq <= ?", last.Seq)
 	if err != nil {
-		return 0, 0, fmt.Errorf("delete entries: %w", err)
+		return 0, 0, nil, fmt.Errorf("delete entries: %w", err)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return 0, 0, fmt.Errorf("delete entries: %w", err)
+		return 0, 0, nil, fmt.Errorf("delete entries: %w", err)
 	}
 	c := recorder.Checkpoint(last, n, cutoff, time.Now())
 	c.Seq = headSeq + 1
 	recorder.Seal(c, headHash)
 	if err := w.write(ctx, c); err != nil {
-		return 0, 0, fmt.Errorf("checkpoint: %w", err)
+		return 0, 0, nil, fmt.Errorf("checkpoint: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
-	return n, headSeq, nil
+	return n, headSeq, c, nil
 }
 
 // indexed names an exchange index row by its id and request entry.
