@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyholehq/keyhole/recorder"
+	"github.com/keyholehq/keyhole/store/sqlite/logframe"
 )
 
 // Indexing: the indexer waits up to indexDelay after an append for more to gather
@@ -235,7 +236,7 @@ func (c *chain) append(entries []*recorder.Entry, sync bool) error {
 		}
 		p := pack(data)
 		x.codec = p.codec.String
-		frames = appendFrame(frames, &x.e, p.data, x.codec)
+		frames = logframe.Append(frames, &x.e, p.data, x.codec)
 		p.release()
 		// The data as stored is the end of the frame: the frames' buffer is never
 		// written again, so the entry can keep it until it is indexed.

@@ -1,17 +1,15 @@
 package sqlite
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/keyholehq/keyhole/recorder"
+	"github.com/keyholehq/keyhole/store/sqlite/logframe"
 )
 
 // The chain log is the file beside the database (its path plus logSuffix) that makes an
@@ -21,19 +19,13 @@ import (
 // entry in the log is in SQLite and SQLite's WAL is synced, the log is emptied. Opening
 // the store inserts what a killed gateway left in the log.
 //
-// A frame is the payload's length (uint32, little-endian), its CRC-32C (Castagnoli)
-// and the payload. A frame that is short, too long or fails its checksum ends the log:
-// it is what a write cut off by a crash leaves, never an entry Append reported synced.
+// Package logframe holds the format of its frames; a frame that does not read ends the
+// log: it is what a write cut off by a crash leaves, never an entry Append reported synced.
 const logSuffix = "-chain"
-
-// frameHeader is the length and checksum before each payload.
-const frameHeader = 8
 
 // maxFrame bounds a frame's payload: an entry's data is at most maxUnpacked (larger
 // data is not compressed and would not fit: see pack), plus its fields.
 const maxFrame = maxUnpacked + 1<<20
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // errLogInUse is the error of opening a store for writing whose chain log another
 // process holds: one gateway process writes a SQLite store.
@@ -123,39 +115,18 @@ func (l *chainLog) truncate(off int64) error {
 	return nil
 }
 
-// frames returns the entries of the whole frames at the start of raw.
+// frames returns the entries of the whole frames at the start of raw, up to the
+// first whose data has a codec this store does not know (a newer gateway's).
 func frames(raw []byte) []logged {
-	var out []logged
-	for off := 0; ; {
-		payload, n := nextFrame(raw[off:])
-		if n == 0 {
-			return out
+	fs := logframe.Read(raw, maxFrame)
+	out := make([]logged, 0, len(fs))
+	for _, f := range fs {
+		if f.Codec != "" && f.Codec != codecS2 {
+			break
 		}
-		x, err := decodeFrame(payload)
-		if err != nil {
-			return out
-		}
-		x.start, x.end = int64(off), int64(off+n)
-		out = append(out, x)
-		off += n
+		out = append(out, logged{e: f.Entry, codec: f.Codec, start: f.Start, end: f.End})
 	}
-}
-
-// nextFrame returns the payload of the frame at the start of b and the frame's length,
-// or 0 when b does not start with a whole, valid frame.
-func nextFrame(b []byte) ([]byte, int) {
-	if len(b) < frameHeader {
-		return nil, 0
-	}
-	n := binary.LittleEndian.Uint32(b)
-	if n > maxFrame || uint64(len(b)-frameHeader) < uint64(n) {
-		return nil, 0
-	}
-	payload := b[frameHeader : frameHeader+int(n)]
-	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(b[4:]) {
-		return nil, 0
-	}
-	return payload, frameHeader + int(n)
+	return out
 }
 
 // write appends frames (whole frames, from appendFrame) at the end of the log and, if
@@ -212,76 +183,3 @@ func (l *chainLog) reset() error {
 
 // close unlocks and closes the log.
 func (l *chainLog) close() error { return l.f.Close() }
-
-// appendFrame appends e (sealed) with its stored data and codec to b as one frame.
-func appendFrame(b []byte, e *recorder.Entry, data []byte, codec string) []byte {
-	start := len(b)
-	b = append(b, make([]byte, frameHeader)...)
-	b = binary.AppendVarint(b, e.Seq)
-	b = binary.AppendVarint(b, e.At.UnixNano())
-	b = binary.AppendVarint(b, int64(e.Status))
-	b = binary.AppendVarint(b, int64(e.Version))
-	for _, s := range [...]string{e.Kind, e.ExchangeID, e.PrevHash, e.Hash, e.Subject, e.Route, e.Decision, e.Method, e.Path, e.Tool, codec} {
-		b = binary.AppendUvarint(b, uint64(len(s)))
-		b = append(b, s...)
-	}
-	b = binary.AppendUvarint(b, uint64(len(data)))
-	b = append(b, data...)
-	payload := b[start+frameHeader:]
-	binary.LittleEndian.PutUint32(b[start:], uint32(len(payload)))
-	binary.LittleEndian.PutUint32(b[start+4:], crc32.Checksum(payload, castagnoli))
-	return b
-}
-
-// errFrame is the error of a payload that is not an entry appendFrame wrote.
-var errFrame = errors.New("malformed chain log frame")
-
-// decodeFrame returns the entry a frame's payload holds.
-func decodeFrame(p []byte) (logged, error) {
-	var x logged
-	var ints [4]int64
-	for i := range ints {
-		v, n := binary.Varint(p)
-		if n <= 0 {
-			return logged{}, errFrame
-		}
-		ints[i], p = v, p[n:]
-	}
-	var strs [11]string
-	for i := range strs {
-		s, rest, ok := lengthPrefixed(p)
-		if !ok {
-			return logged{}, errFrame
-		}
-		strs[i], p = string(s), rest
-	}
-	data, rest, ok := lengthPrefixed(p)
-	if !ok || len(rest) != 0 {
-		return logged{}, errFrame
-	}
-	x.e = recorder.Entry{Seq: ints[0], At: time.Unix(0, ints[1]).UTC(), Status: int(ints[2]), Version: int(ints[3]),
-		Kind: strs[0], ExchangeID: strs[1], PrevHash: strs[2], Hash: strs[3], Subject: strs[4], Route: strs[5],
-		Decision: strs[6], Method: strs[7], Path: strs[8], Tool: strs[9], Data: append([]byte{}, data...)}
-	x.codec = strs[10]
-	if x.e.Seq <= 0 || x.e.Status < 0 || int64(x.e.Status) != ints[2] || int64(x.e.Version) != ints[3] {
-		return logged{}, errFrame
-	}
-	switch x.e.Kind {
-	case recorder.KindRequest, recorder.KindResponse, recorder.KindCheckpoint:
-	default:
-		return logged{}, errFrame
-	}
-	if x.codec != "" && x.codec != codecS2 {
-		return logged{}, errFrame
-	}
-	return x, nil
-}
-
-// lengthPrefixed splits a uvarint length and that many bytes off the front of p.
-func lengthPrefixed(p []byte) ([]byte, []byte, bool) {
-	n, k := binary.Uvarint(p)
-	if k <= 0 || n > uint64(len(p)-k) {
-		return nil, nil, false
-	}
-	return p[k : k+int(n)], p[k+int(n):], true
-}

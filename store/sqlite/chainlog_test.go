@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"testing"
 	"time"
 
@@ -196,30 +195,6 @@ func TestLogEmptied(t *testing.T) {
 	if fi, err := os.Stat(path + logSuffix); err != nil || fi.Size() != 0 {
 		t.Errorf("log after Close: %v, %v; want it empty", fi, err)
 	}
-}
-
-// FuzzChainLogFrames: reading any bytes as a chain log never panics and yields only
-// entries that a frame held whole; frames appendFrame wrote read back as written,
-// whatever follows them.
-func FuzzChainLogFrames(f *testing.F) {
-	e := &recorder.Entry{Seq: 7, Kind: recorder.KindResponse, ExchangeID: "01J", At: time.Unix(0, 1234).UTC(),
-		PrevHash: "p", Hash: "h", Subject: "alice", Route: "items", Decision: "allowed", Method: "GET", Path: "/v1/items", Status: 200, Version: 2}
-	f.Add(appendFrame(nil, e, []byte(`{"a":1}`), ""), []byte("tail"))
-	f.Add([]byte{}, []byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0})
-	f.Fuzz(func(t *testing.T, log, tail []byte) {
-		frames(log) // must not panic
-		data := append([]byte{}, log...)
-		framed := appendFrame(nil, e, data, codecS2)
-		got := frames(append(framed, tail...))
-		if len(got) == 0 {
-			t.Fatal("a whole frame was not read")
-		}
-		want := *e
-		want.Data = data
-		if g := got[0]; !reflect.DeepEqual(g.e, want) || g.codec != codecS2 || g.end != int64(len(framed)) {
-			t.Fatalf("read back %+v (%q, end %d), want %+v", g.e, g.codec, g.end, want)
-		}
-	})
 }
 
 // BenchmarkIndex inserts what the indexer inserts under load: batches of n exchanges'
