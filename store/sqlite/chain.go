@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -58,10 +59,15 @@ type chain struct {
 	indexed      int64  // last entry in SQLite
 	pending      []logged
 	pendingBytes int
-	dirty        bool          // the log was written without a sync since the last one
-	emptied      time.Time     // when the log was last emptied
-	failed       error         // the last insert's error; nil once one succeeds
-	advanced     chan struct{} // closed, and replaced, when indexed or failed changes
+	dirty        bool      // the log was written without a sync since the last one
+	emptied      time.Time // when the log was last emptied
+	failed       error     // the last insert's error; nil once one succeeds
+	// logErr is a failed write or sync of the log. After a failed fdatasync the kernel
+	// may have dropped the pages it could not write, so a later sync that succeeds
+	// proves nothing about them: the log is not written again until the store is
+	// opened again, which reads what it holds.
+	logErr   error
+	advanced chan struct{} // closed, and replaced, when indexed or failed changes
 
 	kick, hurry chan struct{}
 	stop, done  chan struct{}
@@ -212,6 +218,9 @@ func syncWAL(file string) error {
 func (c *chain) append(entries []*recorder.Entry, sync bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.logErr != nil {
+		return c.logErr
+	}
 	if c.failed != nil {
 		return fmt.Errorf("index: %w", c.failed)
 	}
@@ -235,6 +244,10 @@ func (c *chain) append(entries []*recorder.Entry, sync bool) error {
 			data = []byte{} // the column is NOT NULL; the hash does not tell nil from empty
 		}
 		p := pack(data)
+		if n := frameSize(&x.e, len(p.data)); n > maxFrame {
+			p.release()
+			return fmt.Errorf("entry %d: %d bytes: larger than the chain log holds (%d)", i, n, maxFrame)
+		}
 		x.codec = p.codec.String
 		frames = logframe.Append(frames, &x.e, p.data, x.codec)
 		p.release()
@@ -244,6 +257,7 @@ func (c *chain) append(entries []*recorder.Entry, sync bool) error {
 		seq, hash = x.e.Seq, x.e.Hash
 	}
 	if err := c.log.write(frames, sync); err != nil {
+		c.logErr = fmt.Errorf("chain log: %w (restart the gateway)", err)
 		return err
 	}
 	c.dirty = c.dirty || !sync
@@ -260,6 +274,15 @@ func (c *chain) append(entries []*recorder.Entry, sync bool) error {
 	return nil
 }
 
+// frameSize bounds the payload of e's frame with n bytes of stored data: its strings
+// and data, and room for the lengths and integers around them.
+func frameSize(e *recorder.Entry, n int) int {
+	for _, s := range [...]string{e.Kind, e.ExchangeID, e.PrevHash, e.Hash, e.Subject, e.Route, e.Decision, e.Method, e.Path, e.Tool, codecS2} {
+		n += len(s) + binary.MaxVarintLen64
+	}
+	return n + 5*binary.MaxVarintLen64
+}
+
 // sync makes what the log holds durable.
 func (c *chain) sync() error {
 	c.mu.Lock()
@@ -267,7 +290,11 @@ func (c *chain) sync() error {
 	if !c.dirty {
 		return nil
 	}
+	if c.logErr != nil {
+		return c.logErr
+	}
 	if err := c.log.sync(); err != nil {
+		c.logErr = fmt.Errorf("chain log: %w (restart the gateway)", err)
 		return err
 	}
 	c.dirty = false
@@ -332,10 +359,12 @@ func (c *chain) index() error {
 	for {
 		c.mu.Lock()
 		batch := c.pending[:min(len(c.pending), indexBatch)]
-		c.mu.Unlock()
 		if len(batch) == 0 {
-			return nil
+			err := c.retryEmptyLocked()
+			c.mu.Unlock()
+			return err
 		}
+		c.mu.Unlock()
 		err := c.insert(context.Background(), batch)
 		c.mu.Lock()
 		c.indexedLocked(len(batch), err)
@@ -348,14 +377,36 @@ func (c *chain) index() error {
 }
 
 // indexAllLocked inserts everything pending; indexMu and mu must be held.
+// A caller's context that ends is the caller's error, not the store's: it fails the
+// call and leaves the entries pending.
 func (c *chain) indexAllLocked(ctx context.Context) error {
 	for len(c.pending) > 0 {
 		batch := c.pending[:min(len(c.pending), indexBatch)]
-		c.indexedLocked(len(batch), c.insert(ctx, batch))
+		err := c.insert(ctx, batch)
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c.indexedLocked(len(batch), err)
 		if c.failed != nil {
 			return c.failed
 		}
 	}
+	return nil
+}
+
+// retryEmptyLocked clears a failure that left nothing pending — emptying the log,
+// whose WAL sync failed — by emptying it again; mu must be held.
+func (c *chain) retryEmptyLocked() error {
+	if c.failed == nil {
+		return nil
+	}
+	if err := c.empty(); err != nil {
+		c.failed = err
+		return err
+	}
+	c.failed, c.emptied = nil, time.Now()
+	close(c.advanced)
+	c.advanced = make(chan struct{})
 	return nil
 }
 

@@ -87,9 +87,10 @@ func (l *chainLog) read() ([]logged, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", l.path, err)
 	}
-	// A frame with a valid checksum that does not decode was not written by Append:
-	// the log ends there too.
-	out := frames(raw)
+	out, err := frames(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w (written by a newer keyhole? it is left as it is)", l.path, err)
+	}
 	var off int64
 	if len(out) > 0 {
 		off = out[len(out)-1].end
@@ -115,18 +116,20 @@ func (l *chainLog) truncate(off int64) error {
 	return nil
 }
 
-// frames returns the entries of the whole frames at the start of raw, up to the
-// first whose data has a codec this store does not know (a newer gateway's).
-func frames(raw []byte) []logged {
-	fs := logframe.Read(raw, maxFrame)
+// frames returns the entries of the whole frames at the start of raw. A whole frame
+// this build cannot read — one it does not decode, or whose data has a codec it does
+// not know (a newer gateway's) — is an error: what follows it may be entries no
+// database holds, so the log must not be cut there.
+func frames(raw []byte) ([]logged, error) {
+	fs, err := logframe.Read(raw, maxFrame)
 	out := make([]logged, 0, len(fs))
 	for _, f := range fs {
 		if f.Codec != "" && f.Codec != codecS2 {
-			break
+			return out, fmt.Errorf("offset %d: data codec %q: %w", f.Start, f.Codec, logframe.ErrForeign)
 		}
 		out = append(out, logged{e: f.Entry, codec: f.Codec, start: f.Start, end: f.End})
 	}
-	return out
+	return out, err
 }
 
 // write appends frames (whole frames, from appendFrame) at the end of the log and, if

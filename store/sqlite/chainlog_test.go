@@ -2,14 +2,17 @@ package sqlite
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/keyholehq/keyhole/recorder"
+	"github.com/keyholehq/keyhole/store/sqlite/logframe"
 	"github.com/oklog/ulid/v2"
 )
 
@@ -194,6 +197,161 @@ func TestLogEmptied(t *testing.T) {
 	s.Close()
 	if fi, err := os.Stat(path + logSuffix); err != nil || fi.Size() != 0 {
 		t.Errorf("log after Close: %v, %v; want it empty", fi, err)
+	}
+}
+
+// TestCancelledRetentionFailsOnlyItself: a Prune whose caller has gone (its context
+// ended) while entries wait for the indexer fails, and nothing else does: the next
+// append is accepted and a read sees every exchange appended before it.
+func TestCancelledRetentionFailsOnlyItself(t *testing.T) {
+	s, _ := open(t)
+	gone, cancel := context.WithCancel(t.Context())
+	cancel()
+	for i := range 20 {
+		req, resp := pair(i, "alice", "items", "allowed", 200)
+		if err := s.Append(t.Context(), []*recorder.Entry{req, resp}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Prune(gone, time.Now()); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Prune with an ended context = %v, want context.Canceled", err)
+		}
+		q, r := pair(1000+i, "bob", "items", "allowed", 200)
+		if err := s.Append(t.Context(), []*recorder.Entry{q, r}); err != nil {
+			t.Fatalf("round %d: an append after the cancelled Prune failed: %v", i, err)
+		}
+		recs, _, err := s.List(t.Context(), recorder.Filter{Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) != 2*(i+1) {
+			t.Fatalf("round %d: List saw %d exchanges, want %d", i, len(recs), 2*(i+1))
+		}
+	}
+}
+
+// TestUnreadableFrameRefused: a chain log whose frame is whole but not one this build
+// reads (a newer gateway's codec) is not cut there on open — the entries in and after
+// it are in no database — and the store is not opened, writable or read-only.
+func TestUnreadableFrameRefused(t *testing.T) {
+	s, live := open(t)
+	appendPairs(t, s, 0, 1, 2)
+	if err := s.drain(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	killed := appendUnindexed(t, s, live, 1)
+	raw, err := os.ReadFile(killed + logSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := logframe.Read(raw, maxFrame)
+	if err != nil || len(fs) == 0 {
+		t.Fatalf("read the log: %d frames, %v", len(fs), err)
+	}
+	last := fs[len(fs)-1]
+	newer := logframe.Append(append([]byte{}, raw[:last.Start]...), &last.Entry, last.Entry.Data, "zstd")
+	if err := os.WriteFile(killed+logSuffix, newer, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s2, err := OpenPath(t.Context(), killed); err == nil {
+		s2.Close()
+		t.Fatal("a store opened on a log with a frame it cannot read")
+	} else if !errors.Is(err, logframe.ErrForeign) {
+		t.Fatalf("open: %v, want logframe.ErrForeign", err)
+	}
+	if r, err := OpenReadOnly(t.Context(), killed); err == nil {
+		r.Close()
+		t.Fatal("a read-only store opened on a log with a frame it cannot read")
+	}
+	if got, err := os.ReadFile(killed + logSuffix); err != nil || !bytes.Equal(got, newer) {
+		t.Fatalf("the log was changed (%d bytes, want %d; %v)", len(got), len(newer), err)
+	}
+}
+
+// TestFailureWithNothingPendingClears: a failure that leaves no entry waiting — the
+// WAL sync before emptying the log failed — is retried by the indexer, and appends are
+// accepted again once it succeeds, without a restart.
+func TestFailureWithNothingPendingClears(t *testing.T) {
+	s, _ := open(t)
+	appendPairs(t, s, 0, 2, 2)
+	if err := s.drain(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	c := s.chain
+	c.mu.Lock()
+	c.failed = errors.New("sync: input/output error") // what a failed empty leaves
+	c.mu.Unlock()
+	req, resp := pair(9, "alice", "items", "allowed", 200)
+	if err := s.Append(t.Context(), []*recorder.Entry{req, resp}); err == nil {
+		t.Fatal("an append was accepted while the store had failed")
+	}
+	signal(c.kick)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := s.Append(t.Context(), []*recorder.Entry{req, resp})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("appends still refused 5 s after the failure cleared: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := s.Probe(t.Context()); err != nil {
+		t.Fatalf("Probe after recovery: %v", err)
+	}
+}
+
+// TestFailedLogWriteIsFinal: once a write or sync of the chain log fails, the store
+// takes no more appends, even when the disk would take them again — after a failed
+// fdatasync the kernel may have dropped pages it could not write, so no later sync
+// vouches for them — and its probe says why, until it is opened again.
+func TestFailedLogWriteIsFinal(t *testing.T) {
+	s, path := open(t)
+	appendPairs(t, s, 0, 1, 2)
+	l := s.chain.log
+	good := l.f
+	ro, err := os.Open(path + logSuffix) // a descriptor that cannot write: the write fails
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	s.chain.mu.Lock()
+	l.f = ro
+	s.chain.mu.Unlock()
+	req, resp := pair(5, "alice", "items", "allowed", 200)
+	if err := s.Append(t.Context(), []*recorder.Entry{req, resp}); err == nil {
+		t.Fatal("an append whose log write failed was acknowledged")
+	}
+	s.chain.mu.Lock()
+	l.f = good // the disk takes writes again
+	s.chain.mu.Unlock()
+	if err := s.Append(t.Context(), []*recorder.Entry{req, resp}); err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Fatalf("append after a failed log write = %v, want it refused until restart", err)
+	}
+	if err := s.Probe(t.Context()); err == nil || !strings.Contains(err.Error(), "chain log") {
+		t.Fatalf("Probe = %v, want the chain log's failure", err)
+	}
+}
+
+// TestOversizeEntryRefused: an entry too large for a chain log frame is refused before
+// anything is written, so no acknowledged entry is one that recovery would read as a
+// torn write.
+func TestOversizeEntryRefused(t *testing.T) {
+	s, _ := open(t)
+	appendPairs(t, s, 0, 1, 2)
+	big := &recorder.Entry{Kind: recorder.KindCheckpoint, At: time.Now(), Data: make([]byte, maxFrame)}
+	if err := s.Append(t.Context(), []*recorder.Entry{big}); err == nil {
+		t.Fatal("an entry larger than a frame holds was appended")
+	}
+	if big.Seq != 0 || big.Hash != "" {
+		t.Fatalf("the refused entry was sealed: seq %d", big.Seq)
+	}
+	q, r := pair(7, "alice", "items", "allowed", 200)
+	if err := s.Append(t.Context(), []*recorder.Entry{q, r}); err != nil {
+		t.Fatal(err)
+	}
+	if q.Seq != 3 {
+		t.Fatalf("the next entry has seq %d, want 3: the refused one took a place in the chain", q.Seq)
 	}
 }
 

@@ -106,10 +106,13 @@ func (s *Store) Probe(ctx context.Context) error {
 		return fmt.Errorf("sqlite: probe: %w", err)
 	}
 	s.chain.mu.Lock()
-	err := s.chain.failed
+	logErr, failed := s.chain.logErr, s.chain.failed
 	s.chain.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("sqlite: probe: index: %w", err)
+	switch {
+	case logErr != nil:
+		return fmt.Errorf("sqlite: probe: %w", logErr)
+	case failed != nil:
+		return fmt.Errorf("sqlite: probe: index: %w", failed)
 	}
 	return nil
 }

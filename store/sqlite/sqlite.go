@@ -261,8 +261,12 @@ func readTail(ctx context.Context, r *sql.DB, path string) ([]logged, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chain head: %w", err)
 	}
+	xs, err := frames(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	var tail []logged
-	for _, x := range frames(raw) {
+	for _, x := range xs {
 		switch {
 		case x.e.Seq <= seq && len(tail) == 0:
 			continue

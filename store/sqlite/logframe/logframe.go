@@ -4,13 +4,15 @@
 // A frame is the payload's length (uint32, little-endian), its CRC-32C (Castagnoli)
 // and the payload: the entry's integer fields as varints, then its strings, the data's
 // codec and the data, each behind its length as a uvarint. A frame that is short, too
-// long, fails its checksum or does not decode ends the log: it is what a write cut off
-// by a crash leaves, never an entry the store reported synced.
+// long or fails its checksum ends the log: it is what a write cut off by a crash leaves
+// (zeroes included), never an entry the store reported synced. A frame that passes its
+// checksum and does not decode is not a torn write: Read reports it (ErrForeign).
 package logframe
 
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"time"
 
@@ -50,18 +52,24 @@ func Append(b []byte, e *recorder.Entry, data []byte, codec string) []byte {
 	return b
 }
 
+// ErrForeign is the error of a frame that passes its checksum but holds no entry this
+// package decodes: written by another version, or damaged in a way a torn write is not.
+var ErrForeign = errors.New("a chain log frame that is whole but not readable by this build")
+
 // Read returns the entries of the whole, valid frames at the start of raw, none with a
-// payload longer than maxPayload, up to the first frame that is not.
-func Read(raw []byte, maxPayload uint32) []Frame {
+// payload longer than maxPayload, up to the first frame that is not. When that frame
+// passes its checksum but does not decode, it returns the entries before it and an
+// error wrapping ErrForeign that gives its offset.
+func Read(raw []byte, maxPayload uint32) ([]Frame, error) {
 	var out []Frame
 	for off := 0; ; {
 		payload, n := next(raw[off:], maxPayload)
-		if n == 0 {
-			return out
+		if n == 0 || len(payload) == 0 {
+			return out, nil // torn, or zeroes: the end
 		}
 		x, err := decode(payload)
 		if err != nil {
-			return out
+			return out, fmt.Errorf("offset %d: %w", off, ErrForeign)
 		}
 		x.Start, x.End = int64(off), int64(off+n)
 		out = append(out, x)

@@ -2,6 +2,7 @@ package logframe
 
 import (
 	"encoding/binary"
+	"errors"
 	"hash/crc32"
 	"reflect"
 	"testing"
@@ -30,29 +31,34 @@ func TestReadEndsAtTheFirstBadFrame(t *testing.T) {
 		return append(append([]byte{}, one...), append(f, p...)...)
 	}
 	tests := []struct {
-		name string
-		raw  []byte
-		max  uint32
-		want []int64 // the seqs read
+		name    string
+		raw     []byte
+		max     uint32
+		want    []int64 // the seqs read
+		foreign bool    // Read reports ErrForeign
 	}{
-		{"empty", nil, 1 << 20, nil},
-		{"two whole frames", whole, 1 << 20, []int64{1, 2}},
-		{"second cut off in its payload", whole[:len(whole)-1], 1 << 20, []int64{1}},
-		{"second cut off in its header", whole[:len(one)+3], 1 << 20, []int64{1}},
-		{"bit flipped in the second's payload", flip(whole, len(whole)-2), 1 << 20, []int64{1}},
-		{"bit flipped in the first's checksum", flip(whole, 5), 1 << 20, nil},
-		{"length beyond the limit", whole, uint32(len(one) - Header - 1), nil},
-		{"zeroes after the frames (preallocated blocks)", append(append([]byte{}, whole...), make([]byte, 64)...), 1 << 20, []int64{1, 2}},
-		{"checksummed payload that is not an entry", badPayload(), 1 << 20, []int64{1}},
+		{"empty", nil, 1 << 20, nil, false},
+		{"two whole frames", whole, 1 << 20, []int64{1, 2}, false},
+		{"second cut off in its payload", whole[:len(whole)-1], 1 << 20, []int64{1}, false},
+		{"second cut off in its header", whole[:len(one)+3], 1 << 20, []int64{1}, false},
+		{"bit flipped in the second's payload", flip(whole, len(whole)-2), 1 << 20, []int64{1}, false},
+		{"bit flipped in the first's checksum", flip(whole, 5), 1 << 20, nil, false},
+		{"length beyond the limit", whole, uint32(len(one) - Header - 1), nil, false},
+		{"zeroes after the frames (preallocated blocks)", append(append([]byte{}, whole...), make([]byte, 64)...), 1 << 20, []int64{1, 2}, false},
+		{"checksummed payload that is not an entry", badPayload(), 1 << 20, []int64{1}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			fs, err := Read(tt.raw, tt.max)
 			var got []int64
-			for _, f := range Read(tt.raw, tt.max) {
+			for _, f := range fs {
 				got = append(got, f.Entry.Seq)
 			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("read seqs %v, want %v", got, tt.want)
+			}
+			if errors.Is(err, ErrForeign) != tt.foreign || (err != nil && !tt.foreign) {
+				t.Fatalf("error %v, want foreign %v", err, tt.foreign)
 			}
 		})
 	}
@@ -65,14 +71,15 @@ func FuzzRead(f *testing.F) {
 	f.Add(Append(nil, e, []byte(`{"a":1}`), ""), []byte("tail"))
 	f.Add([]byte{}, []byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, log, tail []byte) {
-		for _, x := range Read(log, 1<<20) {
+		xs, _ := Read(log, 1<<20)
+		for _, x := range xs {
 			if x.End <= x.Start || x.End > int64(len(log)) {
 				t.Fatalf("frame [%d,%d) outside a log of %d bytes", x.Start, x.End, len(log))
 			}
 		}
 		data := append([]byte{}, log...)
 		framed := Append(nil, e, data, "s2")
-		got := Read(append(framed, tail...), 1<<20)
+		got, _ := Read(append(framed, tail...), 1<<20)
 		if len(got) == 0 {
 			t.Fatal("a whole frame was not read")
 		}
