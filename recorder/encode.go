@@ -226,6 +226,9 @@ func appendHeader(b []byte, h http.Header, red *Redactor) []byte {
 // appendBody appends `,"body":{...}`.
 func appendBody(b []byte, body *Body) []byte {
 	b = append(b, `,"body":{`...)
+	if body.after {
+		b = append(b, `"raw":true,`...)
+	}
 	if body.Text != "" {
 		b = append(b, `"text":`...)
 		b = appendString(b, body.Text)
@@ -321,11 +324,10 @@ var jsonSafe = func() (t [utf8.RuneSelf]bool) {
 	return t
 }()
 
-// sizeHint is about the length of the JSON of a record with header h and body: enough,
-// most of the time, for its appender not to grow the buffer (a JSON body gains a
-// backslash for every quote).
-func sizeHint(h http.Header, body *Body) int {
-	n := 512 + len(body.Text) + len(body.Text)/4
+// sizeHint is about the length of an entry's Data with header h and tail body bytes after
+// its JSON: enough, most of the time, for its appender not to grow the buffer.
+func sizeHint(h http.Header, tail []byte) int {
+	n := 512 + len(tail)
 	for k, vs := range h {
 		n += len(k) + 6
 		for _, v := range vs {

@@ -134,6 +134,11 @@ type Body struct {
 	// body in a coding the recorder cannot decode is not kept at all (Text is empty,
 	// Truncated is set): what cannot be redacted is not recorded.
 	Coding string `json:"coding,omitempty"`
+
+	// after marks a body whose bytes follow its record's JSON in the entry's Data
+	// instead of being JSON-escaped into it (see detach): its record holds "raw":true
+	// and no text.
+	after bool
 }
 
 // Bytes returns the captured bytes of b.

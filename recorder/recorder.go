@@ -8,9 +8,7 @@
 package recorder
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -469,14 +467,14 @@ func requestEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 	rd := red.with(extra)
 	part := *x
 	part.ForwardedAt, part.RespondedAt, part.Response, part.Error, part.Durations = nil, nil, nil, "", Durations{}
-	part.Request.Body = redactBody(part.Request.Body, rd)
-	buf := encodeBuffer(sizeHint(part.Request.Header, &part.Request.Body))
-	data, err := appendExchange((*buf)[:0], &part, red)
+	var tail []byte
+	part.Request.Body, tail = detach(part.Request.Body, rd)
+	data, buf, err := encodeEntry(sizeHint(part.Request.Header, tail), tail, rd, func(b []byte) ([]byte, error) {
+		return appendExchange(b, &part, red)
+	})
 	if err != nil {
-		encodeBuffers.Put(buf)
-		return nil, fmt.Errorf("encode record: %w", err)
+		return nil, err
 	}
-	data, buf = redactData(data, buf, rd)
 	// The index columns are searchable copies of the record: they are redacted as it is.
 	clean := rd.string
 	e := &Entry{Kind: KindRequest, ExchangeID: x.ID, At: x.ReceivedAt, Data: data, buf: buf,
@@ -494,28 +492,44 @@ func responseEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 		ApprovalID: x.ApprovalID, Error: x.Error, Durations: x.Durations}
 	rd := red.with(extra)
 	status := 0
+	var tail []byte
+	hint := 512
 	if x.Response != nil {
 		resp := *x.Response
-		resp.Body = redactBody(resp.Body, rd)
+		resp.Body, tail = detach(resp.Body, rd)
 		c.Response = &resp
 		status = resp.Status
+		hint = sizeHint(resp.Header, tail)
 	}
-	hint := 512
-	if c.Response != nil {
-		hint = sizeHint(c.Response.Header, &c.Response.Body)
-	}
-	buf := encodeBuffer(hint)
-	data, err := appendCompletion((*buf)[:0], &c, red)
+	data, buf, err := encodeEntry(hint, tail, rd, func(b []byte) ([]byte, error) {
+		return appendCompletion(b, &c, red)
+	})
 	if err != nil {
-		encodeBuffers.Put(buf)
-		return nil, fmt.Errorf("encode record: %w", err)
+		return nil, err
 	}
-	data, buf = redactData(data, buf, rd)
 	at := time.Now()
 	if x.RespondedAt != nil {
 		at = *x.RespondedAt
 	}
 	return &Entry{Kind: KindResponse, ExchangeID: x.ID, At: at, Data: data, buf: buf, Route: x.Route, Decision: x.Decision, Status: status}, nil
+}
+
+// encodeEntry returns an entry's Data: the record JSON that enc appends, redacted by rd,
+// then tail, the redacted bytes of its body (see detach). buf, when not nil, is the
+// buffer of encodeBuffers that holds it.
+func encodeEntry(hint int, tail []byte, rd *redaction, enc func([]byte) ([]byte, error)) ([]byte, *[]byte, error) {
+	buf := encodeBuffer(hint)
+	data, err := enc((*buf)[:0])
+	if err != nil {
+		encodeBuffers.Put(buf)
+		return nil, nil, fmt.Errorf("encode record: %w", err)
+	}
+	data, buf = redactData(data, buf, rd)
+	data = append(data, tail...)
+	if buf != nil {
+		*buf = data
+	}
+	return data, buf, nil
 }
 
 // encodeBuffers holds the buffers entries are encoded into, given back by the writer
@@ -567,22 +581,6 @@ func release(batch []item) {
 	}
 }
 
-// redactBody redacts a body in its raw bytes, before a binary body is base64-encoded
-// and a secret in it could no longer be found.
-func redactBody(b Body, rd *redaction) Body {
-	if b.Encoding != "base64" {
-		return b
-	}
-	raw := b.Bytes()
-	clean := rd.bytes(raw)
-	if bytes.Equal(raw, clean) {
-		return b
-	}
-	nb := NewBody(clean, b.Size)
-	nb.Truncated = b.Truncated
-	return nb
-}
-
 // RedactString returns s with every secret value the policy knows, and extra, redacted.
 func (r *Recorder) RedactString(s string, extra ...string) string {
 	rd := r.policy.Load().Redactor.with(extra)
@@ -607,18 +605,4 @@ func (r *Recorder) Redacted(x *Exchange, extra ...string) (*Exchange, error) {
 		return nil, err
 	}
 	return &out, nil
-}
-
-// Decode returns the Exchange stored as rec.
-func Decode(rec Record) (Exchange, error) {
-	var x Exchange
-	if err := json.Unmarshal(rec.Request.Data, &x); err != nil {
-		return Exchange{}, fmt.Errorf("decode exchange %s: %w", rec.Request.ExchangeID, err)
-	}
-	if rec.Response != nil {
-		if err := json.Unmarshal(rec.Response.Data, &x); err != nil {
-			return Exchange{}, fmt.Errorf("decode exchange %s response: %w", rec.Request.ExchangeID, err)
-		}
-	}
-	return x, nil
 }

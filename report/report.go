@@ -10,6 +10,7 @@
 package report
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -56,14 +57,15 @@ type Exchange struct {
 }
 
 // DecodeRecord returns the metadata of a stored exchange: its request entry, then its
-// response entry when it has completed, as recorder.Decode reads them.
+// response entry when it has completed, as recorder.Decode reads them. Only each entry's
+// record JSON is read, not the body bytes that may follow it.
 func DecodeRecord(rec recorder.Record) (Exchange, error) {
 	var x Exchange
-	if err := json.Unmarshal(rec.Request.Data, &x); err != nil {
+	if err := json.NewDecoder(bytes.NewReader(rec.Request.Data)).Decode(&x); err != nil {
 		return Exchange{}, fmt.Errorf("decode exchange %s: %w", rec.Request.ExchangeID, err)
 	}
 	if rec.Response != nil {
-		if err := json.Unmarshal(rec.Response.Data, &x); err != nil {
+		if err := json.NewDecoder(bytes.NewReader(rec.Response.Data)).Decode(&x); err != nil {
 			return Exchange{}, fmt.Errorf("decode exchange %s response: %w", rec.Request.ExchangeID, err)
 		}
 	}
