@@ -228,11 +228,15 @@ func (c *chain) append(entries []*recorder.Entry, sync bool) error {
 		return errBacklog
 	}
 	batch := make([]logged, len(entries))
+	// Each entry is sealed and packed first, so that the frames' buffer is as large as
+	// the packed data: a 64 KiB record compresses to some 5 KiB.
+	packs := make([]packed, len(entries))
+	defer func() {
+		for _, p := range packs {
+			p.release()
+		}
+	}()
 	size := 0
-	for _, e := range entries {
-		size += len(e.Data) + 256
-	}
-	frames := make([]byte, 0, size)
 	seq, hash := c.seq, c.hash
 	for i, e := range entries {
 		x := &batch[i]
@@ -243,18 +247,22 @@ func (c *chain) append(entries []*recorder.Entry, sync bool) error {
 		if data == nil {
 			data = []byte{} // the column is NOT NULL; the hash does not tell nil from empty
 		}
-		p := pack(data)
-		if n := frameSize(&x.e, len(p.data)); n > maxFrame {
-			p.release()
+		packs[i] = pack(data)
+		n := frameSize(&x.e, len(packs[i].data))
+		if n > maxFrame {
 			return fmt.Errorf("entry %d: %d bytes: larger than the chain log holds (%d)", i, n, maxFrame)
 		}
-		x.codec = p.codec.String
-		frames = logframe.Append(frames, &x.e, p.data, x.codec)
-		p.release()
+		size += n + logframe.Header
+		x.codec = packs[i].codec.String
+		seq, hash = x.e.Seq, x.e.Hash
+	}
+	frames := make([]byte, 0, size)
+	for i := range batch {
+		x := &batch[i]
+		frames = logframe.Append(frames, &x.e, packs[i].data, x.codec)
 		// The data as stored is the end of the frame: the frames' buffer is never
 		// written again, so the entry can keep it until it is indexed.
-		x.e.Data = frames[len(frames)-len(p.data) : len(frames) : len(frames)]
-		seq, hash = x.e.Seq, x.e.Hash
+		x.e.Data = frames[len(frames)-len(packs[i].data) : len(frames) : len(frames)]
 	}
 	if err := c.log.write(frames, sync); err != nil {
 		c.logErr = fmt.Errorf("chain log: %w (restart the gateway)", err)
