@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -23,6 +24,29 @@ func BenchmarkProxyAllowed(b *testing.B) { benchProxy(b, newHarness(b)) }
 // request is durably committed (group commit, fsync) before it is forwarded.
 func BenchmarkProxyRecorded(b *testing.B) {
 	benchProxy(b, newRecordingHarness(b, recorder.Strict).harness)
+}
+
+// BenchmarkProxyRecordedLarge is BenchmarkProxyRecorded on a ~100 KB JSON answer that the
+// upstream sends chunked, in writes of 4 KiB: the answers agents read most, captured for
+// the record as they stream through.
+func BenchmarkProxyRecordedLarge(b *testing.B) {
+	rh := newRecordingHarness(b, recorder.Strict)
+	rh.rec.SetPolicy(recorder.Policy{Mode: recorder.Strict, BodyLimit: 64 << 10, Redactor: recorder.NewRedactor([]string{"X-Api-Key"}, []string{crmKey})})
+	var body []byte
+	body = append(body, `{"customers":[`...)
+	for i := 0; len(body) < 100_000; i++ {
+		body = fmt.Appendf(body, `{"id":%d,"name":"Customer %d","email":"c%d@example.com","plan":"pro"},`, i, i, i)
+	}
+	body = append(body[:len(body)-1], "]}"...)
+	benchProxyAnswer(b, rh.harness, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		for p := body; len(p) > 0; {
+			n := min(len(p), 4<<10)
+			w.Write(p[:n])
+			w.(http.Flusher).Flush()
+			p = p[n:]
+		}
+	})
 }
 
 // BenchmarkProxyRecordedBestEffort records without waiting for the commit.
@@ -49,10 +73,16 @@ func BenchmarkProxyTraced(b *testing.B) {
 const benchParallelism = 16
 
 func benchProxy(b *testing.B, h *harness) {
-	h.crm.Respond = func(w http.ResponseWriter, r *http.Request) {
+	benchProxyAnswer(b, h, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"id":42,"name":"Ada Lovelace","email":"ada@example.com"}`)
-	}
+	})
+}
+
+// benchProxyAnswer measures allowed requests through h to an upstream that answers with
+// respond.
+func benchProxyAnswer(b *testing.B, h *harness, respond http.HandlerFunc) {
+	h.crm.Respond = respond
 	tok := h.token(b, map[string]any{"sub": "ada", "groups": []string{"crm-readers"}, "scp": []string{"crm.read"}})
 	client := h.srv.Client()
 	client.Transport.(*http.Transport).MaxIdleConnsPerHost = 64

@@ -771,6 +771,24 @@ type statusWriter struct {
 	// capture is how many bytes of the body to keep in captured, for the record.
 	capture  int64
 	captured []byte
+	pooled   *[]byte // from captures, when captured grew in it
+}
+
+// captures holds the buffers response bodies are captured into for their records: a
+// large answer, read in pieces of a few KiB, grew its buffer five times (issue 17).
+var captures = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxCapture is the largest capture buffer kept in captures.
+const maxCapture = 1 << 20
+
+// releaseCapture gives the capture buffer back to captures; captured must not be used
+// after.
+func (w *statusWriter) releaseCapture() {
+	if w.pooled != nil && cap(w.captured) <= maxCapture {
+		*w.pooled = w.captured[:0]
+		captures.Put(w.pooled)
+	}
+	w.pooled, w.captured = nil, nil
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -797,6 +815,10 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	}
 	n, err := deadline.Write(w.ctl, w.writeIdle, w.ResponseWriter, b)
 	if room := w.capture - int64(len(w.captured)); room > 0 && n > 0 {
+		if w.captured == nil {
+			w.pooled = captures.Get().(*[]byte)
+			w.captured = (*w.pooled)[:0]
+		}
 		w.captured = append(w.captured, b[:min(int64(n), room)]...)
 	}
 	w.bytes += int64(n)

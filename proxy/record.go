@@ -259,6 +259,7 @@ func (g *Gateway) finishRecord(r *http.Request, sw *statusWriter, info *reqInfo,
 	} else {
 		x.Response.Body = recorder.NewCodedBody(sw.captured, sw.bytes, info.respHeader.Values("Content-Encoding"), g.rec.BodyLimit())
 	}
+	sw.releaseCapture() // the body holds a copy
 	x.Durations = recorder.Durations{TotalMS: ms(elapsed), UpstreamMS: ms(info.upstreamDur)}
 	if begun {
 		g.rec.End(x, info.rec.secrets...)
