@@ -145,8 +145,13 @@ func (l *chainLog) write(frames []byte, sync bool) error {
 	}
 	if err != nil {
 		// After a failed write or sync, what the write left must not be read as
-		// entries: cut it off (at best; the next write overwrites it in any case).
-		l.f.Truncate(l.size)
+		// entries: cut it off, and sync the cut, or frames whose appends failed (their
+		// requests refused) could come back after a power loss and be indexed at the
+		// next start. Both at best: the disk is failing, and the log takes no more
+		// writes until the gateway restarts.
+		if l.f.Truncate(l.size) == nil {
+			_ = fdatasync(l.f)
+		}
 		return err
 	}
 	l.size += int64(len(frames))
