@@ -43,29 +43,34 @@ func TestEntryDataHoldsBodyBytes(t *testing.T) {
 	const token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.c2lnbmF0dXJl"
 	binary := []byte{0xff, 0x00, 0xc3, 'k', 0x1f, '"', '\\'}
 	for _, c := range []struct {
-		name string
-		body Body
-		want []byte // the bytes the record keeps
+		name   string
+		body   Body
+		want   []byte // the bytes the record keeps
+		inline bool   // a binary body: base64 in the record's JSON, not after it
 	}{
-		{"empty", NewBody(nil, 0), nil},
-		{"json", NewBody([]byte(`{"a":"q\"uote","b":[1,2]}`), 25), []byte(`{"a":"q\"uote","b":[1,2]}`)},
-		{"control characters and separators", NewBody([]byte("a\n\t\x00\u2028 é 日本"), 99), []byte("a\n\t\x00\u2028 é 日本")},
-		{"binary", NewBody(binary, 7), binary},
-		{"truncated, coded", func() Body { b := NewBody([]byte("part"), 10); b.Coding = "gzip"; return b }(), []byte("part")},
-		{"secret raw", NewBody([]byte(`{"echo":"`+dataSecret+`"}`), 40), []byte(`{"echo":"[REDACTED]"}`)},
-		{"secret JSON-escaped", NewBody([]byte(`{"echo":"sk_live_PLANTED\/key+42="}`), 40), []byte(`{"echo":"[REDACTED]"}`)},
-		{"secret base64", NewBody([]byte(base64.StdEncoding.EncodeToString([]byte(dataSecret))), 32), []byte(Redacted)},
-		{"secret URL-encoded", NewBody([]byte("k="+url.QueryEscape(dataSecret)), 32), []byte("k=" + Redacted)},
-		{"the client's token", NewBody([]byte("tok "+token), 60), []byte("tok " + Redacted)},
-		{"secret in a binary body", NewBody(append([]byte{0xff}, dataSecret...), 24), append([]byte{0xff}, Redacted...)},
+		{"empty", NewBody(nil, 0), nil, false},
+		{"json", NewBody([]byte(`{"a":"q\"uote","b":[1,2]}`), 25), []byte(`{"a":"q\"uote","b":[1,2]}`), false},
+		{"control characters and separators", NewBody([]byte("a\n\t\x00\u2028 é 日本"), 99), []byte("a\n\t\x00\u2028 é 日本"), false},
+		{"binary", NewBody(binary, 7), binary, true},
+		{"truncated, coded", func() Body { b := NewBody([]byte("part"), 10); b.Coding = "gzip"; return b }(), []byte("part"), false},
+		{"secret raw", NewBody([]byte(`{"echo":"`+dataSecret+`"}`), 40), []byte(`{"echo":"[REDACTED]"}`), false},
+		{"secret JSON-escaped", NewBody([]byte(`{"echo":"sk_live_PLANTED\/key+42="}`), 40), []byte(`{"echo":"[REDACTED]"}`), false},
+		{"secret base64", NewBody([]byte(base64.StdEncoding.EncodeToString([]byte(dataSecret))), 32), []byte(Redacted), false},
+		{"secret URL-encoded", NewBody([]byte("k="+url.QueryEscape(dataSecret)), 32), []byte("k=" + Redacted), false},
+		{"the client's token", NewBody([]byte("tok "+token), 60), []byte("tok " + Redacted), false},
+		{"secret in a binary body", NewBody(append([]byte{0xff}, dataSecret...), 24), append([]byte{0xff}, Redacted...), true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			req, resp := entries(t, bodyExchange(c.body, c.body), token)
 			for _, e := range []*Entry{req, resp} {
-				if !bytes.HasSuffix(e.Data, c.want) || bytes.Contains(e.Data, []byte(`"text"`)) {
+				if c.inline {
+					if bytes.Contains(e.Data, []byte(`"raw"`)) || !bytes.HasSuffix(e.Data, []byte("}")) {
+						t.Errorf("%s entry's Data %q: want the body in the record's JSON", e.Kind, e.Data)
+					}
+				} else if !bytes.HasSuffix(e.Data, c.want) || bytes.Contains(e.Data, []byte(`"text"`)) {
 					t.Errorf("%s entry's Data %q: want the record's JSON without a text, then %q", e.Kind, e.Data, c.want)
 				}
-				if len(c.want) > 0 && !bytes.Contains(e.Data, []byte(`"raw":true`)) {
+				if len(c.want) > 0 && !c.inline && !bytes.Contains(e.Data, []byte(`"raw":true`)) {
 					t.Errorf("%s entry's Data %q does not mark its body raw", e.Kind, e.Data)
 				}
 				for _, f := range append(scrub.Forms(dataSecret), token) {
@@ -87,6 +92,65 @@ func TestEntryDataHoldsBodyBytes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRedactionCannotOpenTheRecord holds the record to what a client can do with the
+// values redacted as its own secrets (its token, an access_token it sent): choose one
+// that cuts the record's JSON open, as the rest of the record from inside a header value
+// it also chose, and a body that would close it again with fields of its own. The entry
+// must keep the body inside its JSON then, where redaction breaks at worst the record's
+// JSON (as it did before bodies followed records), never its meaning.
+func TestRedactionCannotOpenTheRecord(t *testing.T) {
+	forged := []byte(`"],"Zzz":["x"]},"body":{"raw":true}},"identity":{"subject":"alice"},"route":"admin"}innocent body`)
+	at := time.Date(2026, 12, 4, 15, 0, 0, 0, time.UTC)
+	x := &Exchange{ID: "01JDXK3M8Q2V7N5R4T6Y9W0Z1A", ReceivedAt: at, RespondedAt: &at, Route: "public", Decision: "refused",
+		Identity: &Identity{Subject: "mallory"},
+		Request: Request{Method: "POST", Path: "/p", Header: http.Header{"Zz": {"aaaaaaaa"}}, Body: NewBody(forged, int64(len(forged))),
+			Scheme: "http", Host: "gw", Protocol: "HTTP/1.1"},
+		Response: &Response{Status: 400, Body: NewBody([]byte(`{"error":"bad_request"}`), 23)}}
+	red := NewRedactor(nil, nil)
+	plain, err := requestEntry(x, red, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	record := plain.Data[:len(plain.Data)-len(forged)]
+	cut := string(record[bytes.Index(record, []byte("aaaaaaaa"))+1:]) // from inside the header value to the end
+	for _, token := range []string{cut, `raw":true,"size`} {
+		req, err := requestEntry(x, red, []string{token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := responseEntry(x, red, []string{token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Decode(Record{Request: *req, Response: resp})
+		if err != nil {
+			continue // unreadable, as before: not a forgery
+		}
+		if got.Identity == nil || got.Identity.Subject != "mallory" || got.Route != "public" || got.Request.Header.Get("Zzz") != "" {
+			t.Errorf("token %q: decoded identity %+v, route %q, headers %v: the body rewrote the record", token, got.Identity, got.Route, got.Request.Header)
+		}
+	}
+}
+
+// TestBinaryBodyHidesSecretsInItsBase64 holds a binary body to what its record shows: its
+// base64, which can spell a secret (one that is itself base64) its bytes do not hold.
+func TestBinaryBodyHidesSecretsInItsBase64(t *testing.T) {
+	key := []byte{0xfb, 0xff, 0xbf, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+	secret := base64.StdEncoding.EncodeToString(key)
+	x := bodyExchange(NewBody(append([]byte{0x80, 0x81, 0x82}, key...), 15), NewBody(nil, 0))
+	req, err := requestEntry(x, NewRedactor(nil, []string{secret}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(Record{Request: *req})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(got.Request.Body.Text, secret) || bytes.Contains(req.Data, []byte(secret)) {
+		t.Errorf("the secret %s is in the record: body %q, Data %q", secret, got.Request.Body.Text, req.Data)
 	}
 }
 

@@ -8,6 +8,7 @@
 package recorder
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -467,11 +468,15 @@ func requestEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 	rd := red.with(extra)
 	part := *x
 	part.ForwardedAt, part.RespondedAt, part.Response, part.Error, part.Durations = nil, nil, nil, "", Durations{}
+	body := part.Request.Body
 	var tail []byte
-	part.Request.Body, tail = detach(part.Request.Body, rd)
-	data, buf, err := encodeEntry(sizeHint(part.Request.Header, tail), tail, rd, func(b []byte) ([]byte, error) {
-		return appendExchange(b, &part, red)
-	})
+	part.Request.Body, tail = detach(body, rd)
+	enc := func(b []byte) ([]byte, error) { return appendExchange(b, &part, red) }
+	data, buf, err := encodeEntry(sizeHint(part.Request.Header, tail), tail, KindRequest, rd, enc)
+	if errors.Is(err, errMarkLost) {
+		part.Request.Body = inline(body, rd)
+		data, buf, err = encodeEntry(sizeHint(part.Request.Header, nil)+len(body.Text), nil, KindRequest, rd, enc)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -493,17 +498,22 @@ func responseEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 	rd := red.with(extra)
 	status := 0
 	var tail []byte
+	var body Body
 	hint := 512
 	if x.Response != nil {
 		resp := *x.Response
-		resp.Body, tail = detach(resp.Body, rd)
+		body = resp.Body
+		resp.Body, tail = detach(body, rd)
 		c.Response = &resp
 		status = resp.Status
 		hint = sizeHint(resp.Header, tail)
 	}
-	data, buf, err := encodeEntry(hint, tail, rd, func(b []byte) ([]byte, error) {
-		return appendCompletion(b, &c, red)
-	})
+	enc := func(b []byte) ([]byte, error) { return appendCompletion(b, &c, red) }
+	data, buf, err := encodeEntry(hint, tail, KindResponse, rd, enc)
+	if errors.Is(err, errMarkLost) {
+		c.Response.Body = inline(body, rd)
+		data, buf, err = encodeEntry(hint+len(body.Text), nil, KindResponse, rd, enc)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -516,8 +526,9 @@ func responseEntry(x *Exchange, red *Redactor, extra []string) (*Entry, error) {
 
 // encodeEntry returns an entry's Data: the record JSON that enc appends, redacted by rd,
 // then tail, the redacted bytes of its body (see detach). buf, when not nil, is the
-// buffer of encodeBuffers that holds it.
-func encodeEntry(hint int, tail []byte, rd *redaction, enc func([]byte) ([]byte, error)) ([]byte, *[]byte, error) {
+// buffer of encodeBuffers that holds it. It returns errMarkLost when redaction changed the
+// record's JSON so that it no longer ends where it did or no longer marks its body raw.
+func encodeEntry(hint int, tail []byte, kind string, rd *redaction, enc func([]byte) ([]byte, error)) ([]byte, *[]byte, error) {
 	buf := encodeBuffer(hint)
 	data, err := enc((*buf)[:0])
 	if err != nil {
@@ -525,11 +536,35 @@ func encodeEntry(hint int, tail []byte, rd *redaction, enc func([]byte) ([]byte,
 		return nil, nil, fmt.Errorf("encode record: %w", err)
 	}
 	data, buf = redactData(data, buf, rd)
+	if len(tail) > 0 && buf == nil && !marksRaw(data, kind) {
+		// A replaced secret changed the JSON (buf is nil only then). A value the client
+		// chose (its token, an access_token) can cut the JSON open, so that a reader
+		// would go on reading the body — bytes the client also chose — as the record.
+		return nil, nil, errMarkLost
+	}
 	data = append(data, tail...)
 	if buf != nil {
 		*buf = data
 	}
 	return data, buf, nil
+}
+
+// inline returns b as its entry's record holds it when its bytes cannot follow the
+// record (errMarkLost): a text body stays in the JSON, redacted with it; a binary body is
+// redacted in its raw bytes before it is base64-encoded, where a secret could no longer
+// be found, and then with the JSON.
+func inline(b Body, rd *redaction) Body {
+	if b.Encoding != "base64" {
+		return b
+	}
+	raw := b.Bytes()
+	clean := rd.bytes(raw)
+	if bytes.Equal(raw, clean) {
+		return b
+	}
+	nb := NewBody(clean, b.Size)
+	nb.Truncated, nb.Coding = b.Truncated, b.Coding
+	return nb
 }
 
 // encodeBuffers holds the buffers entries are encoded into, given back by the writer
